@@ -1,0 +1,197 @@
+"""Turn untrusted text into one canonical IP address, and decide whether a geo API may ever see it.
+
+Normalising first gives every event for an address the same key (table key, topic key, `query` sent to
+the API), so one address is cached, resolved and retried once. `classify` exists because the old job
+retried private and garbage addresses forever: only GLOBAL addresses are ever sent to a geo provider.
+
+Normalisation: surrounding ASCII whitespace is stripped; IPv4 comes out dotted-decimal; IPv6 comes out
+compressed lower-case; an IPv4-mapped IPv6 address (``::ffff:1.2.3.4``) becomes its IPv4 form, because
+dual-stack sockets report IPv4 peers that way and both spellings mean the same host. An IPv6 zone id
+(``fe80::1%eth0``) is dropped and the address kept: the zone only names an interface on the sender's host,
+the event is still valid, and a link-local address classifies as LINK_LOCAL and is never sent anywhere.
+Forms other tools read differently (``010.1.1.1`` octal to inet_aton, ``1.2.3``, ``0x7f.0.0.1``,
+``2130706433``, ``1.2.3.4.``) are rejected rather than guessed. An unbracketed IPv6 address followed by a
+port (``2001:db8::1:443``) is itself a valid address and cannot be told apart; it is accepted as written.
+
+Rejections raise `InvalidAddress` whose `reason` is one of `Rejection`'s values, a fixed vocabulary that
+dead-letter dashboards can group by (checked in this order):
+
+- "not a string", "empty", "too long", "non-ASCII characters", "embedded whitespace",
+  "control characters", "CIDR block not allowed", "port not allowed", "brackets not allowed",
+  "invalid zone id", "leading zeros", "non-canonical IPv4", "not an IP address".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+from pipeline.errors import InvalidAddress
+
+MAX_ADDRESS_CHARS = 64  # longest IPv6 text (45) + "%" + an interface name; anything longer is not one address
+
+
+class Rejection(StrEnum):
+    """Why a text is not an address we accept; values are stable because they are stored in the DLQ."""
+
+    NOT_A_STRING = "not a string"
+    EMPTY = "empty"
+    TOO_LONG = "too long"
+    NON_ASCII = "non-ASCII characters"
+    WHITESPACE = "embedded whitespace"
+    CONTROL = "control characters"
+    CIDR = "CIDR block not allowed"
+    PORT = "port not allowed"
+    BRACKETS = "brackets not allowed"
+    ZONE = "invalid zone id"
+    LEADING_ZEROS = "leading zeros"
+    NON_CANONICAL_V4 = "non-canonical IPv4"
+    NOT_AN_IP = "not an IP address"
+
+
+class AddressKind(StrEnum):
+    """What an address is for; everything except GLOBAL is final and never worth a geo lookup."""
+
+    GLOBAL = "global"
+    PRIVATE = "private"
+    LOOPBACK = "loopback"
+    LINK_LOCAL = "link_local"
+    SHARED = "shared"
+    MULTICAST = "multicast"
+    DOCUMENTATION = "documentation"
+    RESERVED = "reserved"
+    UNSPECIFIED = "unspecified"
+
+
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes; other Unicode spaces are rejected
+_BRACKETED_WITH_PORT = re.compile(r"\[[^\]]*\]:[0-9]+")  # the URL/socket spelling "[v6]:port"
+_ZONE_ID = re.compile(r"[A-Za-z0-9._~-]+")  # RFC 6874 unreserved characters: interface names or numbers
+_LOOSE_IPV4 = re.compile(  # what inet_aton-style parsers would read as IPv4: 1-4 parts, hex/octal, "."
+    r"(?:0[xX][0-9a-fA-F]*|[0-9]+)(?:\.(?:0[xX][0-9a-fA-F]*|[0-9]+)){0,3}\.?"
+)
+_GLOBAL_UNICAST_V6 = IPv6Network("2000::/3")  # the only IPv6 space IANA allocates for global unicast
+
+_Network = IPv4Network | IPv6Network
+# First match wins, so more specific networks come before the blocks that contain them. Where this
+# disagrees with Python 3.11's ipaddress, it is always stricter (never calls something GLOBAL it does not).
+_SPECIAL_NETWORKS: tuple[tuple[_Network, AddressKind], ...] = tuple(
+    (ipaddress.ip_network(net), kind)
+    for net, kind in (
+        ("0.0.0.0/32", AddressKind.UNSPECIFIED),  # "this host" before it has an address
+        ("0.0.0.0/8", AddressKind.RESERVED),  # "this network" (RFC 791); never a peer
+        ("10.0.0.0/8", AddressKind.PRIVATE),  # RFC 1918
+        ("172.16.0.0/12", AddressKind.PRIVATE),  # RFC 1918
+        ("192.168.0.0/16", AddressKind.PRIVATE),  # RFC 1918
+        ("100.64.0.0/10", AddressKind.SHARED),  # carrier-grade NAT (RFC 6598): locates the ISP, not the user
+        ("127.0.0.0/8", AddressKind.LOOPBACK),  # RFC 1122
+        ("169.254.0.0/16", AddressKind.LINK_LOCAL),  # RFC 3927
+        ("192.0.0.0/24", AddressKind.RESERVED),  # IETF protocol assignments; .9/.10 are anycast services
+        ("192.0.2.0/24", AddressKind.DOCUMENTATION),  # TEST-NET-1 (RFC 5737)
+        ("198.51.100.0/24", AddressKind.DOCUMENTATION),  # TEST-NET-2 (RFC 5737)
+        ("203.0.113.0/24", AddressKind.DOCUMENTATION),  # TEST-NET-3 (RFC 5737)
+        ("192.88.99.0/24", AddressKind.RESERVED),  # deprecated 6to4 relay anycast (RFC 7526)
+        ("198.18.0.0/15", AddressKind.RESERVED),  # benchmarking (RFC 2544)
+        ("224.0.0.0/4", AddressKind.MULTICAST),  # groups, not hosts; ipaddress 3.11 calls them global
+        ("255.255.255.255/32", AddressKind.RESERVED),  # limited broadcast
+        ("240.0.0.0/4", AddressKind.RESERVED),  # former class E, never routed
+        ("::/128", AddressKind.UNSPECIFIED),  # RFC 4291
+        ("::1/128", AddressKind.LOOPBACK),  # RFC 4291
+        ("::/8", AddressKind.RESERVED),  # IPv4-compatible (deprecated) etc.; 3.11 calls ::1.2.3.4 global
+        ("64:ff9b::/96", AddressKind.RESERVED),  # NAT64 (RFC 6052): names the translator, not the host
+        ("64:ff9b:1::/48", AddressKind.RESERVED),  # local-use NAT64 (RFC 8215)
+        ("100::/64", AddressKind.RESERVED),  # discard-only (RFC 6666)
+        ("2001:db8::/32", AddressKind.DOCUMENTATION),  # RFC 3849
+        ("3fff::/20", AddressKind.DOCUMENTATION),  # RFC 9637; ipaddress 3.11 calls it global
+        ("2001::/23", AddressKind.RESERVED),  # IETF assignments (Teredo, ORCHID, AMT, anycast): see classify
+        ("fc00::/7", AddressKind.PRIVATE),  # unique local addresses (RFC 4193)
+        ("fe80::/10", AddressKind.LINK_LOCAL),  # RFC 4291
+        ("fec0::/10", AddressKind.RESERVED),  # deprecated site-local (RFC 3879)
+        ("ff00::/8", AddressKind.MULTICAST),  # groups, not hosts; ipaddress 3.11 calls most global
+    )
+)
+
+
+def normalise_ip(raw: str) -> str:
+    """Return the canonical text of the single IP address in `raw`, or raise `InvalidAddress(reason)`."""
+    if not isinstance(raw, str):
+        raise InvalidAddress(Rejection.NOT_A_STRING.value)
+    text = raw.strip(_ASCII_WHITESPACE)
+    if not text:
+        raise InvalidAddress(Rejection.EMPTY.value)
+    if len(text) > MAX_ADDRESS_CHARS:
+        raise InvalidAddress(Rejection.TOO_LONG.value)
+    if not text.isascii():
+        raise InvalidAddress(Rejection.NON_ASCII.value)
+    if any(ch in _ASCII_WHITESPACE for ch in text):
+        raise InvalidAddress(Rejection.WHITESPACE.value)
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise InvalidAddress(Rejection.CONTROL.value)
+    if "/" in text:
+        raise InvalidAddress(Rejection.CIDR.value)
+    if "[" in text or "]" in text:
+        is_port = _BRACKETED_WITH_PORT.fullmatch(text)
+        raise InvalidAddress((Rejection.PORT if is_port else Rejection.BRACKETS).value)
+    if "%" in text:
+        text, _, zone = text.partition("%")
+        if ":" not in text or not _ZONE_ID.fullmatch(zone):
+            raise InvalidAddress(Rejection.ZONE.value)
+    address = _parse(text)
+    if address is None:
+        raise InvalidAddress(_diagnose(text).value)
+    return str(address)
+
+
+def classify(ip: str) -> AddressKind:
+    """Say what a normalised address is for; GLOBAL only where ipaddress's `is_global` agrees.
+
+    2001::/23 is all RESERVED although IANA marks a few anycast and identifier blocks in it (2001:1::1,
+    2001:3::/32, 2001:4:112::/48, 2001:20::/28) globally reachable: they name services or hashes, not
+    places, so a geo lookup cannot succeed, and ipaddress 3.11 calls them non-global anyway.
+    """
+    address = _parse(ip)
+    if address is None:
+        raise InvalidAddress(Rejection.NOT_AN_IP.value)
+    for network, kind in _SPECIAL_NETWORKS:
+        if address in network:
+            return kind
+    if isinstance(address, IPv6Address) and address not in _GLOBAL_UNICAST_V6:
+        return AddressKind.RESERVED  # unallocated IPv6 space (IETF reserved); 3.11 calls much of it global
+    # Safety net: our table never promotes what ipaddress says is not global.
+    return AddressKind.GLOBAL if address.is_global else AddressKind.RESERVED
+
+
+def is_resolvable(kind: AddressKind) -> bool:
+    """Whether an address of this kind may ever be sent to a geo API (only GLOBAL; the rest never resolve)."""
+    return kind is AddressKind.GLOBAL
+
+
+def _parse(text: str) -> IPv4Address | IPv6Address | None:
+    """Parse with ipaddress, folding IPv4-mapped IPv6 into IPv4; None if it is not an address."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.scope_id is not None:  # only reachable from classify; normalise_ip strips zones first
+            return IPv6Address(address.packed)
+    return address
+
+
+def _diagnose(text: str) -> Rejection:
+    """Name why ipaddress refused `text`, so the DLQ says more than "not an IP address" where it can."""
+    head, colon, tail = text.rpartition(":")
+    if colon and tail.isdigit() and "." in head and _parse(head) is not None:
+        return Rejection.PORT  # "1.2.3.4:80"; an IPv6 address never has a "." before its last ":"
+    last = tail if colon else text
+    parts = last.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        if any(len(p) > 1 and p.startswith("0") for p in parts):
+            return Rejection.LEADING_ZEROS  # inet_aton reads these as octal, ipaddress refuses them
+        return Rejection.NOT_AN_IP  # an octet above 255
+    if not colon and _LOOSE_IPV4.fullmatch(text):
+        return Rejection.NON_CANONICAL_V4
+    return Rejection.NOT_AN_IP

@@ -1,0 +1,258 @@
+"""A real single-node Apache Kafka (KRaft) broker for development, tests, benchmarks and the demo.
+
+These machines have Java and Maven but no Docker, so the broker runs from Maven Central jars: fetched once
+into a cache folder (later starts need no network), storage formatted with `kafka.tools.StorageTool`, and
+`kafka.Kafka` started as a child process bound to 127.0.0.1. A run directory holds the config, data, log and
+a pid file, so `geo-pipeline kafka start` in one shell and `stop` in another agree on what is running.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BrokerError
+
+KAFKA_VERSION = "4.1.2"  # 4.1.x: the line aiokafka >= 0.13 negotiates with
+LOG4J_VERSION = "2.25.3"  # the log4j2 version Kafka 4.1.2 builds against
+SLF4J_VERSION = "1.7.36"  # Kafka 4.x stays on SLF4J 1.x, so the binding is log4j-slf4j-impl
+HEAP = "-Xms256m -Xmx512m"  # bounded: without it the JVM takes a quarter of RAM
+START_TIMEOUT = 90.0  # seconds; a cold JVM on 2 busy cores takes 5-15 s
+STOP_TIMEOUT = 20.0  # seconds of SIGTERM before SIGKILL
+
+POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>geo-pipeline</groupId><artifactId>kafka-jars</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId>
+      <version>{slf4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+LOG4J2 = """status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+"""
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "geo-pipeline" / f"kafka-{KAFKA_VERSION}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _require(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise BrokerError(f"'{tool}' not found on PATH: install {package} (e.g. apt-get install {package})")
+    return path
+
+
+def fetch_jars(cache_dir: Path, *, progress: bool = True) -> Path:
+    """Download Kafka and a logging backend through Maven once; return the folder of jars."""
+    libs = cache_dir / "libs"
+    marker = cache_dir / ".complete"
+    if marker.exists():
+        return libs
+    mvn = _require("mvn", "maven")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / "pom.xml").write_text(POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION))
+    if progress:
+        print(f"fetching Kafka {KAFKA_VERSION} jars through Maven into {libs} (once)...", flush=True)
+    cmd = [mvn, "-q", "-B", "-f", str(cache_dir / "pom.xml"), "dependency:copy-dependencies",
+           "-DincludeScope=runtime", f"-DoutputDirectory={libs}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
+        raise BrokerError(f"Maven could not fetch the Kafka jars:\n{tail}")
+    marker.write_text(f"{len(list(libs.glob('*.jar')))} jars\n")
+    return libs
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    """Where a running broker listens and which process it is."""
+
+    bootstrap: str
+    pid: int
+    run_dir: Path
+
+
+class LocalKafka:
+    """Owns one broker process and its run directory."""
+
+    def __init__(self, run_dir: Path, *, cache_dir: Path | None = None, port: int | None = None) -> None:
+        self.run_dir = run_dir
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.port = port
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "server.log"
+
+    def running(self) -> BrokerInfo | None:
+        """The broker this run dir started, if its process is still alive."""
+        try:
+            pid_text, bootstrap = self.pid_file.read_text().split()
+            pid = int(pid_text)
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return BrokerInfo(bootstrap, pid, self.run_dir)
+
+    def start(self, *, progress: bool = True) -> BrokerInfo:
+        """Start the broker and wait until it answers; report an already running one instead of failing."""
+        existing = self.running()
+        if existing is not None:
+            raise BrokerError(f"a broker is already running at {existing.bootstrap} (pid {existing.pid}); "
+                              "stop it with `geo-pipeline kafka stop`")
+        java = _require("java", "openjdk-17-jre-headless")
+        libs = fetch_jars(self.cache_dir, progress=progress)
+        started = time.monotonic()
+        port = self.port or free_port()
+        controller = free_port()
+        data = self.run_dir / "data"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        props = self.run_dir / "server.properties"
+        props.write_text(_server_properties(port, controller, data))
+        log4j = self.run_dir / "log4j2.properties"
+        log4j.write_text(LOG4J2.format(log=self.log_file))
+        classpath = f"{libs}/*"
+        jvm = [java, *HEAP.split(), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=").replace("-", "A")
+        fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                              "--ignore-formatted"], capture_output=True, text=True, check=False)
+        if fmt.returncode != 0:
+            raise BrokerError(f"formatting Kafka storage failed: {fmt.stdout}{fmt.stderr}".strip())
+        out = open(self.run_dir / "stdout.log", "wb")  # noqa: SIM115 - the child owns it for its lifetime
+        self._proc = subprocess.Popen([*jvm, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        bootstrap = f"127.0.0.1:{port}"
+        self.pid_file.write_text(f"{self._proc.pid} {bootstrap}\n")
+        try:
+            _wait_ready(self._proc, port, self.log_file)
+        except BaseException:
+            self.stop()
+            raise
+        if progress:
+            print(f"kafka {KAFKA_VERSION} listening on {bootstrap} (pid {self._proc.pid}, "
+                  f"started in {time.monotonic() - started:.1f}s, logs {self.log_file})", flush=True)
+        return BrokerInfo(bootstrap, self._proc.pid, self.run_dir)
+
+    def stop(self) -> bool:
+        """SIGTERM, then SIGKILL after a timeout; True when a broker was running."""
+        info = self.running()
+        if info is None:
+            return False
+        _terminate(info.pid, self._proc)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def _server_properties(port: int, controller: int, data: Path) -> str:
+    values = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data),
+        # one node: replication 1 everywhere
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "default.replication.factor": "1",
+        # fewer internal partitions and no initial rebalance delay start consumer groups faster
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.num.partitions": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "num.partitions": "1",
+        "auto.create.topics.enable": "true",
+        "log.cleaner.backoff.ms": "1000",
+    }
+    return "".join(f"{k}={v}\n" for k, v in values.items())
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_file: Path) -> None:
+    """Poll until the PLAINTEXT port accepts and the log says the server started, or the process died."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BrokerError(f"kafka exited with code {proc.returncode} during start-up:\n{_tail(log_file)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                pass
+        except OSError:
+            time.sleep(0.2)  # polling a child process: there is no event to wait on
+            continue
+        if "Kafka Server started" in _tail(log_file, 400):
+            return
+        time.sleep(0.2)
+    raise BrokerError(f"kafka did not become ready within {START_TIMEOUT:.0f}s:\n{_tail(log_file)}")
+
+
+def _terminate(pid: int, proc: subprocess.Popen[bytes] | None) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    if proc is not None:
+        proc.wait(timeout=10)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,90 @@
+"""`geo-pipeline`: run a worker, the demo, the local Kafka broker, or the benchmark.
+
+The environment is read here and only here (Settings.from_env); everything below gets a Settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .broker import LocalKafka
+from .errors import PipelineError
+from .settings import Settings
+
+DEFAULT_RUN_DIR = Path(".kafka-local")  # git-ignored; holds the dev broker's config, data and logs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="geo-pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run a pipeline worker (Faust) against KAFKA_BOOTSTRAP_SERVERS")
+    demo = sub.add_parser("demo", help="local broker + fake ip-api + worker + demo traffic, then a summary")
+    demo.add_argument("--events", type=int, default=500, help="demo events to publish (default 500)")
+    kafka = sub.add_parser("kafka", help="start, stop or show the local Kafka broker")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
+    kafka.add_argument("--port", type=int, default=9092)
+    sub.add_parser("settings", help="print every setting and the variable it comes from")
+    bench = sub.add_parser("bench", help="hot-path benchmark against a plain aiokafka loop")
+    bench.add_argument("--events", type=int, default=50_000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env(os.environ)
+        if args.command == "worker":
+            return run_worker(settings)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return asyncio.run(run_demo(settings, os.environ, events=args.events))
+        if args.command == "kafka":
+            return kafka_command(args.action, args.run_dir, args.port)
+        if args.command == "bench":
+            from .bench import run_bench
+
+            return asyncio.run(run_bench(settings, os.environ, events=args.events))
+        for name, value in settings.describe():
+            print(f"{name}={value}")
+        return 0
+    except PipelineError as exc:
+        print(f"geo-pipeline: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_worker(settings: Settings) -> int:
+    import faust
+
+    from .app import build, ensure_topics
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    geo = build(settings, web=True)
+    worker = faust.Worker(geo.app, loop=loop, loglevel="INFO")
+    worker.execute_from_commandline()
+    return 0
+
+
+def kafka_command(action: str, run_dir: Path, port: int) -> int:
+    broker = LocalKafka(run_dir.resolve(), port=port)
+    if action == "start":
+        info = broker.start()
+        print(f"export KAFKA_BOOTSTRAP_SERVERS={info.bootstrap}")
+        return 0
+    if action == "stop":
+        print("stopped" if broker.stop() else "no broker running")
+        return 0
+    info = broker.running()
+    print(f"running at {info.bootstrap} (pid {info.pid})" if info else "not running")
+    return 0 if info else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""One exception root for the package, so callers can catch everything we raise and nothing else."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Root of every error the pipeline raises on purpose."""
+
+
+class ConfigError(PipelineError):
+    """A setting from the environment is missing or malformed; the message names the variable."""
+
+
+class InvalidAddress(PipelineError):
+    """The text is not a single IP address we accept; `reason` is short and stable (it goes to the DLQ)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadEvent(PipelineError):
+    """An input record cannot be turned into an event; `reason` goes to the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RateLimited(PipelineError):
+    """The geo API said stop (HTTP 429 or X-Rl 0); nothing may be sent for `retry_after` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited for {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+class BrokerError(PipelineError):
+    """The local Kafka broker could not be fetched, started or reached."""

@@ -1,0 +1,159 @@
+"""Plain data the pipeline passes around: provider answers and cache entries, with their JSON forms.
+
+Kept free of Faust and aiohttp so every decision about them can be unit-tested without a loop.
+Records travel as JSON bytes (not Faust Records) because producers and consumers outside Python read
+them too, and because encoding with `json` is several times cheaper than Faust's model codecs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
+from typing import Any
+
+
+class EntryStatus(StrEnum):
+    """Where a cache entry stands; PRIVATE and INVALID are final, every other status is due again some day."""
+
+    PENDING = "pending"  # sent to the resolver, no answer yet (country still NULL)
+    UNRESOLVED = "unresolved"  # every provider failed transiently (country NULL); retried on schedule
+    PARTIAL = "partial"  # the remote provider failed, a fallback filled the country; remote retry still due
+    RESOLVED = "resolved"  # country known; refreshed when old
+    PRIVATE = "private"  # non-global address (private, loopback, CGNAT, ...): final, never sent anywhere
+    INVALID = "invalid"  # a provider said the address can never resolve (reserved, invalid query): final
+
+
+FINAL_STATUSES = frozenset({EntryStatus.PRIVATE, EntryStatus.INVALID})
+
+
+@dataclass(frozen=True, slots=True)
+class GeoData:
+    """What a provider knows about an address; every field may be missing."""
+
+    country_code: str | None = None
+    country_name: str | None = None
+    region: str | None = None
+    city: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    asn: int | None = None
+    as_name: str | None = None
+    isp: str | None = None
+    org: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeoData:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A provider answered with geography for the address."""
+
+    geo: GeoData
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class PermanentFailure:
+    """A provider said the address can never resolve (private range, reserved range, invalid query)."""
+
+    reason: str
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransientFailure:
+    """The lookup failed for a reason that may pass (429, 5xx, timeout, malformed body); retry later.
+
+    `geo` carries a fallback provider's partial answer (e.g. the offline country) when the chain had one;
+    the entry then shows a country but stays due for a retry against the primary provider.
+    """
+
+    reason: str
+    provider: str
+    geo: GeoData | None = None
+
+
+LookupResult = Resolved | PermanentFailure | TransientFailure
+
+
+def result_to_dict(result: LookupResult) -> dict[str, Any]:
+    """The JSON form of a lookup result, as published to the results topic."""
+    if isinstance(result, Resolved):
+        return {"kind": "resolved", "provider": result.provider, "geo": result.geo.to_dict()}
+    if isinstance(result, PermanentFailure):
+        return {"kind": "permanent", "provider": result.provider, "reason": result.reason}
+    return {
+        "kind": "transient",
+        "provider": result.provider,
+        "reason": result.reason,
+        "geo": result.geo.to_dict() if result.geo else None,
+    }
+
+
+def result_from_dict(data: dict[str, Any]) -> LookupResult:
+    """Inverse of `result_to_dict`; raises KeyError/ValueError on a malformed record."""
+    kind = data["kind"]
+    provider = str(data["provider"])
+    if kind == "resolved":
+        return Resolved(GeoData.from_dict(data["geo"]), provider)
+    if kind == "permanent":
+        return PermanentFailure(str(data["reason"]), provider)
+    if kind == "transient":
+        geo = data.get("geo")
+        return TransientFailure(str(data["reason"]), provider, GeoData.from_dict(geo) if geo else None)
+    raise ValueError(f"unknown result kind {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class GeoEntry:
+    """One row of the geo cache, keyed by normalised IP. Times are Unix seconds (wall clock)."""
+
+    ip: str
+    status: EntryStatus
+    geo: GeoData = field(default_factory=GeoData)
+    provider: str | None = None
+    attempts: int = 0
+    first_seen: float = 0.0
+    updated_at: float = 0.0
+    next_retry_at: float | None = None  # when the timer should look again; None for final entries
+    last_error: str | None = None
+
+    @property
+    def country_code(self) -> str | None:
+        return self.geo.country_code
+
+    def evolve(self, **changes: Any) -> GeoEntry:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeoEntry:
+        return cls(
+            ip=data["ip"],
+            status=EntryStatus(data["status"]),
+            geo=GeoData.from_dict(data.get("geo") or {}),
+            provider=data.get("provider"),
+            attempts=int(data.get("attempts", 0)),
+            first_seen=float(data.get("first_seen", 0.0)),
+            updated_at=float(data.get("updated_at", 0.0)),
+            next_retry_at=data.get("next_retry_at"),
+            last_error=data.get("last_error"),
+        )
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> GeoEntry:
+        return cls.from_dict(json.loads(raw))

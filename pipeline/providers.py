@@ -1,0 +1,112 @@
+"""Geo providers behind one Protocol, and the chain that composes them.
+
+A provider turns a batch of normalised, global IPs into one `LookupResult` per IP. It never raises for a
+lookup problem: failures are results, so the resolver can publish every outcome and lose nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from .models import GeoData, LookupResult, Resolved, TransientFailure
+
+
+class GeoProvider(Protocol):
+    """Anything that can resolve a batch of IPs (at most `max_batch` at a time)."""
+
+    name: str
+    max_batch: int
+
+    async def resolve(self, ips: Sequence[str]) -> dict[str, LookupResult]:
+        """Return a result for every IP in `ips`; failures are results, not exceptions."""
+        ...
+
+
+class OfflineProvider:
+    """Country from registry data shipped in the `iptocc` package: no network, millions of lookups a second.
+
+    It knows only the country, so its answers are a fallback: the chain keeps the entry due for the remote
+    provider. As the only provider (air-gapped installs) its answers are final until the refresh age.
+    """
+
+    name = "offline"
+    max_batch = 100_000  # in-process lookups: no request budget to respect
+
+    def __init__(self) -> None:
+        import iptocc  # imported here so a worker without it fails only when the provider is chosen
+
+        self._lookup = iptocc.country_code
+
+    def lookup(self, ip: str) -> LookupResult:
+        code = self._lookup(ip)
+        if not code:
+            return TransientFailure("no country in offline data", self.name)
+        return Resolved(GeoData(country_code=code, country_name=country_name(code)), self.name)
+
+    async def resolve(self, ips: Sequence[str]) -> dict[str, LookupResult]:
+        return {ip: self.lookup(ip) for ip in ips}
+
+
+class ProviderChain:
+    """Ask providers in order; a transient failure of one is retried on the next, remembering the first.
+
+    With (ipapi, offline): when ip-api fails transiently the offline country fills the entry, but the
+    result stays transient, so the entry remains due for an ip-api retry. A permanent failure or a full
+    answer from the first provider ends the chain.
+    """
+
+    def __init__(self, providers: Sequence[GeoProvider]) -> None:
+        if not providers:
+            raise ValueError("a provider chain needs at least one provider")
+        self.providers = list(providers)
+        self.name = "+".join(p.name for p in self.providers)
+        self.max_batch = min(p.max_batch for p in self.providers)
+
+    async def resolve(self, ips: Sequence[str]) -> dict[str, LookupResult]:
+        first, *rest = self.providers
+        results = await first.resolve(ips)
+        failed = [ip for ip in ips if isinstance(results.get(ip), TransientFailure)]
+        for provider in rest:
+            if not failed:
+                break
+            fallback = await provider.resolve(failed)
+            for ip in failed:
+                results[ip] = merge_fallback(results[ip], fallback.get(ip))
+        return {ip: results.get(ip) or TransientFailure("no result", first.name) for ip in ips}
+
+
+def merge_fallback(primary: LookupResult, fallback: LookupResult | None) -> LookupResult:
+    """Keep the primary's transient failure (so it is retried) but carry the fallback's geography."""
+    if isinstance(primary, TransientFailure) and isinstance(fallback, Resolved) and primary.geo is None:
+        return TransientFailure(primary.reason, primary.provider, fallback.geo)
+    return primary
+
+
+COUNTRY_NAMES = {
+    "AD": "Andorra", "AE": "United Arab Emirates", "AF": "Afghanistan", "AL": "Albania", "AM": "Armenia",
+    "AO": "Angola", "AR": "Argentina", "AT": "Austria", "AU": "Australia", "AZ": "Azerbaijan",
+    "BA": "Bosnia and Herzegovina", "BD": "Bangladesh", "BE": "Belgium", "BG": "Bulgaria", "BH": "Bahrain",
+    "BO": "Bolivia", "BR": "Brazil", "BY": "Belarus", "CA": "Canada", "CH": "Switzerland", "CL": "Chile",
+    "CN": "China", "CO": "Colombia", "CR": "Costa Rica", "CU": "Cuba", "CY": "Cyprus", "CZ": "Czechia",
+    "DE": "Germany", "DK": "Denmark", "DO": "Dominican Republic", "DZ": "Algeria", "EC": "Ecuador",
+    "EE": "Estonia", "EG": "Egypt", "ES": "Spain", "ET": "Ethiopia", "FI": "Finland", "FR": "France",
+    "GB": "United Kingdom", "GE": "Georgia", "GH": "Ghana", "GR": "Greece", "GT": "Guatemala",
+    "HK": "Hong Kong", "HR": "Croatia", "HU": "Hungary", "ID": "Indonesia", "IE": "Ireland", "IL": "Israel",
+    "IN": "India", "IQ": "Iraq", "IR": "Iran", "IS": "Iceland", "IT": "Italy", "JO": "Jordan", "JP": "Japan",
+    "KE": "Kenya", "KG": "Kyrgyzstan", "KH": "Cambodia", "KR": "South Korea", "KW": "Kuwait",
+    "KZ": "Kazakhstan", "LA": "Laos", "LB": "Lebanon", "LK": "Sri Lanka", "LT": "Lithuania",
+    "LU": "Luxembourg", "LV": "Latvia", "MA": "Morocco", "MD": "Moldova", "MK": "North Macedonia",
+    "MM": "Myanmar", "MN": "Mongolia", "MX": "Mexico", "MY": "Malaysia", "NG": "Nigeria", "NL": "Netherlands",
+    "NO": "Norway", "NP": "Nepal", "NZ": "New Zealand", "OM": "Oman", "PA": "Panama", "PE": "Peru",
+    "PH": "Philippines", "PK": "Pakistan", "PL": "Poland", "PR": "Puerto Rico", "PT": "Portugal",
+    "PY": "Paraguay", "QA": "Qatar", "RO": "Romania", "RS": "Serbia", "RU": "Russia", "SA": "Saudi Arabia",
+    "SC": "Seychelles", "SE": "Sweden", "SG": "Singapore", "SI": "Slovenia", "SK": "Slovakia",
+    "SY": "Syria", "TH": "Thailand", "TN": "Tunisia", "TR": "Turkey", "TW": "Taiwan", "TZ": "Tanzania",
+    "UA": "Ukraine", "UG": "Uganda", "US": "United States", "UY": "Uruguay", "UZ": "Uzbekistan",
+    "VE": "Venezuela", "VN": "Vietnam", "ZA": "South Africa", "ZM": "Zambia", "ZW": "Zimbabwe",
+}  # ISO 3166-1 names for the countries that source most traffic; other codes fall back to the code
+
+
+def country_name(code: str) -> str:
+    return COUNTRY_NAMES.get(code.upper(), code.upper())
