@@ -72,11 +72,11 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
         old_key = schedule_key(old) if old else None
         new_key = schedule_key(entry)
         if old_key != new_key:
-            if old_key is not None and old_key in schedule:
-                del schedule[old_key]
+            if old_key is not None and old_key.encode() in schedule:
+                del schedule[old_key.encode()]
             if new_key is not None:
-                schedule[new_key] = b""
-        table[entry.ip] = entry.to_json()
+                schedule[new_key.encode()] = b""
+        table[entry.ip.encode()] = entry.to_json()
 
     async def decided(decision: Decision, old: GeoEntry | None) -> GeoEntry | None:
         entry = decision.entry
@@ -98,7 +98,7 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
             try:
                 ip = event.key.decode()
                 if event.message.topic == s.by_ip_topic:
-                    raw = table.get(ip)
+                    raw = table.get(event.key)
                     if raw is None:
                         stats.misses += 1
                         decision = on_event(None, ip, classify(ip), time.time(), policy)
@@ -114,7 +114,7 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
                               event.message.offset)
 
     async def apply_message(ip: str, message: dict[str, Any]) -> None:
-        raw = table.get(ip)
+        raw = table.get(ip.encode())
         old = GeoEntry.from_json(raw) if raw else None
         now = time.time()
         if message.get("type") == "retry":

@@ -65,8 +65,8 @@ class GeoApp:
 
     settings: Settings
     app: faust.App
-    table: Any  # faust Table[str, bytes]: ip -> GeoEntry JSON
-    schedule: Any  # faust Table[str, bytes]: "<lane><due ms>|<ip>" -> b""
+    table: Any  # faust Table[bytes, bytes]: ip (UTF-8) -> GeoEntry JSON
+    schedule: Any  # faust Table[bytes, bytes]: b"<lane><due ms>|<ip>" -> b""
     policy: RetryPolicy
     stats: Stats
 
@@ -158,16 +158,13 @@ def build(settings: Settings, *, providers: Sequence[Any] | None = None, web: bo
 
 
 def _raw_table(app: faust.App, name: str, partitions: int) -> Any:
-    """A RocksDB table with raw UTF-8 keys and raw bytes values.
+    """A RocksDB table with bytes keys (the raw UTF-8 IP) and bytes values (JSON we encode ourselves).
 
-    Faust derives a table's serialisers from its key/value types ("json" for str, which would quote the
-    key), so they are set before the store and changelog topic are created: the table's key bytes then
-    equal the topics' key bytes (facts 2 and 11).
+    Faust derives a table's serialisers from its key/value types and `str` means "json", which would quote
+    the key; `bytes` means "raw" for the store, the changelog writes and the recovery reads alike. So the
+    table's key bytes equal the topics' key bytes (facts 2 and 11).
     """
-    table = app.Table(name, key_type=str, value_type=bytes, partitions=partitions, options=dict(ROCKSDB_OPTIONS))
-    table.key_serializer = "raw"
-    table.value_serializer = "raw"
-    return table
+    return app.Table(name, key_type=bytes, value_type=bytes, partitions=partitions, options=dict(ROCKSDB_OPTIONS))
 
 
 @contextlib.asynccontextmanager

@@ -80,9 +80,14 @@ def _bare(text: str) -> Any:
     return text
 
 
+def _reject_constant(name: str) -> Any:
+    raise BadEvent(f"non-standard JSON constant {name}")
+
+
 def _json(text: str) -> Any:
     try:
-        return json.loads(text)
+        # NaN/Infinity are not JSON (RFC 8259): passing them through would break other languages' consumers
+        return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise BadEvent("invalid JSON") from None
 

@@ -56,7 +56,8 @@ def next_retry_at(attempts: int, now: float, policy: RetryPolicy, rng: random.Ra
     if attempts >= policy.slow_lane_after:
         delay = policy.slow_lane_interval
     else:
-        delay = min(policy.cap, policy.base * 2 ** max(0, attempts - 1))
+        exponent = min(max(0, attempts - 1), 62)  # 2**62 minutes exceeds any cap; avoids float overflow
+        delay = min(policy.cap, policy.base * 2.0**exponent)
     # equal jitter: at least half the delay, so retries never bunch up earlier than planned
     return now + delay / 2 + rng.uniform(0, delay / 2)
 

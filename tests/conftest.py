@@ -1,0 +1,56 @@
+"""Session fixtures shared by every tier.
+
+The Kafka broker is started at most once per session and only when a test asks for `kafka_bootstrap`, so
+unit-only runs never touch Java. Point KAFKA_BOOTSTRAP_SERVERS at a running broker to reuse it instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.broker import BrokerInfo, LocalKafka
+
+# Hypothesis keeps its example database and constants cache out of the repository (by default it writes
+# .hypothesis/ in the working directory). It reads this variable lazily, on first use, so setting it here,
+# before any test runs, is enough; a value set by the caller wins.
+HYPOTHESIS_HOME = Path(tempfile.gettempdir()) / "geo-pipeline-hypothesis"
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(HYPOTHESIS_HOME))
+
+
+@pytest.fixture(scope="session")
+def local_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo | None]:
+    """The broker this session started (None when KAFKA_BOOTSTRAP_SERVERS names an external one)."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield None
+        return
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
+    # The broker runs in its own session, so a SIGTERM to pytest (CI cancelling a job) would orphan it:
+    # turn SIGTERM into KeyboardInterrupt, which pytest unwinds through fixture teardown.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        started = time.monotonic()
+        info = broker.start(progress=False)
+        print(f"\nsession kafka at {info.bootstrap}, started in {time.monotonic() - started:.1f}s")
+        yield info
+    finally:
+        broker.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(local_kafka: BrokerInfo | None) -> str:
+    """Bootstrap address of a real Kafka broker: KAFKA_BOOTSTRAP_SERVERS, or one started for this session."""
+    if local_kafka is None:
+        return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    return local_kafka.bootstrap

@@ -1,0 +1,90 @@
+"""Shared pieces of the pipeline's integration tests: settings with unique names, a counting provider,
+and a reader that follows the output topics."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from pipeline.models import LookupResult
+from pipeline.providers import OfflineProvider
+from pipeline.settings import Settings
+from tests.kafka_utils import unique
+
+
+def make_settings(bootstrap: str, data_dir: Path, *, app_id: str | None = None, **overrides: Any) -> Settings:
+    """Settings whose app id and topic names no other test uses."""
+    run = unique("t")
+    values: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "app_id": app_id or f"geo-{run}",
+        "data_dir": data_dir,
+        "events_topic": f"events-{run}",
+        "dlq_topic": f"dlq-{run}",
+        "enriched_topic": f"enriched-{run}",
+        "resolved_topic": f"resolved-{run}",
+        "resolve_topic": f"resolve-{run}",
+        "partitions": 4,
+        "providers": ("offline",),
+    }
+    values.update(overrides)
+    return Settings.from_env({}, **values)
+
+
+class CountingProvider:
+    """The offline provider, counting how often each IP was asked for (a test double for a paid API)."""
+
+    name = "counting"
+    max_batch = 100
+
+    def __init__(self) -> None:
+        self.inner = OfflineProvider()
+        self.calls: Counter[str] = Counter()
+        self.budget = None
+
+    async def resolve(self, ips: Sequence[str]) -> dict[str, LookupResult]:
+        self.calls.update(ips)
+        return {ip: self.inner.lookup(ip) for ip in ips}
+
+
+class Outputs:
+    """Follows the enriched, dead-letter and resolved topics from the beginning."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.enriched: list[dict[str, Any]] = []
+        self.dlq: list[dict[str, Any]] = []
+        self.resolved: dict[str, dict[str, Any]] = {}
+        self.resolved_count = 0
+        self._consumer = AIOKafkaConsumer(settings.enriched_topic, settings.dlq_topic, settings.resolved_topic,
+                                          bootstrap_servers=settings.kafka_bootstrap,
+                                          auto_offset_reset="earliest")
+
+    async def __aenter__(self) -> Outputs:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def poll(self) -> Outputs:
+        batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+        for tp, records in batch.items():
+            for record in records:
+                value = json.loads(record.value)
+                if tp.topic == self.settings.enriched_topic:
+                    self.enriched.append(value)
+                elif tp.topic == self.settings.dlq_topic:
+                    self.dlq.append(value)
+                else:
+                    self.resolved[value["ip"]] = value
+                    self.resolved_count += 1
+        return self
+
+    def statuses(self) -> Counter[str]:
+        return Counter(entry["status"] for entry in self.resolved.values())

@@ -1,0 +1,155 @@
+"""The streaming path end to end on the real broker with RocksDB tables: ingest, cache, outputs, DLQ."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import iptocc
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from pipeline.addresses import AddressKind, classify, normalise_ip
+from pipeline.app import build, running
+from pipeline.errors import BadEvent
+from pipeline.ingest import parse_event
+from tests.integration.pipeline_utils import CountingProvider, Outputs, make_settings
+from tests.kafka_utils import wait_for
+
+pytestmark = pytest.mark.integration
+
+BAD = [b"not-an-ip", b"{broken", b'{"host": "x"}', b'{"ip": 42}', b"010.1.1.1", b"1.2.3.0/24", b"\xff\xfe", b"[]"]
+
+
+def workload(n_events: int, n_ips: int, seed: int = 1) -> list[bytes]:
+    """Events over `n_ips` distinct addresses (about 4% private, 3% invalid), JSON and bare text mixed."""
+    rng = random.Random(seed)
+    ips = []
+    for i in range(n_ips):
+        if i % 25 == 0:
+            ips.append(f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}")
+        elif i % 7 == 0:
+            ips.append(f"2a0{rng.randint(0, 9)}:{rng.randint(1, 0xffff):x}::{rng.randint(1, 0xffff):x}")
+        else:
+            ips.append(f"{rng.choice([8, 23, 31, 45, 62, 81, 91, 104, 151, 185, 193, 212])}."
+                       f"{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}")
+    events: list[bytes] = []
+    for i in range(n_events):
+        if i % 33 == 0:
+            events.append(BAD[i % len(BAD)])
+            continue
+        ip = ips[i % n_ips]
+        events.append(ip.encode() if i % 3 == 0 else json.dumps({"ip": ip, "seq": i, "jail": "sshd"}).encode())
+    return events
+
+
+async def publish(bootstrap: str, topic: str, events: list[bytes], seed: int = 2) -> None:
+    """Publish with mixed keys and explicit partitions, as producers with other partitioners would."""
+    rng = random.Random(seed)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for i, value in enumerate(events):
+            key = [None, b"k%d" % rng.randint(0, 99), str(i).encode()][i % 3]
+            await producer.send(topic, value, key=key, partition=rng.randint(0, 3))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def expected_valid(events: list[bytes]) -> list[bytes]:
+    valid = []
+    for raw in events:
+        try:
+            parse_event(raw, 65536)
+        except BadEvent:
+            continue
+        valid.append(raw)
+    return valid
+
+
+def public_ips(events: list[bytes]) -> set[str]:
+    ips = {parse_event(raw, 65536).ip for raw in expected_valid(events)}
+    return {ip for ip in ips if classify(ip) is AddressKind.GLOBAL}
+
+
+@pytest.mark.slow
+async def test_every_event_is_enriched_or_dead_lettered_and_each_ip_resolved_once(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """20,000 events over 2,000 IPs: in = enriched + dlq, events pass through verbatim, each public IP is
+    looked up exactly once and ends resolved with the offline country."""
+    settings = make_settings(kafka_bootstrap, tmp_path / "w1")
+    events = workload(20_000, 2_000)
+    valid, publics = expected_valid(events), public_ips(events)
+    provider = CountingProvider()
+    geo = build(settings, providers=[provider])
+    async with running(geo), Outputs(settings) as out:
+        await publish(kafka_bootstrap, settings.events_topic, events)
+        await _drain(out, len(events), publics)
+    assert len(out.enriched) == len(valid)
+    assert len(out.dlq) + len(out.enriched) == len(events)
+    assert all(d["reason"] and d["topic"] == settings.events_topic for d in out.dlq)
+    assert {d["original_b64"] for d in out.dlq} >= {"bm90LWFuLWlw"}  # b"not-an-ip" kept byte for byte
+    for item in out.enriched:
+        event = item["event"]
+        assert item["ip"] == normalise_ip(event["ip"])
+        assert item["geo"]["status"] in {"pending", "resolved", "unresolved", "private"}
+    assert set(provider.calls) == publics
+    assert max(provider.calls.values()) == 1
+    for ip in publics:
+        entry = out.resolved[ip]
+        assert entry["status"] in {"resolved", "unresolved"}
+        assert entry["geo"]["country_code"] == (iptocc.country_code(ip) or None)
+
+
+def _settled(out: Outputs, total: int, publics: set[str]) -> bool:
+    done = {ip for ip, e in out.resolved.items() if e["status"] in ("resolved", "unresolved")}
+    return len(out.enriched) + len(out.dlq) >= total and publics <= done
+
+
+async def _drain(out: Outputs, total: int, publics: set[str], timeout: float = 120) -> None:
+    async def settled() -> bool:
+        await out.poll()
+        return _settled(out, total, publics)
+
+    await wait_for(settled, timeout, interval=0.05,
+                   message=lambda: f"enriched={len(out.enriched)} dlq={len(out.dlq)} statuses={out.statuses()}")
+
+
+async def test_restart_keeps_the_cache_and_a_fresh_data_dir_rebuilds_it_from_the_changelog(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A restart on the same data dir, and one on an empty data dir, both answer from the cache: no lookups."""
+    settings = make_settings(kafka_bootstrap, tmp_path / "a")
+    events = workload(1_500, 300, seed=5)
+    publics = public_ips(events)
+    first = CountingProvider()
+    async with running(build(settings, providers=[first])), Outputs(settings) as out:
+        await publish(kafka_bootstrap, settings.events_topic, events)
+        await _drain(out, len(events), publics)
+    assert set(first.calls) == publics
+    before = dict(out.resolved)
+
+    for data_dir in (tmp_path / "a", tmp_path / "fresh"):
+        again = CountingProvider()
+        restarted = make_settings(kafka_bootstrap, data_dir, app_id=settings.app_id,
+                                  events_topic=settings.events_topic, dlq_topic=settings.dlq_topic,
+                                  enriched_topic=settings.enriched_topic, resolved_topic=settings.resolved_topic,
+                                  resolve_topic=settings.resolve_topic)
+        geo = build(restarted, providers=[again])
+        async with running(geo, timeout=120), Outputs(settings) as out2:
+            for ip in list(publics)[:50]:
+                assert geo.table.get(ip.encode()) is not None, f"{ip} missing after restart from {data_dir.name}"
+            replay = [json.dumps({"ip": ip, "round": data_dir.name}).encode() for ip in sorted(publics)]
+            await publish(kafka_bootstrap, settings.events_topic, replay, seed=9)
+
+            async def replayed() -> bool:
+                await out2.poll()
+                return sum(e["event"].get("round") == data_dir.name for e in out2.enriched) == len(replay)
+
+            await wait_for(replayed, 60, interval=0.05, message="replayed events enriched")
+        assert again.calls == {}, f"restart from {data_dir.name} re-resolved {sum(again.calls.values())} IPs"
+        hits = [e for e in out2.enriched if e["event"].get("round") == data_dir.name]
+        assert hits and all(e["geo"]["status"] == before[e["ip"]]["status"] for e in hits)
+        assert any(e["geo"]["status"] == "resolved" for e in hits)
+        assert {ip: e["geo"] for ip, e in out2.resolved.items()} == {ip: e["geo"] for ip, e in before.items()}

@@ -1,0 +1,460 @@
+"""Cache policy as pure functions: first sight, retries, folding results, back-off and the due-time index."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.addresses import AddressKind
+from pipeline.models import (
+    EntryStatus,
+    GeoData,
+    GeoEntry,
+    LookupResult,
+    PermanentFailure,
+    Resolved,
+    TransientFailure,
+)
+from pipeline.policy import (
+    DUE_DIGITS,
+    REFRESH_LANE,
+    RETRY_LANE,
+    RetryPolicy,
+    apply_result,
+    next_retry_at,
+    on_event,
+    on_retry,
+    parse_schedule_key,
+    schedule_key,
+)
+
+S = EntryStatus
+PURE = settings(database=None)
+POLICY = RetryPolicy()
+NOW = 1_700_000_000.0
+IP = "8.8.8.8"
+US = GeoData(country_code="US", country_name="United States", city="Mountain View")
+OFFLINE_US = GeoData(country_code="US", country_name="United States")
+
+
+def rng() -> random.Random:
+    return random.Random(1234)
+
+
+def pending(attempts: int = 0, now: float = NOW) -> GeoEntry:
+    """An entry with attempt `attempts + 1` in flight, as on_event/on_retry leave it."""
+    return GeoEntry(IP, S.PENDING, attempts=attempts, first_seen=NOW, updated_at=now,
+                    next_retry_at=now + POLICY.pending_timeout)
+
+
+def resolved(attempts: int = 1, now: float = NOW) -> GeoEntry:
+    return GeoEntry(IP, S.RESOLVED, geo=US, provider="ipapi", attempts=attempts, first_seen=NOW,
+                    updated_at=now, next_retry_at=now + POLICY.refresh_after)
+
+
+# --- on_event -------------------------------------------------------------------------------------------
+
+
+def test_on_event_first_sight_of_global_ip_writes_pending_and_starts_attempt_1() -> None:
+    """A global IP seen for the first time becomes PENDING and is sent to the resolver as attempt 1."""
+    decision = on_event(None, IP, AddressKind.GLOBAL, NOW, POLICY)
+    assert decision.resolve_attempt == 1
+    entry = decision.entry
+    assert entry is not None
+    assert (entry.ip, entry.status, entry.attempts) == (IP, S.PENDING, 0)
+    assert entry.first_seen == entry.updated_at == NOW
+    assert entry.next_retry_at == NOW + POLICY.pending_timeout
+    assert entry.country_code is None
+
+
+@pytest.mark.parametrize("kind", [k for k in AddressKind if k is not AddressKind.GLOBAL])
+def test_on_event_non_global_kind_is_final_private_and_never_resolved(kind: AddressKind) -> None:
+    """A non-global address becomes a final PRIVATE entry naming its kind, and no lookup is requested."""
+    decision = on_event(None, "10.0.0.1", kind, NOW, POLICY)
+    assert decision.resolve_attempt is None
+    entry = decision.entry
+    assert entry is not None
+    assert entry.status is S.PRIVATE
+    assert entry.last_error == kind.value
+    assert entry.next_retry_at is None
+    assert schedule_key(entry) is None
+
+
+@pytest.mark.parametrize("entry", [
+    pending(),
+    resolved(),
+    GeoEntry(IP, S.UNRESOLVED, attempts=3, next_retry_at=NOW + 100),
+    GeoEntry(IP, S.PRIVATE),
+    GeoEntry(IP, S.INVALID, attempts=1),
+], ids=lambda e: e.status.value)
+def test_on_event_known_entry_writes_nothing_and_sends_nothing(entry: GeoEntry) -> None:
+    """An event for an IP already in the table changes nothing and asks the resolver nothing."""
+    decision = on_event(entry, IP, AddressKind.GLOBAL, NOW, POLICY)
+    assert decision.entry is None
+    assert decision.resolve_attempt is None
+
+
+# --- on_retry -------------------------------------------------------------------------------------------
+
+
+def test_on_retry_due_unresolved_entry_becomes_pending_with_next_attempt() -> None:
+    """A due UNRESOLVED entry becomes PENDING and starts attempt n+1 with a fresh pending timeout."""
+    entry = GeoEntry(IP, S.UNRESOLVED, attempts=3, next_retry_at=NOW - 1, last_error="timeout")
+    decision = on_retry(entry, NOW, POLICY)
+    assert decision.resolve_attempt == 4
+    assert decision.entry is not None
+    assert decision.entry.status is S.PENDING
+    assert decision.entry.attempts == 3  # attempts counts answered attempts only
+    assert decision.entry.next_retry_at == NOW + POLICY.pending_timeout
+    assert decision.entry.updated_at == NOW
+
+
+def test_on_retry_exactly_due_entry_is_retried() -> None:
+    """An entry whose due time equals now is due."""
+    entry = GeoEntry(IP, S.UNRESOLVED, attempts=1, next_retry_at=NOW)
+    assert on_retry(entry, NOW, POLICY).resolve_attempt == 2
+
+
+@pytest.mark.parametrize("status", [S.PARTIAL, S.RESOLVED, S.PENDING])
+def test_on_retry_due_partial_resolved_or_lost_pending_keeps_its_status(status: EntryStatus) -> None:
+    """A due PARTIAL/RESOLVED (refresh) or timed-out PENDING entry keeps its status and geo while re-asked."""
+    entry = GeoEntry(IP, status, geo=US if status is not S.PENDING else GeoData(), attempts=2,
+                     next_retry_at=NOW - 5)
+    decision = on_retry(entry, NOW, POLICY)
+    assert decision.resolve_attempt == 3
+    assert decision.entry is not None
+    assert decision.entry.status is status
+    assert decision.entry.geo == entry.geo
+
+
+def test_on_retry_not_yet_due_does_nothing() -> None:
+    """A retry request for an entry not yet due (re-emitted already, or answered since) changes nothing."""
+    entry = GeoEntry(IP, S.UNRESOLVED, attempts=2, next_retry_at=NOW + 1)
+    decision = on_retry(entry, NOW, POLICY)
+    assert decision.entry is None and decision.resolve_attempt is None
+
+
+@pytest.mark.parametrize("entry", [
+    None,
+    GeoEntry(IP, S.PRIVATE, next_retry_at=NOW - 10),
+    GeoEntry(IP, S.INVALID, next_retry_at=NOW - 10),
+    GeoEntry(IP, S.UNRESOLVED, next_retry_at=None),
+], ids=["missing", "private", "invalid", "no-due-time"])
+def test_on_retry_missing_final_or_undated_entry_does_nothing(entry: GeoEntry | None) -> None:
+    """Missing entries, final entries and entries with no due time are never retried."""
+    decision = on_retry(entry, NOW, POLICY)
+    assert decision.entry is None and decision.resolve_attempt is None
+
+
+def test_on_retry_same_retry_applied_twice_second_does_nothing() -> None:
+    """Applying the same retry request twice starts one attempt: the second sees a future due time."""
+    entry = GeoEntry(IP, S.UNRESOLVED, attempts=1, next_retry_at=NOW - 1)
+    first = on_retry(entry, NOW, POLICY)
+    assert first.entry is not None and first.resolve_attempt == 2
+    second = on_retry(first.entry, NOW, POLICY)
+    assert second.entry is None and second.resolve_attempt is None
+
+
+# --- apply_result ---------------------------------------------------------------------------------------
+
+
+def test_apply_result_resolved_sets_geo_and_schedules_refresh() -> None:
+    """A Resolved answer makes the entry RESOLVED with its geo, due again at now + refresh_after."""
+    after = apply_result(pending(), 1, Resolved(US, "ipapi"), NOW + 2, POLICY, rng())
+    assert after is not None
+    assert after.status is S.RESOLVED
+    assert after.geo == US and after.provider == "ipapi"
+    assert after.attempts == 1
+    assert after.last_error is None
+    assert after.updated_at == NOW + 2
+    assert after.next_retry_at == NOW + 2 + POLICY.refresh_after
+    assert schedule_key(after) is not None and schedule_key(after).startswith(REFRESH_LANE)  # type: ignore[union-attr]
+
+
+def test_apply_result_permanent_is_final_invalid_with_reason_and_never_scheduled() -> None:
+    """A PermanentFailure makes the entry INVALID (final) with its reason, no due time and no index key."""
+    after = apply_result(pending(), 1, PermanentFailure("reserved range", "ipapi"), NOW, POLICY, rng())
+    assert after is not None
+    assert after.status is S.INVALID
+    assert after.last_error == "reserved range"
+    assert after.provider == "ipapi"
+    assert after.geo == GeoData()
+    assert after.next_retry_at is None
+    assert schedule_key(after) is None
+
+
+def test_apply_result_transient_without_geo_is_unresolved_with_next_retry() -> None:
+    """A TransientFailure without geo makes the entry UNRESOLVED and due at the back-off time."""
+    after = apply_result(pending(), 1, TransientFailure("HTTP 503", "ipapi"), NOW, POLICY, rng())
+    assert after is not None
+    assert after.status is S.UNRESOLVED
+    assert after.last_error == "HTTP 503"
+    assert after.attempts == 1
+    assert after.provider is None
+    assert after.next_retry_at == next_retry_at(1, NOW, POLICY, rng())
+    assert NOW + POLICY.base / 2 <= after.next_retry_at <= NOW + POLICY.base
+    assert schedule_key(after) is not None and schedule_key(after).startswith(RETRY_LANE)  # type: ignore[union-attr]
+
+
+def test_apply_result_transient_with_fallback_geo_is_partial_and_still_due() -> None:
+    """A TransientFailure carrying a fallback country makes the entry PARTIAL, still in the retry lane."""
+    result = TransientFailure("HTTP 429", "ipapi", OFFLINE_US)
+    after = apply_result(pending(), 1, result, NOW, POLICY, rng())
+    assert after is not None
+    assert after.status is S.PARTIAL
+    assert after.geo == OFFLINE_US
+    assert after.country_code == "US"
+    assert after.provider == "ipapi"
+    assert after.next_retry_at is not None and after.next_retry_at > NOW
+    assert schedule_key(after).startswith(RETRY_LANE)  # type: ignore[union-attr]
+
+
+def test_apply_result_transient_with_empty_fallback_geo_is_unresolved() -> None:
+    """A fallback geo without a country code does not make the entry PARTIAL."""
+    result = TransientFailure("HTTP 429", "ipapi", GeoData(city="Somewhere"))
+    after = apply_result(pending(), 1, result, NOW, POLICY, rng())
+    assert after is not None and after.status is S.UNRESOLVED
+
+
+def test_apply_result_partial_entry_keeps_its_country_when_retry_has_no_fallback() -> None:
+    """A PARTIAL entry whose retry fails with no fallback geo keeps the country it already had."""
+    entry = GeoEntry(IP, S.PARTIAL, geo=OFFLINE_US, provider="ipapi", attempts=1, next_retry_at=NOW + 600)
+    after = apply_result(entry, 2, TransientFailure("timeout", "ipapi"), NOW, POLICY, rng())
+    assert after is not None
+    assert after.status is S.PARTIAL and after.geo == OFFLINE_US and after.attempts == 2
+
+
+def test_apply_result_failed_refresh_keeps_resolved_geo_and_moves_retry() -> None:
+    """A failed refresh of a RESOLVED entry keeps status, geo and provider; only the retry time moves."""
+    entry = resolved(attempts=1).evolve(next_retry_at=NOW + POLICY.pending_timeout)
+    result = TransientFailure("HTTP 503", "ipapi", OFFLINE_US)  # even a fallback must not replace the answer
+    after = apply_result(entry, 2, result, NOW, POLICY, rng())
+    assert after is not None
+    assert after.status is S.RESOLVED
+    assert after.geo == US and after.provider == "ipapi"
+    assert after.attempts == 2
+    assert after.last_error == "HTTP 503"
+    assert after.next_retry_at is not None and NOW < after.next_retry_at <= NOW + POLICY.cap
+
+
+@pytest.mark.parametrize("attempt", [0, 1, 3, 99])
+def test_apply_result_stale_or_duplicate_attempt_returns_none(attempt: int) -> None:
+    """A result whose attempt is not the one in flight (attempts + 1) changes nothing."""
+    entry = pending(attempts=1)  # attempt 2 in flight
+    assert apply_result(entry, attempt, Resolved(US, "ipapi"), NOW, POLICY, rng()) is None
+
+
+def test_apply_result_on_missing_or_final_entry_returns_none() -> None:
+    """Results for an unknown IP or a final entry change nothing."""
+    assert apply_result(None, 1, Resolved(US, "ipapi"), NOW, POLICY, rng()) is None
+    for status in (S.PRIVATE, S.INVALID):
+        entry = GeoEntry(IP, status)
+        assert apply_result(entry, 1, Resolved(US, "ipapi"), NOW, POLICY, rng()) is None
+
+
+@pytest.mark.parametrize("result", [
+    Resolved(US, "ipapi"),
+    PermanentFailure("invalid query", "ipapi"),
+    TransientFailure("timeout", "ipapi"),
+    TransientFailure("timeout", "ipapi", OFFLINE_US),
+], ids=["resolved", "permanent", "transient", "partial"])
+def test_apply_result_same_result_twice_changes_nothing_the_second_time(result: LookupResult) -> None:
+    """Redelivery of a result already folded in is a no-op (the attempt is no longer in flight)."""
+    once = apply_result(pending(), 1, result, NOW, POLICY, rng())
+    assert once is not None
+    assert apply_result(once, 1, result, NOW + 5, POLICY, rng()) is None
+
+
+def test_full_cycle_transient_retry_then_resolved() -> None:
+    """event -> transient -> retry when due -> resolved walks the attempts 1, 2 and ends RESOLVED."""
+    first = on_event(None, IP, AddressKind.GLOBAL, NOW, POLICY)
+    assert first.entry is not None and first.resolve_attempt == 1
+    failed = apply_result(first.entry, 1, TransientFailure("timeout", "ipapi"), NOW + 1, POLICY, rng())
+    assert failed is not None and failed.next_retry_at is not None
+    retry = on_retry(failed, failed.next_retry_at, POLICY)
+    assert retry.entry is not None and retry.resolve_attempt == 2
+    done = apply_result(retry.entry, 2, Resolved(US, "ipapi"), failed.next_retry_at + 1, POLICY, rng())
+    assert done is not None and done.status is S.RESOLVED and done.attempts == 2
+
+
+# --- next_retry_at --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempts", range(0, 12))
+def test_next_retry_at_within_equal_jitter_bounds(attempts: int) -> None:
+    """The delay lies in [d/2, d] with d = min(cap, base * 2**(attempts-1)) below the slow lane."""
+    delay = min(POLICY.cap, POLICY.base * 2 ** max(0, attempts - 1))
+    r = random.Random(attempts)
+    for _ in range(200):
+        due = next_retry_at(attempts, NOW, POLICY, r)
+        assert NOW + delay / 2 <= due <= NOW + delay
+
+
+def test_next_retry_at_grows_exponentially_then_caps() -> None:
+    """The upper bound of the delay doubles each attempt from `base` until it reaches `cap`."""
+    low = random.Random(0)
+    low.uniform = lambda a, b: b  # type: ignore[method-assign]  # always the longest jitter
+    delays = [next_retry_at(n, 0.0, POLICY, low) for n in range(1, 12)]
+    assert delays[:5] == [60.0, 120.0, 240.0, 480.0, 960.0]
+    assert all(b == min(POLICY.cap, 2 * a) for a, b in itertools.pairwise(delays))
+    assert delays[-1] == POLICY.cap
+
+
+def test_next_retry_at_slow_lane_after_n_attempts() -> None:
+    """From `slow_lane_after` failed attempts on, the delay is the slow-lane interval (daily), jittered."""
+    policy = RetryPolicy(slow_lane_after=5, slow_lane_interval=86400.0, cap=3600.0)
+    r = random.Random(7)
+    for attempts in (5, 6, 50):
+        due = next_retry_at(attempts, NOW, policy, r)
+        assert NOW + 43200.0 <= due <= NOW + 86400.0
+    assert next_retry_at(4, NOW, policy, r) <= NOW + 3600.0
+
+
+@PURE
+@given(
+    attempts=st.integers(min_value=0, max_value=200),
+    now=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    seed=st.integers(min_value=0, max_value=2**32),
+    base=st.floats(min_value=1.0, max_value=3600.0),
+    cap=st.floats(min_value=1.0, max_value=86400.0),
+    slow_after=st.integers(min_value=1, max_value=30),
+    slow_interval=st.floats(min_value=1.0, max_value=7 * 86400.0),
+)
+def test_next_retry_at_always_after_now_and_within_longest_delay(
+    attempts: int, now: float, seed: int, base: float, cap: float, slow_after: int, slow_interval: float
+) -> None:
+    """next_retry_at is always > now and <= now + max(cap, slow_lane_interval)."""
+    policy = RetryPolicy(base=base, cap=cap, slow_lane_after=slow_after, slow_lane_interval=slow_interval)
+    due = next_retry_at(attempts, now, policy, random.Random(seed))
+    assert now < due <= now + max(cap, slow_interval)
+
+
+# --- schedule_key ---------------------------------------------------------------------------------------
+
+
+def test_schedule_key_retry_lane_sorts_before_refresh_lane() -> None:
+    """An overdue-later retry still sorts before an earlier refresh: retries are served first."""
+    retry = GeoEntry("9.9.9.9", S.UNRESOLVED, next_retry_at=NOW + 1000)
+    refresh = GeoEntry("1.1.1.1", S.RESOLVED, geo=US, next_retry_at=NOW)
+    retry_key, refresh_key = schedule_key(retry), schedule_key(refresh)
+    assert retry_key is not None and refresh_key is not None
+    assert retry_key[0] == RETRY_LANE and refresh_key[0] == REFRESH_LANE
+    assert retry_key < refresh_key
+
+
+@pytest.mark.parametrize("status", [S.PENDING, S.UNRESOLVED, S.PARTIAL])
+def test_schedule_key_non_resolved_statuses_use_retry_lane(status: EntryStatus) -> None:
+    """PENDING, UNRESOLVED and PARTIAL entries are indexed in the retry lane."""
+    key = schedule_key(GeoEntry(IP, status, next_retry_at=NOW))
+    assert key is not None and key.startswith(RETRY_LANE)
+
+
+def test_schedule_key_earlier_due_sorts_first_within_a_lane() -> None:
+    """Within a lane, keys sort by due time regardless of IP text (fixed-width milliseconds)."""
+    dues = [5.0, 999.999, 1_000.0, NOW, NOW + 0.001, 9_999_999_999.0]
+    ips = ["9.9.9.9", "1.1.1.1", "ffff::1", "2001:4860::1", "0.0.0.1", "8.8.8.8"]
+    pairs = zip(ips, dues, strict=True)
+    keys = [schedule_key(GeoEntry(ip, S.UNRESOLVED, next_retry_at=d)) for ip, d in pairs]
+    assert all(k is not None and len(k.partition("|")[0]) == 1 + DUE_DIGITS for k in keys)
+    assert keys == sorted(keys)  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize("status", [S.PRIVATE, S.INVALID])
+def test_schedule_key_final_entries_have_no_key(status: EntryStatus) -> None:
+    """Final entries are never in the index, even if a due time were set."""
+    assert schedule_key(GeoEntry(IP, status, next_retry_at=NOW)) is None
+
+
+def test_schedule_key_entry_without_due_time_has_no_key() -> None:
+    """An entry with no due time has no index key."""
+    assert schedule_key(GeoEntry(IP, S.UNRESOLVED, next_retry_at=None)) is None
+
+
+@PURE
+@given(
+    ms=st.integers(min_value=0, max_value=10**DUE_DIGITS - 1),
+    ip=st.sampled_from(["8.8.8.8", "2001:4860:4860::8888", "1.1.1.1", "::1"]),
+    status=st.sampled_from([S.PENDING, S.UNRESOLVED, S.PARTIAL, S.RESOLVED]),
+)
+def test_parse_schedule_key_round_trips(ms: int, ip: str, status: EntryStatus) -> None:
+    """parse_schedule_key(schedule_key(e)) gives back the lane, the due time (to the ms) and the IP."""
+    due = ms / 1000
+    key = schedule_key(GeoEntry(ip, status, next_retry_at=due))
+    assert key is not None
+    lane, parsed_due, parsed_ip = parse_schedule_key(key)
+    assert lane == (REFRESH_LANE if status is S.RESOLVED else RETRY_LANE)
+    assert parsed_ip == ip
+    # The key truncates to whole ms (int(due * 1000)), and due * 1000 can land one float step below the
+    # integer (128.29 * 1000 == 128289.99999999999), so the key may say 1 ms early but never late.
+    assert parsed_due <= due
+    assert due - parsed_due < 0.0011
+
+
+@pytest.mark.parametrize("due", [0.0, 1.0, NOW, NOW + 0.5, 9_999_999_999.0])
+def test_parse_schedule_key_round_trips_exactly_for_binary_exact_due_times(due: float) -> None:
+    """Due times whose ms value is exact in binary (whole or half seconds) round-trip exactly."""
+    key = schedule_key(GeoEntry(IP, S.UNRESOLVED, next_retry_at=due))
+    assert key is not None
+    assert parse_schedule_key(key) == (RETRY_LANE, due, IP)
+
+
+# --- properties -----------------------------------------------------------------------------------------
+
+geo_strategy = st.builds(
+    GeoData,
+    country_code=st.one_of(st.none(), st.sampled_from(["US", "AU", "DE"])),
+    city=st.one_of(st.none(), st.text(max_size=5)),
+)
+results = st.one_of(
+    st.builds(Resolved, geo=geo_strategy, provider=st.sampled_from(["ipapi", "offline"])),
+    st.builds(PermanentFailure, reason=st.text(max_size=10), provider=st.just("ipapi")),
+    st.builds(TransientFailure, reason=st.text(max_size=10), provider=st.just("ipapi"),
+              geo=st.one_of(st.none(), geo_strategy)),
+)
+live_entries = st.builds(
+    GeoEntry,
+    ip=st.just(IP),
+    status=st.sampled_from([S.PENDING, S.UNRESOLVED, S.PARTIAL, S.RESOLVED]),
+    geo=geo_strategy,
+    provider=st.one_of(st.none(), st.just("ipapi")),
+    attempts=st.integers(min_value=0, max_value=40),
+    next_retry_at=st.one_of(st.none(), st.floats(min_value=0, max_value=4e9)),
+)
+
+
+@PURE
+@given(entry=live_entries, result=results, seed=st.integers(min_value=0, max_value=2**16),
+       later=st.floats(min_value=0, max_value=1e6))
+def test_property_folding_same_result_twice_equals_folding_once(
+    entry: GeoEntry, result: LookupResult, seed: int, later: float
+) -> None:
+    """Folding the in-flight result changes the entry; folding it again (any time later) changes nothing."""
+    attempt = entry.attempts + 1
+    once = apply_result(entry, attempt, result, NOW, POLICY, random.Random(seed))
+    assert once is not None
+    assert once.attempts == attempt
+    assert apply_result(once, attempt, result, NOW + later, POLICY, random.Random(seed + 1)) is None
+
+
+@PURE
+@given(entry=live_entries, reason=st.text(max_size=20), seed=st.integers(min_value=0, max_value=2**16))
+def test_property_permanent_failure_is_never_scheduled(entry: GeoEntry, reason: str, seed: int) -> None:
+    """Whatever the entry was, a permanent failure leaves it INVALID, undated and out of the index."""
+    after = apply_result(entry, entry.attempts + 1, PermanentFailure(reason, "ipapi"), NOW, POLICY,
+                         random.Random(seed))
+    assert after is not None
+    assert after.status is S.INVALID
+    assert after.next_retry_at is None
+    assert schedule_key(after) is None
+    assert on_retry(after, NOW + 10 * POLICY.slow_lane_interval, POLICY).resolve_attempt is None
+
+
+def test_next_retry_at_is_capped_even_for_huge_attempt_counts() -> None:
+    """With the slow lane pushed far out, a very high attempt count still gives the capped delay."""
+    policy = RetryPolicy(slow_lane_after=10_000)
+    due = next_retry_at(1100, NOW, policy, random.Random(0))
+    assert NOW + policy.cap / 2 <= due <= NOW + policy.cap
