@@ -33,7 +33,10 @@ def tick_capacity(requests: int, window: float, interval: float, share: float) -
 def register(geo: Any) -> None:
     app = geo.app
     s = geo.settings
-    recently: dict[str, float] = {}  # ip -> when this worker re-emitted it: no second emission per attempt
+    # ip -> the due time it had when this worker re-emitted it. The cache agent moves the due time when it
+    # starts the attempt, so an entry still showing the same due time is one we already asked for: one
+    # emission per attempt, however many ticks pass before the agent catches up.
+    recently: dict[str, float] = {}
 
     @app.timer(s.retry_interval, name="geo-retry-timer")
     async def retry_timer() -> None:
@@ -58,9 +61,9 @@ async def run_tick(geo: Any, recently: dict[str, float], now: float | None = Non
     dbs = list(store._dbs_for_actives())  # active partitions only: standbys are another worker's job
     share = len(dbs) / s.partitions
     capacity = tick_capacity(s.budget_requests, s.budget_window, s.retry_interval, share) if dbs else 0
-    for ip, at in list(recently.items()):
-        if now - at > s.pending_timeout:
-            del recently[ip]
+    for ip, due_at in list(recently.items()):
+        if now - due_at > s.pending_timeout:
+            del recently[ip]  # the agent never saw our request (lost): let it go out again
     due: list[tuple[str, float, str]] = []  # (lane, due, ip)
     unresolved = 0
     scanned = 0
@@ -79,15 +82,15 @@ async def run_tick(geo: Any, recently: dict[str, float], now: float | None = Non
             due.append((lane, due_at, ip))
     due.sort()
     emitted = skipped_recent = 0
-    for _lane, _due_at, ip in due:
+    for _lane, due_at, ip in due:
         if emitted >= capacity:
             break
-        if ip in recently:
+        if recently.get(ip) == due_at:
             skipped_recent += 1
             continue
         await geo.app.producer.send(s.results_topic, ip.encode(), json.dumps({"type": "retry"}).encode(),
                                     None, None, None)
-        recently[ip] = now
+        recently[ip] = due_at
         emitted += 1
     return {
         "due": len(due),

@@ -1,0 +1,57 @@
+"""The retry timer on the real broker and RocksDB: NULL-country entries come back once the API recovers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.app import build, running
+from tests.integration.pipeline_utils import Outputs, make_settings
+from tests.integration.test_resolver import WINDOW, addresses, publish_all
+from tests.ipapi_server import Faults, IpApiServer, ServerConfig
+from tests.kafka_utils import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def test_entries_left_null_by_a_rate_limited_period_are_retried_to_resolved(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """While the API answers 429 entries stay NULL-country; after it recovers the timer resolves them all,
+    with no 429 after recovery, each IP asked once per attempt, private addresses never re-emitted."""
+    public, private, _ = addresses(400, seed=11)
+    faults = Faults(force_429=True)
+    async with IpApiServer(ServerConfig(window=WINDOW), faults=faults) as api:
+        settings = make_settings(kafka_bootstrap, tmp_path / "w", providers=("ipapi",), ipapi_url=api.url,
+                                 budget_window=WINDOW, retry_interval=1.0, retry_base=2.0, retry_cap=8.0)
+        geo = build(settings)
+        async with running(geo), Outputs(settings) as out:
+            await publish_all(kafka_bootstrap, settings.events_topic,
+                              [json.dumps({"ip": ip}).encode() for ip in public + private])
+
+            async def all_null() -> bool:
+                await out.poll()
+                return all(out.resolved.get(ip, {}).get("status") == "unresolved" for ip in public)
+
+            await wait_for(all_null, 90, interval=0.2, message=lambda: f"entries NULL: {out.statuses()}")
+            assert all(out.resolved[ip]["geo"]["country_code"] is None for ip in public)
+            failed_requests = len(api.log)
+            faults.force_429 = False
+
+            async def all_resolved() -> bool:
+                await out.poll()
+                return all(out.resolved[ip]["status"] == "resolved" for ip in public)
+
+            await wait_for(all_resolved, 120, interval=0.2, message=lambda: f"resolved: {out.statuses()}")
+        after = api.log[failed_requests:]
+        assert all(entry.status != 429 for entry in after)
+        assert not api.banned and api.violations == 0
+        asked = api.ips_seen()
+        assert not set(asked) & set(private)
+        for ip in public:
+            attempts = out.resolved[ip]["attempts"]
+            assert asked[ip] <= attempts, f"{ip} asked {asked[ip]} times in {attempts} attempts"
+        ticks = geo.stats.ticks
+        assert ticks and max(t["emitted"] for t in ticks) > 0
+        assert all(t["unresolved"] <= len(public) for t in ticks)
