@@ -30,7 +30,12 @@ from .policy import Decision, apply_result, on_event, on_retry, schedule_key
 
 log = logging.getLogger(__name__)
 
-RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+RAW: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
 RESOLVE_BATCH = 100  # ip-api's batch limit: more gives HTTP 422
 
 
@@ -54,15 +59,27 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
             try:
                 parsed = parse_event(event.value, s.max_event_bytes)
             except BadEvent as exc:
-                await producer_send(s.dlq_topic, msg.key,
-                                    dead_letter(event.value, exc.reason, msg.topic, msg.partition, msg.offset))
+                await producer_send(
+                    s.dlq_topic,
+                    msg.key,
+                    dead_letter(event.value, exc.reason, msg.topic, msg.partition, msg.offset),
+                )
                 stats.dead_lettered += 1
                 continue
-            except Exception as exc:  # noqa: BLE001 - never lose an event: anything unexpected is a DLQ reason
+            except Exception as exc:
                 stats.errors += 1
                 log.exception("ingest failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                await producer_send(s.dlq_topic, msg.key, dead_letter(
-                    event.value, f"internal error: {type(exc).__name__}", msg.topic, msg.partition, msg.offset))
+                await producer_send(
+                    s.dlq_topic,
+                    msg.key,
+                    dead_letter(
+                        event.value,
+                        f"internal error: {type(exc).__name__}",
+                        msg.topic,
+                        msg.partition,
+                        msg.offset,
+                    ),
+                )
                 stats.dead_lettered += 1
                 continue
             await producer_send(s.by_ip_topic, parsed.ip.encode(), parsed.event_json)
@@ -108,10 +125,14 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
                     stats.enriched += 1
                 else:
                     await apply_message(ip, json.loads(event.value))
-            except Exception:  # noqa: BLE001 - fact 5: an escaping exception acks and loses the message
+            except Exception:
                 stats.errors += 1
-                log.exception("cache agent failed on %s[%d]@%d", event.message.topic, event.message.partition,
-                              event.message.offset)
+                log.exception(
+                    "cache agent failed on %s[%d]@%d",
+                    event.message.topic,
+                    event.message.partition,
+                    event.message.offset,
+                )
 
     async def apply_message(ip: str, message: dict[str, Any]) -> None:
         raw = table.get(ip.encode())
@@ -136,7 +157,7 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
             async for batch in stream.take(RESOLVE_BATCH, within=s.resolve_batch_wait):
                 try:
                     await resolve_batch(chain, batch)
-                except Exception:  # noqa: BLE001 - fact 5; the IPs come back through the retry timer
+                except Exception:
                     stats.errors += 1
                     log.exception("resolver batch of %d failed", len(batch))
                 await _pace(app, budget_holder.get("budget"))
@@ -160,9 +181,11 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
         results: dict[str, LookupResult]
         try:
             results = await chain.resolve(ips)
-        except Exception as exc:  # noqa: BLE001 - a provider bug must not lose the batch
+        except Exception as exc:
             log.exception("provider chain raised")
-            results = {ip: TransientFailure(f"provider error: {type(exc).__name__}", chain.name) for ip in ips}
+            results = {
+                ip: TransientFailure(f"provider error: {type(exc).__name__}", chain.name) for ip in ips
+            }
         stats.lookups += len(ips)
         stats.batches += 1
         for ip in ips:
@@ -207,8 +230,17 @@ async def _open_chain(geo: Any, providers: Sequence[Any] | None, holder: dict[st
             # we cannot know what a previous owner of the resolve partition sent in the current window
             budget.assume_full_window()
             holder.update(session=session, budget=budget)
-            chain.append(IpApiProvider(session, budget, base_url=s.ipapi_url or None, api_key=s.ipapi_key,
-                                       fields=s.ipapi_fields, lang=s.ipapi_lang, timeout=s.http_timeout))
+            chain.append(
+                IpApiProvider(
+                    session,
+                    budget,
+                    base_url=s.ipapi_url or None,
+                    api_key=s.ipapi_key,
+                    fields=s.ipapi_fields,
+                    lang=s.ipapi_lang,
+                    timeout=s.http_timeout,
+                )
+            )
     return ProviderChain(chain)
 
 

@@ -54,9 +54,11 @@ class Stats:
     ticks: list[dict[str, float]] = field(default_factory=list)
 
     def line(self) -> str:
-        return (f"in={self.consumed} enriched={self.enriched} dlq={self.dead_lettered} misses={self.misses} "
-                f"resolve_sent={self.resolve_sent} lookups={self.lookups} batches={self.batches} "
-                f"results={self.results_applied} errors={self.errors}")
+        return (
+            f"in={self.consumed} enriched={self.enriched} dlq={self.dead_lettered} misses={self.misses} "
+            f"resolve_sent={self.resolve_sent} lookups={self.lookups} batches={self.batches} "
+            f"results={self.results_applied} errors={self.errors}"
+        )
 
 
 @dataclass
@@ -72,9 +74,14 @@ class GeoApp:
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(base=settings.retry_base, cap=settings.retry_cap,
-                       slow_lane_after=settings.slow_lane_after, slow_lane_interval=settings.slow_lane_interval,
-                       pending_timeout=settings.pending_timeout, refresh_after=settings.refresh_after)
+    return RetryPolicy(
+        base=settings.retry_base,
+        cap=settings.retry_cap,
+        slow_lane_after=settings.slow_lane_after,
+        slow_lane_interval=settings.slow_lane_interval,
+        pending_timeout=settings.pending_timeout,
+        refresh_after=settings.refresh_after,
+    )
 
 
 def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
@@ -98,20 +105,22 @@ async def ensure_topics(settings: Settings) -> None:
     try:
         layout = topic_layout(settings)
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, parts, settings.replication, topic_configs=conf)
-                   for name, (parts, conf) in layout.items() if name not in existing]
+        missing = [
+            NewTopic(name, parts, settings.replication, topic_configs=conf)
+            for name, (parts, conf) in layout.items()
+            if name not in existing
+        ]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race: fine
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:  # another worker won the race: fine
-                pass
         await _check_partitions(admin, settings, layout)
     finally:
         await admin.close()
 
 
-async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings,
-                            layout: dict[str, tuple[int, dict[str, str]]]) -> None:
+async def _check_partitions(
+    admin: AIOKafkaAdminClient, settings: Settings, layout: dict[str, tuple[int, dict[str, str]]]
+) -> None:
     names = [settings.by_ip_topic, settings.results_topic]
     described = await admin.describe_topics(names)
     for item in described:
@@ -120,8 +129,10 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings,
         if have and have != want:
             from .errors import ConfigError
 
-            raise ConfigError(f"topic {item['topic']} has {have} partitions but GEO_PARTITIONS={want}: the table "
-                              "and the topics that feed it must be co-partitioned")
+            raise ConfigError(
+                f"topic {item['topic']} has {have} partitions but GEO_PARTITIONS={want}: the table "
+                "and the topics that feed it must be co-partitioned"
+            )
 
 
 def build(settings: Settings, *, providers: Sequence[Any] | None = None, web: bool = False) -> GeoApp:
@@ -164,7 +175,9 @@ def _raw_table(app: faust.App, name: str, partitions: int) -> Any:
     the key; `bytes` means "raw" for the store, the changelog writes and the recovery reads alike. So the
     table's key bytes equal the topics' key bytes (facts 2 and 11).
     """
-    return app.Table(name, key_type=bytes, value_type=bytes, partitions=partitions, options=dict(ROCKSDB_OPTIONS))
+    return app.Table(
+        name, key_type=bytes, value_type=bytes, partitions=partitions, options=dict(ROCKSDB_OPTIONS)
+    )
 
 
 @contextlib.asynccontextmanager
@@ -180,12 +193,14 @@ async def running(geo: GeoApp, *, timeout: float = 60.0) -> AsyncIterator[GeoApp
         while not (geo.app.consumer.assignment() and _ready(geo.app)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {geo.settings.app_id} got no partitions within {timeout:.0f}s")
-            await asyncio.sleep(0.1)  # polling Faust's state: it exposes no event for "assigned and recovered"
+            await asyncio.sleep(
+                0.1
+            )  # polling Faust's state: it exposes no event for "assigned and recovered"
         yield geo
     finally:
         await geo.app.stop()
 
 
 def _ready(app: faust.App) -> bool:
-    recovery = app.tables.recovery
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # concrete TableManager has it
     return bool(recovery.completed.is_set()) and not app.rebalancing

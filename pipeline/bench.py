@@ -57,8 +57,10 @@ def bench_ips(n: int, seed: int = 11) -> list[str]:
     rng = random.Random(seed)
     ips: set[str] = set()
     while len(ips) < n:
-        ip = f"{rng.choice([8, 23, 31, 45, 62, 81, 91, 104, 151, 185, 193, 212])}.{rng.randint(0, 255)}." \
-             f"{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        ip = (
+            f"{rng.choice([8, 23, 31, 45, 62, 81, 91, 104, 151, 185, 193, 212])}.{rng.randint(0, 255)}."
+            f"{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        )
         if classify(ip) is AddressKind.GLOBAL and iptocc.country_code(ip):
             ips.add(ip)
     return sorted(ips)
@@ -66,8 +68,12 @@ def bench_ips(n: int, seed: int = 11) -> list[str]:
 
 def bench_payloads(ips: list[str], n: int, tag: str) -> list[bytes]:
     """JSON events tagged with `tag`; compact separators so the tag's bytes are findable in the output."""
-    return [json.dumps({"ip": ips[i % len(ips)], "bench": tag, "seq": i, "jail": "sshd"},
-                       separators=(",", ":")).encode() for i in range(n)]
+    return [
+        json.dumps(
+            {"ip": ips[i % len(ips)], "bench": tag, "seq": i, "jail": "sshd"}, separators=(",", ":")
+        ).encode()
+        for i in range(n)
+    ]
 
 
 async def run_bench(base: Settings, environ: Mapping[str, str], *, events: int) -> int:
@@ -77,16 +83,27 @@ async def run_bench(base: Settings, environ: Mapping[str, str], *, events: int) 
     broker = None if external else LocalKafka(tmp / "kafka")
     bootstrap = external or broker.start().bootstrap  # type: ignore[union-attr]
     run = uuid.uuid4().hex[:8]
-    settings = Settings.from_env(environ, kafka_bootstrap=bootstrap, app_id=f"geo-bench-{run}",
-                                 data_dir=tmp / "data", events_topic=f"bench-events-{run}",
-                                 dlq_topic=f"bench-dlq-{run}", enriched_topic=f"bench-enriched-{run}",
-                                 resolved_topic=f"bench-resolved-{run}", resolve_topic=f"bench-resolve-{run}",
-                                 partitions=PARTITIONS, providers=("offline",))
+    settings = Settings.from_env(
+        environ,
+        kafka_bootstrap=bootstrap,
+        app_id=f"geo-bench-{run}",
+        data_dir=tmp / "data",
+        events_topic=f"bench-events-{run}",
+        dlq_topic=f"bench-dlq-{run}",
+        enriched_topic=f"bench-enriched-{run}",
+        resolved_topic=f"bench-resolved-{run}",
+        resolve_topic=f"bench-resolve-{run}",
+        partitions=PARTITIONS,
+        providers=("offline",),
+    )
     base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
     ips = bench_ips(WARM_IPS)
     payloads = bench_payloads(ips, events, f"m-{run}")
-    print(f"bench: broker {bootstrap}, {events} events over {len(ips)} cached IPs, "
-          f"{PARTITIONS} partitions, topics *-{run}", flush=True)
+    print(
+        f"bench: broker {bootstrap}, {events} events over {len(ips)} cached IPs, "
+        f"{PARTITIONS} partitions, topics *-{run}",
+        flush=True,
+    )
     try:
         await _create_topics(bootstrap, [base_in, base_out])
         await _publish(bootstrap, base_in, payloads, "baseline input")
@@ -105,9 +122,11 @@ async def run_bench(base: Settings, environ: Mapping[str, str], *, events: int) 
             print(f"  {rate.line()}")
         print(f"  baseline mean: {mean:,.0f} events/s")
         print(f"  ratio pipeline/baseline: {pipeline.per_second / mean:.2f}")
-        print("  limits: Faust's per-event stream overhead (event objects, acks, offset tracking, "
-              "table access) paid twice, on two hops: ingest (repartition by IP) and the cache agent; "
-              "the baseline does one hop with a plain getmany/send/commit loop.")
+        print(
+            "  limits: Faust's per-event stream overhead (event objects, acks, offset tracking, "
+            "table access) paid twice, on two hops: ingest (repartition by IP) and the cache agent; "
+            "the baseline does one hop with a plain getmany/send/commit loop."
+        )
         return 0
     finally:
         await _delete_topics(bootstrap, run)
@@ -122,8 +141,13 @@ async def baseline(bootstrap: str, source: str, dest: str, count: int, label: st
     The clock starts at the first non-empty batch, so group join and assignment are not measured.
     """
     group = f"{source}-{uuid.uuid4().hex[:6]}"
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)  # the worker's linger too
     await asyncio.gather(consumer.start(), producer.start())
     done, first, shown, deadline = 0, 0.0, time.monotonic(), time.monotonic() + max(60.0, count / 200)
@@ -160,8 +184,9 @@ async def _watch_enriched(settings: Settings, geo: GeoApp, marker: bytes, count:
     Record timestamps are set when the worker sends, so the span does not depend on when this reader
     happens to fetch.
     """
-    consumer = AIOKafkaConsumer(settings.enriched_topic, bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        settings.enriched_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
     await consumer.start()
     seen, lo, hi, shown, deadline = 0, None, None, time.monotonic(), time.monotonic() + max(60.0, count / 100)
     try:
@@ -187,8 +212,9 @@ async def _watch_enriched(settings: Settings, geo: GeoApp, marker: bytes, count:
 
 async def _wait_warm(settings: Settings, ips: set[str]) -> None:
     """Read the resolved topic until every warm-up IP has an answer, so the measured stream only hits."""
-    consumer = AIOKafkaConsumer(settings.resolved_topic, bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        settings.resolved_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
     await consumer.start()
     done: set[str] = set()
     started = shown = time.monotonic()

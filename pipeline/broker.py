@@ -83,11 +83,21 @@ def fetch_jars(cache_dir: Path, *, progress: bool = True) -> Path:
         return libs
     mvn = _require("mvn", "maven")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    (cache_dir / "pom.xml").write_text(POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION))
+    (cache_dir / "pom.xml").write_text(
+        POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION)
+    )
     if progress:
         print(f"fetching Kafka {KAFKA_VERSION} jars through Maven into {libs} (once)...", flush=True)
-    cmd = [mvn, "-q", "-B", "-f", str(cache_dir / "pom.xml"), "dependency:copy-dependencies",
-           "-DincludeScope=runtime", f"-DoutputDirectory={libs}"]
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(cache_dir / "pom.xml"),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={libs}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
@@ -136,8 +146,10 @@ class LocalKafka:
         """Start the broker and wait until it answers; report an already running one instead of failing."""
         existing = self.running()
         if existing is not None:
-            raise BrokerError(f"a broker is already running at {existing.bootstrap} (pid {existing.pid}); "
-                              "stop it with `geo-pipeline kafka stop`")
+            raise BrokerError(
+                f"a broker is already running at {existing.bootstrap} (pid {existing.pid}); "
+                "stop it with `geo-pipeline kafka stop`"
+            )
         java = _require("java", "openjdk-17-jre-headless")
         libs = fetch_jars(self.cache_dir, progress=progress)
         started = time.monotonic()
@@ -152,13 +164,31 @@ class LocalKafka:
         classpath = f"{libs}/*"
         jvm = [java, *HEAP.split(), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=").replace("-", "A")
-        fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                              "--ignore-formatted"], capture_output=True, text=True, check=False)
+        fmt = subprocess.run(
+            [
+                *jvm,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if fmt.returncode != 0:
             raise BrokerError(f"formatting Kafka storage failed: {fmt.stdout}{fmt.stderr}".strip())
         out = open(self.run_dir / "stdout.log", "wb")  # noqa: SIM115 - the child owns it for its lifetime
-        self._proc = subprocess.Popen([*jvm, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        self._proc = subprocess.Popen(
+            [*jvm, "kafka.Kafka", str(props)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         out.close()
         bootstrap = f"127.0.0.1:{port}"
         self.pid_file.write_text(f"{self._proc.pid} {bootstrap}\n")
@@ -168,8 +198,11 @@ class LocalKafka:
             self.stop()
             raise
         if progress:
-            print(f"kafka {KAFKA_VERSION} listening on {bootstrap} (pid {self._proc.pid}, "
-                  f"started in {time.monotonic() - started:.1f}s, logs {self.log_file})", flush=True)
+            print(
+                f"kafka {KAFKA_VERSION} listening on {bootstrap} (pid {self._proc.pid}, "
+                f"started in {time.monotonic() - started:.1f}s, logs {self.log_file})",
+                flush=True,
+            )
         return BrokerInfo(bootstrap, self._proc.pid, self.run_dir)
 
     def stop(self) -> bool:

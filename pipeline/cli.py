@@ -81,9 +81,9 @@ def kafka_command(action: str, run_dir: Path, port: int) -> int:
     if action == "stop":
         print("stopped" if broker.stop() else "no broker running")
         return 0
-    info = broker.running()
-    print(f"running at {info.bootstrap} (pid {info.pid})" if info else "not running")
-    return 0 if info else 1
+    running = broker.running()
+    print(f"running at {running.bootstrap} (pid {running.pid})" if running else "not running")
+    return 0 if running else 1
 
 
 if __name__ == "__main__":

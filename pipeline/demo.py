@@ -8,7 +8,6 @@ every public IP has its geography; then prints samples and a summary and stops e
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import sys
@@ -32,15 +31,19 @@ DEMO_TIMEOUT = 180.0  # give up (and say so) if the demo has not converged by th
 def demo_events(n: int, seed: int = 7) -> list[bytes]:
     """Mostly public addresses (with repeats, like real ban logs), some private, some garbage."""
     rng = random.Random(seed)
-    public = [f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-              for _ in range(max(1, n // 4))]
+    public = [
+        f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        for _ in range(max(1, n // 4))
+    ]
     out: list[bytes] = []
     for i in range(n):
         roll = rng.random()
         if roll < 0.05:
             out.append(rng.choice([b"not-an-ip", b"{broken json", b'{"host":"x"}', b"010.1.1.1"]))
         elif roll < 0.12:
-            out.append(json.dumps({"ip": f"192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}", "n": i}).encode())
+            out.append(
+                json.dumps({"ip": f"192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}", "n": i}).encode()
+            )
         elif roll < 0.5:
             out.append(rng.choice(public).encode())  # bare text, as a fail2ban action emits
         else:
@@ -58,14 +61,26 @@ async def run_demo(base: Settings, environ: Mapping[str, str], *, events: int) -
     run = uuid.uuid4().hex[:6]
     try:
         async with IpApiServer(ServerConfig(window=DEMO_WINDOW)) as api:
-            settings = Settings.from_env(environ, kafka_bootstrap=bootstrap, app_id=f"geo-demo-{run}",
-                                         data_dir=tmp / "data", events_topic=f"demo-events-{run}",
-                                         dlq_topic=f"demo-dlq-{run}", enriched_topic=f"demo-enriched-{run}",
-                                         resolved_topic=f"demo-resolved-{run}", resolve_topic=f"demo-resolve-{run}",
-                                         ipapi_url=api.url, budget_window=DEMO_WINDOW, retry_interval=5.0,
-                                         retry_base=5.0, partitions=4)
-            print(f"demo: broker {bootstrap}, fake ip-api {api.url} (15 requests / {DEMO_WINDOW:.0f}s), "
-                  f"topics demo-*-{run}")
+            settings = Settings.from_env(
+                environ,
+                kafka_bootstrap=bootstrap,
+                app_id=f"geo-demo-{run}",
+                data_dir=tmp / "data",
+                events_topic=f"demo-events-{run}",
+                dlq_topic=f"demo-dlq-{run}",
+                enriched_topic=f"demo-enriched-{run}",
+                resolved_topic=f"demo-resolved-{run}",
+                resolve_topic=f"demo-resolve-{run}",
+                ipapi_url=api.url,
+                budget_window=DEMO_WINDOW,
+                retry_interval=5.0,
+                retry_base=5.0,
+                partitions=4,
+            )
+            print(
+                f"demo: broker {bootstrap}, fake ip-api {api.url} (15 requests / {DEMO_WINDOW:.0f}s), "
+                f"topics demo-*-{run}"
+            )
             geo = build(settings)
             async with running(geo):
                 payloads = demo_events(events)
@@ -91,8 +106,13 @@ async def _produce(settings: Settings, payloads: list[bytes]) -> None:
 
 
 async def _watch(settings: Settings, geo: Any, payloads: list[bytes]) -> bool:
-    consumer = AIOKafkaConsumer(settings.enriched_topic, settings.dlq_topic, settings.resolved_topic,
-                                bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        settings.enriched_topic,
+        settings.dlq_topic,
+        settings.resolved_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     enriched: list[dict[str, Any]] = []
     dlq: list[dict[str, Any]] = []
@@ -116,8 +136,11 @@ async def _watch(settings: Settings, geo: Any, payloads: list[bytes]) -> bool:
             if done or time.monotonic() - last > 2:
                 last = time.monotonic()
                 resolved = sum(1 for e in latest.values() if e["status"] == "resolved")
-                print(f"  {time.monotonic() - started:5.1f}s enriched={len(enriched)} dlq={len(dlq)} "
-                      f"geo resolved={resolved}/{len(wanted)} worker: {geo.stats.line()}", flush=True)
+                print(
+                    f"  {time.monotonic() - started:5.1f}s enriched={len(enriched)} dlq={len(dlq)} "
+                    f"geo resolved={resolved}/{len(wanted)} worker: {geo.stats.line()}",
+                    flush=True,
+                )
             if done:
                 break
     finally:
@@ -126,8 +149,12 @@ async def _watch(settings: Settings, geo: Any, payloads: list[bytes]) -> bool:
     return len(enriched) + len(dlq) == len(payloads)
 
 
-def _summary(payloads: list[bytes], enriched: list[dict[str, Any]], dlq: list[dict[str, Any]],
-             latest: dict[str, dict[str, Any]]) -> None:
+def _summary(
+    payloads: list[bytes],
+    enriched: list[dict[str, Any]],
+    dlq: list[dict[str, Any]],
+    latest: dict[str, dict[str, Any]],
+) -> None:
     print("\nsamples:")
     for e in enriched[:3]:
         print("  enriched:", json.dumps(e)[:300])
@@ -139,7 +166,8 @@ def _summary(payloads: list[bytes], enriched: list[dict[str, Any]], dlq: list[di
     statuses: dict[str, int] = {}
     for entry in latest.values():
         statuses[entry["status"]] = statuses.get(entry["status"], 0) + 1
-    print(f"\nsummary: in={len(payloads)} enriched={len(enriched)} dlq={len(dlq)} "
-          f"(in = enriched + dlq: {len(payloads) == len(enriched) + len(dlq)}); distinct IPs by status: {statuses}")
-
-
+    print(
+        f"\nsummary: in={len(payloads)} enriched={len(enriched)} dlq={len(dlq)} "
+        f"(in = enriched + dlq: {len(payloads) == len(enriched) + len(dlq)}); "
+        f"distinct IPs by status: {statuses}"
+    )

@@ -38,10 +38,7 @@ def parse_event(raw: bytes | None, max_bytes: int) -> ParsedEvent:
     stripped = text.strip()
     if not stripped:
         raise BadEvent("empty message")
-    if stripped[0] in '{["':
-        value = _json(stripped)
-    else:
-        value = _bare(stripped)
+    value = _json(stripped) if stripped[0] in '{["' else _bare(stripped)
     if isinstance(value, str):
         ip = _ip(value)
         return ParsedEvent(ip, json.dumps({"ip": value}, separators=(",", ":")).encode())

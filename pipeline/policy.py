@@ -45,7 +45,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What the cache agent does for one input: the entry to write (None: unchanged) and whether to resolve."""
+    """What the cache agent does for one input: the entry to write (None: unchanged), whether to resolve."""
 
     entry: GeoEntry | None
     resolve_attempt: int | None = None  # attempt number to send to the resolver, or None
@@ -69,8 +69,14 @@ def on_event(entry: GeoEntry | None, ip: str, kind: AddressKind, now: float, pol
     if kind is not AddressKind.GLOBAL:
         final = GeoEntry(ip, EntryStatus.PRIVATE, first_seen=now, updated_at=now, last_error=kind.value)
         return Decision(final)
-    pending = GeoEntry(ip, EntryStatus.PENDING, attempts=0, first_seen=now, updated_at=now,
-                       next_retry_at=now + policy.pending_timeout)
+    pending = GeoEntry(
+        ip,
+        EntryStatus.PENDING,
+        attempts=0,
+        first_seen=now,
+        updated_at=now,
+        next_retry_at=now + policy.pending_timeout,
+    )
     return Decision(pending, resolve_attempt=1)
 
 
@@ -81,35 +87,70 @@ def on_retry(entry: GeoEntry | None, now: float, policy: RetryPolicy) -> Decisio
     if entry.next_retry_at is None or entry.next_retry_at > now:
         return Decision(None)  # already re-emitted by an earlier request, or answered since
     attempt = entry.attempts + 1
-    pending = entry.evolve(status=EntryStatus.PENDING if entry.status is EntryStatus.UNRESOLVED else entry.status,
-                           next_retry_at=now + policy.pending_timeout, updated_at=now)
+    pending = entry.evolve(
+        status=EntryStatus.PENDING if entry.status is EntryStatus.UNRESOLVED else entry.status,
+        next_retry_at=now + policy.pending_timeout,
+        updated_at=now,
+    )
     return Decision(pending, resolve_attempt=attempt)
 
 
-def apply_result(entry: GeoEntry | None, attempt: int, result: LookupResult, now: float,
-                 policy: RetryPolicy, rng: random.Random) -> GeoEntry | None:
+def apply_result(
+    entry: GeoEntry | None,
+    attempt: int,
+    result: LookupResult,
+    now: float,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> GeoEntry | None:
     """Fold a lookup result into the entry; None when it changes nothing (duplicate or stale)."""
     if entry is None or attempt != entry.attempts + 1 or entry.status in FINAL_STATUSES:
         return None
     if isinstance(result, Resolved):
-        return entry.evolve(status=EntryStatus.RESOLVED, geo=result.geo, provider=result.provider,
-                            attempts=attempt, updated_at=now, last_error=None,
-                            next_retry_at=now + policy.refresh_after)
+        return entry.evolve(
+            status=EntryStatus.RESOLVED,
+            geo=result.geo,
+            provider=result.provider,
+            attempts=attempt,
+            updated_at=now,
+            last_error=None,
+            next_retry_at=now + policy.refresh_after,
+        )
     if isinstance(result, PermanentFailure):
-        return entry.evolve(status=EntryStatus.INVALID, geo=GeoData(), provider=result.provider,
-                            attempts=attempt, updated_at=now, last_error=result.reason, next_retry_at=None)
+        return entry.evolve(
+            status=EntryStatus.INVALID,
+            geo=GeoData(),
+            provider=result.provider,
+            attempts=attempt,
+            updated_at=now,
+            last_error=result.reason,
+            next_retry_at=None,
+        )
     return _transient(entry, attempt, result, now, policy, rng)
 
 
-def _transient(entry: GeoEntry, attempt: int, result: TransientFailure, now: float,
-               policy: RetryPolicy, rng: random.Random) -> GeoEntry:
+def _transient(
+    entry: GeoEntry,
+    attempt: int,
+    result: TransientFailure,
+    now: float,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> GeoEntry:
     retry = next_retry_at(attempt, now, policy, rng)
     if entry.status is EntryStatus.RESOLVED or (entry.geo.country_code and result.geo is None):
         # a failed refresh keeps the answer we had; only the retry time moves
         return entry.evolve(attempts=attempt, updated_at=now, last_error=result.reason, next_retry_at=retry)
     status = EntryStatus.PARTIAL if result.geo and result.geo.country_code else EntryStatus.UNRESOLVED
-    return entry.evolve(status=status, geo=result.geo or GeoData(), provider=result.provider if result.geo else None,
-                        attempts=attempt, updated_at=now, last_error=result.reason, next_retry_at=retry)
+    return entry.evolve(
+        status=status,
+        geo=result.geo or GeoData(),
+        provider=result.provider if result.geo else None,
+        attempts=attempt,
+        updated_at=now,
+        last_error=result.reason,
+        next_retry_at=retry,
+    )
 
 
 def schedule_key(entry: GeoEntry) -> str | None:

@@ -88,7 +88,9 @@ class Settings:
             raise ConfigError("GEO_BUDGET_REQUESTS must be >= 1 and GEO_BUDGET_WINDOW > 0")
         unknown = set(self.providers) - {"ipapi", "offline"}
         if unknown or not self.providers:
-            raise ConfigError(f"GEO_PROVIDERS: unknown provider(s) {sorted(unknown)}; use ipapi and/or offline")
+            raise ConfigError(
+                f"GEO_PROVIDERS: unknown provider(s) {sorted(unknown)}; use ipapi and/or offline"
+            )
 
     @property
     def by_ip_topic(self) -> str:

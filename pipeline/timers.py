@@ -38,14 +38,14 @@ def register(geo: Any) -> None:
     # emission per attempt, however many ticks pass before the agent catches up.
     recently: dict[str, float] = {}
 
-    @app.timer(s.retry_interval, name="geo-retry-timer")
+    @app.timer(s.retry_interval, name="geo-retry-timer")  # type: ignore[untyped-decorator]  # faust is untyped
     async def retry_timer() -> None:
         if app.rebalancing or not _recovered(app):
             log.info("retry tick skipped: rebalancing or recovering")
             return
         try:
             stats = await run_tick(geo, recently)
-        except Exception:  # noqa: BLE001 - fact 5: an exception escaping a timer kills the worker
+        except Exception:
             log.exception("retry tick failed; the next tick runs as usual")
             return
         geo.stats.ticks.append(stats)
@@ -88,8 +88,9 @@ async def run_tick(geo: Any, recently: dict[str, float], now: float | None = Non
         if recently.get(ip) == due_at:
             skipped_recent += 1
             continue
-        await geo.app.producer.send(s.results_topic, ip.encode(), json.dumps({"type": "retry"}).encode(),
-                                    None, None, None)
+        await geo.app.producer.send(
+            s.results_topic, ip.encode(), json.dumps({"type": "retry"}).encode(), None, None, None
+        )
         recently[ip] = due_at
         emitted += 1
     return {
@@ -114,10 +115,10 @@ def register_progress(geo: Any, every: float = 10.0) -> None:
     """A progress line every `every` seconds and a summary when the worker stops."""
     app = geo.app
 
-    @app.timer(every, name="geo-progress")
+    @app.timer(every, name="geo-progress")  # type: ignore[untyped-decorator]  # faust is untyped
     async def progress() -> None:
         log.info("progress: %s", geo.stats.line())
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]  # faust is untyped
     async def summary(app: Any, **kwargs: Any) -> None:
         log.info("summary: %s", geo.stats.line())

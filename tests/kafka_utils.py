@@ -59,8 +59,9 @@ async def create_topics(
     try:
         new = [NewTopic(name, parts, 1, topic_configs=dict(config or {})) for name, parts in topics.items()]
         response = await admin.create_topics(new)
-        errors = [(name, code) for name, code, *_ in response.topic_errors
-                  if code not in (0, TOPIC_ALREADY_EXISTS)]
+        errors = [
+            (name, code) for name, code, *_ in response.topic_errors if code not in (0, TOPIC_ALREADY_EXISTS)
+        ]
         if errors:
             raise AssertionError(f"creating topics failed: {errors}")
 
@@ -88,8 +89,9 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, 
 async def consume_all(bootstrap: str, topic: str, *, expected: int, timeout: float) -> list[ConsumerRecord]:
     """Read `topic` from the beginning of every partition with a group-less consumer until `expected`
     records arrived; AssertionError (with the count read) when `timeout` passes first."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     records: list[ConsumerRecord] = []
     try:
@@ -107,7 +109,8 @@ async def consume_all(bootstrap: str, topic: str, *, expected: int, timeout: flo
             if left <= 0:
                 raise AssertionError(
                     f"read {len(records)} of {expected} expected records from {topic!r} in {timeout:.1f}s: "
-                    f"{[(r.partition, r.key, r.value) for r in records[:20]]}")
+                    f"{[(r.partition, r.key, r.value) for r in records[:20]]}"
+                )
             batch = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
             for part_records in batch.values():
                 records.extend(part_records)
@@ -138,19 +141,26 @@ def wait_assigned_condition(app: Any, *, require_partitions: bool = True) -> boo
     if app._consumer is None:  # not started yet; `app.consumer` would create one
         return False
     assigned = app.consumer.assignment()
-    return ((bool(assigned) or not require_partitions) and not app.rebalancing
-            and app.tables.recovery.completed.is_set())
+    return (
+        (bool(assigned) or not require_partitions)
+        and not app.rebalancing
+        and app.tables.recovery.completed.is_set()
+    )
 
 
 async def wait_assigned(app: Any, timeout: float = 60.0, *, require_partitions: bool = True) -> None:
     """Wait until the app joined its group, got partitions and finished table recovery."""
-    await wait_for(lambda: wait_assigned_condition(app, require_partitions=require_partitions), timeout,
-                   message=f"app {app.conf.id!r} to be assigned and recovered")
+    await wait_for(
+        lambda: wait_assigned_condition(app, require_partitions=require_partitions),
+        timeout,
+        message=f"app {app.conf.id!r} to be assigned and recovered",
+    )
 
 
 @asynccontextmanager
-async def running_app(app: Any, *, timeout: float = 60.0, require_partitions: bool = True
-                      ) -> AsyncIterator[Any]:
+async def running_app(
+    app: Any, *, timeout: float = 60.0, require_partitions: bool = True
+) -> AsyncIterator[Any]:
     """Start a Faust app in the running event loop, wait until it is assigned and recovered, and stop it on
     exit, also when start-up or the body fails."""
     try:

@@ -61,9 +61,13 @@ class Outputs:
         self.dlq: list[dict[str, Any]] = []
         self.resolved: dict[str, dict[str, Any]] = {}
         self.resolved_count = 0
-        self._consumer = AIOKafkaConsumer(settings.enriched_topic, settings.dlq_topic, settings.resolved_topic,
-                                          bootstrap_servers=settings.kafka_bootstrap,
-                                          auto_offset_reset="earliest")
+        self._consumer = AIOKafkaConsumer(
+            settings.enriched_topic,
+            settings.dlq_topic,
+            settings.resolved_topic,
+            bootstrap_servers=settings.kafka_bootstrap,
+            auto_offset_reset="earliest",
+        )
 
     async def __aenter__(self) -> Outputs:
         await self._consumer.start()

@@ -34,16 +34,28 @@ def test_produce_and_consume(kafka_bootstrap: str) -> None:
 
 def make_app(app_id: str, bootstrap: str, datadir: Path, source: str) -> tuple[faust.App, Any, list[str]]:
     """A fresh app per run: a Faust app binds to the event loop it first runs in, so never reuse one."""
-    app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="rocksdb://", datadir=str(datadir),
-                    web_enabled=False, topic_partitions=PARTITIONS)
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{bootstrap}",
+        store="rocksdb://",
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_partitions=PARTITIONS,
+    )
     table = app.Table("geo", key_type=str, value_type=bytes, partitions=PARTITIONS)
     # Table() takes no serialiser arguments and derives "json" from key_type=str: the changelog key would be
     # b'"1.2.3.4"' while the topic key is b"1.2.3.4". Set raw before first use (store and changelog topic
     # are created lazily from these attributes) so table keys and topic keys are the same bytes.
     table.key_serializer = "raw"
     table.value_serializer = "raw"
-    topic = app.topic(source, key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                      partitions=PARTITIONS)
+    topic = app.topic(
+        source,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=PARTITIONS,
+    )
     seen: list[str] = []
 
     @app.agent(topic)

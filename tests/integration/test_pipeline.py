@@ -19,7 +19,16 @@ from tests.kafka_utils import wait_for
 
 pytestmark = pytest.mark.integration
 
-BAD = [b"not-an-ip", b"{broken", b'{"host": "x"}', b'{"ip": 42}', b"010.1.1.1", b"1.2.3.0/24", b"\xff\xfe", b"[]"]
+BAD = [
+    b"not-an-ip",
+    b"{broken",
+    b'{"host": "x"}',
+    b'{"ip": 42}',
+    b"010.1.1.1",
+    b"1.2.3.0/24",
+    b"\xff\xfe",
+    b"[]",
+]
 
 
 def workload(n_events: int, n_ips: int, seed: int = 1) -> list[bytes]:
@@ -30,17 +39,21 @@ def workload(n_events: int, n_ips: int, seed: int = 1) -> list[bytes]:
         if i % 25 == 0:
             ips.append(f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}")
         elif i % 7 == 0:
-            ips.append(f"2a0{rng.randint(0, 9)}:{rng.randint(1, 0xffff):x}::{rng.randint(1, 0xffff):x}")
+            ips.append(f"2a0{rng.randint(0, 9)}:{rng.randint(1, 0xFFFF):x}::{rng.randint(1, 0xFFFF):x}")
         else:
-            ips.append(f"{rng.choice([8, 23, 31, 45, 62, 81, 91, 104, 151, 185, 193, 212])}."
-                       f"{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}")
+            ips.append(
+                f"{rng.choice([8, 23, 31, 45, 62, 81, 91, 104, 151, 185, 193, 212])}."
+                f"{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+            )
     events: list[bytes] = []
     for i in range(n_events):
         if i % 33 == 0:
             events.append(BAD[i % len(BAD)])
             continue
         ip = ips[i % n_ips]
-        events.append(ip.encode() if i % 3 == 0 else json.dumps({"ip": ip, "seq": i, "jail": "sshd"}).encode())
+        events.append(
+            ip.encode() if i % 3 == 0 else json.dumps({"ip": ip, "seq": i, "jail": "sshd"}).encode()
+        )
     return events
 
 
@@ -76,7 +89,8 @@ def public_ips(events: list[bytes]) -> set[str]:
 
 @pytest.mark.slow
 async def test_every_event_is_enriched_or_dead_lettered_and_each_ip_resolved_once(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """20,000 events over 2,000 IPs: in = enriched + dlq, events pass through verbatim, each public IP is
     looked up exactly once and ends resolved with the offline country."""
     settings = make_settings(kafka_bootstrap, tmp_path / "w1")
@@ -113,13 +127,18 @@ async def _drain(out: Outputs, total: int, publics: set[str], timeout: float = 1
         await out.poll()
         return _settled(out, total, publics)
 
-    await wait_for(settled, timeout, interval=0.05,
-                   message=lambda: f"enriched={len(out.enriched)} dlq={len(out.dlq)} statuses={out.statuses()}")
+    await wait_for(
+        settled,
+        timeout,
+        interval=0.05,
+        message=lambda: f"enriched={len(out.enriched)} dlq={len(out.dlq)} statuses={out.statuses()}",
+    )
 
 
 async def test_restart_keeps_the_cache_and_a_fresh_data_dir_rebuilds_it_from_the_changelog(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
-    """A restart on the same data dir, and one on an empty data dir, both answer from the cache: no lookups."""
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Restarts on the same data dir and on an empty one both answer from the cache: no lookups."""
     settings = make_settings(kafka_bootstrap, tmp_path / "a")
     events = workload(1_500, 300, seed=5)
     publics = public_ips(events)
@@ -132,20 +151,30 @@ async def test_restart_keeps_the_cache_and_a_fresh_data_dir_rebuilds_it_from_the
 
     for data_dir in (tmp_path / "a", tmp_path / "fresh"):
         again = CountingProvider()
-        restarted = make_settings(kafka_bootstrap, data_dir, app_id=settings.app_id,
-                                  events_topic=settings.events_topic, dlq_topic=settings.dlq_topic,
-                                  enriched_topic=settings.enriched_topic, resolved_topic=settings.resolved_topic,
-                                  resolve_topic=settings.resolve_topic)
+        restarted = make_settings(
+            kafka_bootstrap,
+            data_dir,
+            app_id=settings.app_id,
+            events_topic=settings.events_topic,
+            dlq_topic=settings.dlq_topic,
+            enriched_topic=settings.enriched_topic,
+            resolved_topic=settings.resolved_topic,
+            resolve_topic=settings.resolve_topic,
+        )
         geo = build(restarted, providers=[again])
         async with running(geo, timeout=120), Outputs(settings) as out2:
             for ip in list(publics)[:50]:
-                assert geo.table.get(ip.encode()) is not None, f"{ip} missing after restart from {data_dir.name}"
+                assert geo.table.get(ip.encode()) is not None, (
+                    f"{ip} missing after restart from {data_dir.name}"
+                )
             replay = [json.dumps({"ip": ip, "round": data_dir.name}).encode() for ip in sorted(publics)]
             await publish(kafka_bootstrap, settings.events_topic, replay, seed=9)
 
-            async def replayed() -> bool:
+            async def replayed(
+                out2: Outputs = out2, name: str = data_dir.name, want: int = len(replay)
+            ) -> bool:
                 await out2.poll()
-                return sum(e["event"].get("round") == data_dir.name for e in out2.enriched) == len(replay)
+                return sum(e["event"].get("round") == name for e in out2.enriched) == want
 
             await wait_for(replayed, 60, interval=0.05, message="replayed events enriched")
         assert again.calls == {}, f"restart from {data_dir.name} re-resolved {sum(again.calls.values())} IPs"

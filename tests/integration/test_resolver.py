@@ -26,8 +26,10 @@ def addresses(n_public: int, seed: int = 3) -> tuple[list[str], list[str], list[
     rng = random.Random(seed)
     public: set[str] = set()
     while len(public) < n_public:
-        ip = f"{rng.choice([8, 31, 45, 62, 81, 91, 104, 151, 185, 212])}.{rng.randint(0, 255)}." \
-             f"{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        ip = (
+            f"{rng.choice([8, 31, 45, 62, 81, 91, 104, 151, 185, 212])}.{rng.randint(0, 255)}."
+            f"{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        )
         if classify(ip) is AddressKind.GLOBAL:
             public.add(ip)
     private = [f"10.9.{i // 250}.{i % 250 + 1}" for i in range(200)] + ["127.0.0.1", "100.64.1.1", "fe80::1"]
@@ -46,11 +48,13 @@ async def publish_all(bootstrap: str, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def resolve_everything(bootstrap: str, tmp_path: Path, api: IpApiServer, n_public: int,
-                             **overrides: object) -> tuple[Outputs, list[str], list[str]]:
+async def resolve_everything(
+    bootstrap: str, tmp_path: Path, api: IpApiServer, n_public: int, **overrides: object
+) -> tuple[Outputs, list[str], list[str]]:
     public, private, invalid = addresses(n_public)
-    settings = make_settings(bootstrap, tmp_path / "w", providers=("ipapi",), ipapi_url=api.url,
-                             budget_window=WINDOW, **overrides)
+    settings = make_settings(
+        bootstrap, tmp_path / "w", providers=("ipapi",), ipapi_url=api.url, budget_window=WINDOW, **overrides
+    )
     values = [json.dumps({"ip": ip}).encode() for ip in public + private] + invalid
     async with running(build(settings)), Outputs(settings) as out:
         await publish_all(bootstrap, settings.events_topic, values)
@@ -59,8 +63,12 @@ async def resolve_everything(bootstrap: str, tmp_path: Path, api: IpApiServer, n
             await out.poll()
             return sum(out.resolved.get(ip, {}).get("status") == "resolved" for ip in public) == len(public)
 
-        await wait_for(done, 240, interval=0.2,
-                       message=lambda: f"all public resolved: {out.statuses()} api: {api.summary()}")
+        await wait_for(
+            done,
+            240,
+            interval=0.2,
+            message=lambda: f"all public resolved: {out.statuses()} api: {api.summary()}",
+        )
         assert len(out.enriched) + len(out.dlq) == len(values)
     return out, public, private
 
@@ -79,14 +87,23 @@ async def test_backlog_resolves_within_budget_without_429(kafka_bootstrap: str, 
 
 
 async def test_faults_are_retried_until_everything_resolves_without_a_ban(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """With 20% 5xx, timeouts, malformed and partial bodies, every public IP still ends resolved; no ban."""
-    faults = Faults(error_rate=0.2, timeout_rate=0.05, timeout_seconds=3.0, malformed_rate=0.05,
-                    partial_rate=0.05)
+    faults = Faults(
+        error_rate=0.2, timeout_rate=0.05, timeout_seconds=3.0, malformed_rate=0.05, partial_rate=0.05
+    )
     async with IpApiServer(ServerConfig(window=WINDOW), faults=faults) as api:
         out, public, private = await resolve_everything(
-            kafka_bootstrap, tmp_path, api, 1_000, http_timeout=2.0, retry_interval=1.0, retry_base=1.0,
-            retry_cap=5.0)
+            kafka_bootstrap,
+            tmp_path,
+            api,
+            1_000,
+            http_timeout=2.0,
+            retry_interval=1.0,
+            retry_base=1.0,
+            retry_cap=5.0,
+        )
         assert not api.banned and api.violations == 0
         assert api.max_in_window() <= 15
         assert not set(api.ips_seen()) & set(private)

@@ -17,18 +17,30 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 async def test_entries_left_null_by_a_rate_limited_period_are_retried_to_resolved(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """While the API answers 429 entries stay NULL-country; after it recovers the timer resolves them all,
     with no 429 after recovery, each IP asked once per attempt, private addresses never re-emitted."""
     public, private, _ = addresses(400, seed=11)
     faults = Faults(force_429=True)
     async with IpApiServer(ServerConfig(window=WINDOW), faults=faults) as api:
-        settings = make_settings(kafka_bootstrap, tmp_path / "w", providers=("ipapi",), ipapi_url=api.url,
-                                 budget_window=WINDOW, retry_interval=1.0, retry_base=2.0, retry_cap=8.0)
+        settings = make_settings(
+            kafka_bootstrap,
+            tmp_path / "w",
+            providers=("ipapi",),
+            ipapi_url=api.url,
+            budget_window=WINDOW,
+            retry_interval=1.0,
+            retry_base=2.0,
+            retry_cap=8.0,
+        )
         geo = build(settings)
         async with running(geo), Outputs(settings) as out:
-            await publish_all(kafka_bootstrap, settings.events_topic,
-                              [json.dumps({"ip": ip}).encode() for ip in public + private])
+            await publish_all(
+                kafka_bootstrap,
+                settings.events_topic,
+                [json.dumps({"ip": ip}).encode() for ip in public + private],
+            )
 
             async def all_null() -> bool:
                 await out.poll()

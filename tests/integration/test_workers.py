@@ -19,13 +19,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 async def test_two_workers_share_partitions_and_never_resolve_an_ip_twice(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """Two worker processes: in = enriched + dlq, every public IP asked of the API exactly once, the
     server's request rate never above the budget."""
     public, private, invalid = addresses(1_500, seed=21)
     async with IpApiServer(ServerConfig(window=WINDOW)) as api:
-        settings = make_settings(kafka_bootstrap, tmp_path, providers=("ipapi",), ipapi_url=api.url,
-                                 budget_window=WINDOW)
+        settings = make_settings(
+            kafka_bootstrap, tmp_path, providers=("ipapi",), ipapi_url=api.url, budget_window=WINDOW
+        )
         await ensure_topics(settings)
         workers = [WorkerProcess(settings, tmp_path / f"w{i}", tmp_path / f"w{i}.log") for i in range(2)]
         try:
@@ -58,20 +60,31 @@ def _last_summary(log: str) -> str:
     return lines[-1] if lines else ""
 
 
-async def test_killed_worker_due_entries_are_retried_by_the_survivor(kafka_bootstrap: str, tmp_path: Path) -> None:
+async def test_killed_worker_due_entries_are_retried_by_the_survivor(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """Entries left NULL by a rate-limited period are resolved after one of two workers is killed."""
     public, _, _ = addresses(400, seed=23)
     faults = Faults(force_429=True)
     async with IpApiServer(ServerConfig(window=WINDOW), faults=faults) as api:
-        settings = make_settings(kafka_bootstrap, tmp_path, providers=("ipapi",), ipapi_url=api.url,
-                                 budget_window=WINDOW, retry_interval=1.0, retry_base=2.0, retry_cap=8.0)
+        settings = make_settings(
+            kafka_bootstrap,
+            tmp_path,
+            providers=("ipapi",),
+            ipapi_url=api.url,
+            budget_window=WINDOW,
+            retry_interval=1.0,
+            retry_base=2.0,
+            retry_cap=8.0,
+        )
         await ensure_topics(settings)
         workers = [WorkerProcess(settings, tmp_path / f"w{i}", tmp_path / f"w{i}.log") for i in range(2)]
         try:
             await wait_for(lambda: all(w.ready() for w in workers), 90, message="both workers ready")
             async with Outputs(settings) as out:
-                await publish_all(kafka_bootstrap, settings.events_topic,
-                                  [json.dumps({"ip": ip}).encode() for ip in public])
+                await publish_all(
+                    kafka_bootstrap, settings.events_topic, [json.dumps({"ip": ip}).encode() for ip in public]
+                )
 
                 async def all_null() -> bool:
                     await out.poll()
@@ -85,8 +98,12 @@ async def test_killed_worker_due_entries_are_retried_by_the_survivor(kafka_boots
                     await out.poll()
                     return all(out.resolved[ip]["status"] == "resolved" for ip in public)
 
-                await wait_for(all_resolved, 180, interval=0.2,
-                               message=lambda: f"resolved: {out.statuses()}\n{workers[1].tail()}")
+                await wait_for(
+                    all_resolved,
+                    180,
+                    interval=0.2,
+                    message=lambda: f"resolved: {out.statuses()}\n{workers[1].tail()}",
+                )
         finally:
             for w in workers:
                 w.stop()

@@ -34,12 +34,22 @@ class WorkerProcess:
     """One worker process with its own data dir and log file."""
 
     def __init__(self, settings: Settings, data_dir: Path, log: Path) -> None:
-        env = {**os.environ, **settings_env(settings), "GEO_DATA_DIR": str(data_dir),
-               "GEO_WEB_PORT": str(free_port()), "PYTHONPATH": str(REPO)}
+        env = {
+            **os.environ,
+            **settings_env(settings),
+            "GEO_DATA_DIR": str(data_dir),
+            "GEO_WEB_PORT": str(free_port()),
+            "PYTHONPATH": str(REPO),
+        }
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 - held for the child's lifetime
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "worker"], env=env, cwd=REPO,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "worker"],
+            env=env,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -48,7 +58,7 @@ class WorkerProcess:
 
     def tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(line for line in text if "buffer full" not in line)[-4000:][-lines * 120:]
+        return "\n".join(line for line in text if "buffer full" not in line)[-4000:][-lines * 120 :]
 
     def kill(self) -> None:
         """SIGKILL: a crash, no clean shutdown, no final commit."""

@@ -127,12 +127,16 @@ def test_parse_event_never_raises_anything_but_bad_event(raw: bytes) -> None:
 # --- dead_letter ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"ip":"999.1.1.1"}',
-    b"\xff\xfe\x00binary\x80",
-    b"",
-    bytes(range(256)),
-], ids=["json", "non-utf8", "empty", "all-bytes"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"ip":"999.1.1.1"}',
+        b"\xff\xfe\x00binary\x80",
+        b"",
+        bytes(range(256)),
+    ],
+    ids=["json", "non-utf8", "empty", "all-bytes"],
+)
 def test_dead_letter_carries_reason_origin_and_exact_original_bytes(raw: bytes) -> None:
     """The DLQ record holds the reason, topic/partition/offset, and base64 that decodes to the exact input."""
     record = json.loads(dead_letter(raw, "invalid ip: not an IP address", "ip-events", 3, 12345))
@@ -145,8 +149,13 @@ def test_dead_letter_carries_reason_origin_and_exact_original_bytes(raw: bytes) 
 def test_dead_letter_for_null_value_has_no_original() -> None:
     """A tombstone (null value) is dead-lettered with original_b64 null and no preview."""
     record = json.loads(dead_letter(None, "empty message (null value)", "ip-events", 0, 7))
-    assert record == {"reason": "empty message (null value)", "topic": "ip-events", "partition": 0,
-                      "offset": 7, "original_b64": None}
+    assert record == {
+        "reason": "empty message (null value)",
+        "topic": "ip-events",
+        "partition": 0,
+        "offset": 7,
+        "original_b64": None,
+    }
 
 
 def test_dead_letter_preview_is_truncated_but_base64_is_complete() -> None:
@@ -158,8 +167,12 @@ def test_dead_letter_preview_is_truncated_but_base64_is_complete() -> None:
 
 
 @PURE
-@given(raw=st.binary(max_size=3000), reason=st.text(max_size=50),
-       partition=st.integers(min_value=0, max_value=1000), offset=st.integers(min_value=0, max_value=2**62))
+@given(
+    raw=st.binary(max_size=3000),
+    reason=st.text(max_size=50),
+    partition=st.integers(min_value=0, max_value=1000),
+    offset=st.integers(min_value=0, max_value=2**62),
+)
 def test_dead_letter_round_trips_any_bytes(raw: bytes, reason: str, partition: int, offset: int) -> None:
     """For any input bytes and reason, the DLQ record is valid JSON and its base64 decodes back exactly."""
     out = dead_letter(raw, reason, "t", partition, offset)

@@ -22,20 +22,49 @@ from pipeline.models import (
 )
 
 PURE = settings(database=None)
-FULL = GeoData(country_code="US", country_name="United States", region="California", city="Mountain View",
-               latitude=37.4056, longitude=-122.0775, asn=15169, as_name="GOOGLE", isp="Google LLC",
-               org="Google Public DNS")
+FULL = GeoData(
+    country_code="US",
+    country_name="United States",
+    region="California",
+    city="Mountain View",
+    latitude=37.4056,
+    longitude=-122.0775,
+    asn=15169,
+    as_name="GOOGLE",
+    isp="Google LLC",
+    org="Google Public DNS",
+)
 
 
-@pytest.mark.parametrize("entry", [
-    GeoEntry("8.8.8.8", EntryStatus.RESOLVED, geo=FULL, provider="ipapi", attempts=3, first_seen=1.5,
-             updated_at=2.25, next_retry_at=1_700_000_000.125, last_error=None),
-    GeoEntry("2001:4860:4860::8888", EntryStatus.PENDING, next_retry_at=10.0),
-    GeoEntry("10.0.0.1", EntryStatus.PRIVATE, last_error="private"),
-    GeoEntry("192.0.0.9", EntryStatus.INVALID, provider="ipapi", attempts=1, last_error="reserved range"),
-    GeoEntry("1.1.1.1", EntryStatus.PARTIAL, geo=GeoData(country_code="AU", country_name="Australia"),
-             provider="ipapi", attempts=2, next_retry_at=99.0, last_error="HTTP 429"),
-], ids=lambda e: e.status.value)
+@pytest.mark.parametrize(
+    "entry",
+    [
+        GeoEntry(
+            "8.8.8.8",
+            EntryStatus.RESOLVED,
+            geo=FULL,
+            provider="ipapi",
+            attempts=3,
+            first_seen=1.5,
+            updated_at=2.25,
+            next_retry_at=1_700_000_000.125,
+            last_error=None,
+        ),
+        GeoEntry("2001:4860:4860::8888", EntryStatus.PENDING, next_retry_at=10.0),
+        GeoEntry("10.0.0.1", EntryStatus.PRIVATE, last_error="private"),
+        GeoEntry("192.0.0.9", EntryStatus.INVALID, provider="ipapi", attempts=1, last_error="reserved range"),
+        GeoEntry(
+            "1.1.1.1",
+            EntryStatus.PARTIAL,
+            geo=GeoData(country_code="AU", country_name="Australia"),
+            provider="ipapi",
+            attempts=2,
+            next_retry_at=99.0,
+            last_error="HTTP 429",
+        ),
+    ],
+    ids=lambda e: e.status.value,
+)
 def test_geo_entry_json_round_trip(entry: GeoEntry) -> None:
     """GeoEntry.from_json(entry.to_json()) == entry for every status."""
     raw = entry.to_json()
@@ -56,13 +85,17 @@ def test_final_statuses_are_private_and_invalid() -> None:
     assert {EntryStatus.PRIVATE, EntryStatus.INVALID} == FINAL_STATUSES
 
 
-@pytest.mark.parametrize("result", [
-    Resolved(FULL, "ipapi"),
-    Resolved(GeoData(country_code="AU", country_name="Australia"), "offline"),
-    PermanentFailure("reserved range", "ipapi"),
-    TransientFailure("HTTP 503", "ipapi"),
-    TransientFailure("HTTP 429", "ipapi", GeoData(country_code="US", country_name="United States")),
-], ids=["resolved", "resolved-offline", "permanent", "transient", "transient-with-geo"])
+@pytest.mark.parametrize(
+    "result",
+    [
+        Resolved(FULL, "ipapi"),
+        Resolved(GeoData(country_code="AU", country_name="Australia"), "offline"),
+        PermanentFailure("reserved range", "ipapi"),
+        TransientFailure("HTTP 503", "ipapi"),
+        TransientFailure("HTTP 429", "ipapi", GeoData(country_code="US", country_name="United States")),
+    ],
+    ids=["resolved", "resolved-offline", "permanent", "transient", "transient-with-geo"],
+)
 def test_result_dict_round_trip(result: LookupResult) -> None:
     """result_from_dict(result_to_dict(r)) == r for each kind, also through JSON text."""
     data = result_to_dict(result)
@@ -103,8 +136,12 @@ entries = st.builds(
 lookup_results = st.one_of(
     st.builds(Resolved, geo=geo_data, provider=st.text(max_size=10)),
     st.builds(PermanentFailure, reason=st.text(max_size=20), provider=st.text(max_size=10)),
-    st.builds(TransientFailure, reason=st.text(max_size=20), provider=st.text(max_size=10),
-              geo=st.one_of(st.none(), geo_data)),
+    st.builds(
+        TransientFailure,
+        reason=st.text(max_size=20),
+        provider=st.text(max_size=10),
+        geo=st.one_of(st.none(), geo_data),
+    ),
 )
 
 

@@ -47,13 +47,27 @@ def rng() -> random.Random:
 
 def pending(attempts: int = 0, now: float = NOW) -> GeoEntry:
     """An entry with attempt `attempts + 1` in flight, as on_event/on_retry leave it."""
-    return GeoEntry(IP, S.PENDING, attempts=attempts, first_seen=NOW, updated_at=now,
-                    next_retry_at=now + POLICY.pending_timeout)
+    return GeoEntry(
+        IP,
+        S.PENDING,
+        attempts=attempts,
+        first_seen=NOW,
+        updated_at=now,
+        next_retry_at=now + POLICY.pending_timeout,
+    )
 
 
 def resolved(attempts: int = 1, now: float = NOW) -> GeoEntry:
-    return GeoEntry(IP, S.RESOLVED, geo=US, provider="ipapi", attempts=attempts, first_seen=NOW,
-                    updated_at=now, next_retry_at=now + POLICY.refresh_after)
+    return GeoEntry(
+        IP,
+        S.RESOLVED,
+        geo=US,
+        provider="ipapi",
+        attempts=attempts,
+        first_seen=NOW,
+        updated_at=now,
+        next_retry_at=now + POLICY.refresh_after,
+    )
 
 
 # --- on_event -------------------------------------------------------------------------------------------
@@ -84,13 +98,17 @@ def test_on_event_non_global_kind_is_final_private_and_never_resolved(kind: Addr
     assert schedule_key(entry) is None
 
 
-@pytest.mark.parametrize("entry", [
-    pending(),
-    resolved(),
-    GeoEntry(IP, S.UNRESOLVED, attempts=3, next_retry_at=NOW + 100),
-    GeoEntry(IP, S.PRIVATE),
-    GeoEntry(IP, S.INVALID, attempts=1),
-], ids=lambda e: e.status.value)
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pending(),
+        resolved(),
+        GeoEntry(IP, S.UNRESOLVED, attempts=3, next_retry_at=NOW + 100),
+        GeoEntry(IP, S.PRIVATE),
+        GeoEntry(IP, S.INVALID, attempts=1),
+    ],
+    ids=lambda e: e.status.value,
+)
 def test_on_event_known_entry_writes_nothing_and_sends_nothing(entry: GeoEntry) -> None:
     """An event for an IP already in the table changes nothing and asks the resolver nothing."""
     decision = on_event(entry, IP, AddressKind.GLOBAL, NOW, POLICY)
@@ -122,8 +140,9 @@ def test_on_retry_exactly_due_entry_is_retried() -> None:
 @pytest.mark.parametrize("status", [S.PARTIAL, S.RESOLVED, S.PENDING])
 def test_on_retry_due_partial_resolved_or_lost_pending_keeps_its_status(status: EntryStatus) -> None:
     """A due PARTIAL/RESOLVED (refresh) or timed-out PENDING entry keeps its status and geo while re-asked."""
-    entry = GeoEntry(IP, status, geo=US if status is not S.PENDING else GeoData(), attempts=2,
-                     next_retry_at=NOW - 5)
+    entry = GeoEntry(
+        IP, status, geo=US if status is not S.PENDING else GeoData(), attempts=2, next_retry_at=NOW - 5
+    )
     decision = on_retry(entry, NOW, POLICY)
     assert decision.resolve_attempt == 3
     assert decision.entry is not None
@@ -138,12 +157,16 @@ def test_on_retry_not_yet_due_does_nothing() -> None:
     assert decision.entry is None and decision.resolve_attempt is None
 
 
-@pytest.mark.parametrize("entry", [
-    None,
-    GeoEntry(IP, S.PRIVATE, next_retry_at=NOW - 10),
-    GeoEntry(IP, S.INVALID, next_retry_at=NOW - 10),
-    GeoEntry(IP, S.UNRESOLVED, next_retry_at=None),
-], ids=["missing", "private", "invalid", "no-due-time"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        None,
+        GeoEntry(IP, S.PRIVATE, next_retry_at=NOW - 10),
+        GeoEntry(IP, S.INVALID, next_retry_at=NOW - 10),
+        GeoEntry(IP, S.UNRESOLVED, next_retry_at=None),
+    ],
+    ids=["missing", "private", "invalid", "no-due-time"],
+)
 def test_on_retry_missing_final_or_undated_entry_does_nothing(entry: GeoEntry | None) -> None:
     """Missing entries, final entries and entries with no due time are never retried."""
     decision = on_retry(entry, NOW, POLICY)
@@ -256,12 +279,16 @@ def test_apply_result_on_missing_or_final_entry_returns_none() -> None:
         assert apply_result(entry, 1, Resolved(US, "ipapi"), NOW, POLICY, rng()) is None
 
 
-@pytest.mark.parametrize("result", [
-    Resolved(US, "ipapi"),
-    PermanentFailure("invalid query", "ipapi"),
-    TransientFailure("timeout", "ipapi"),
-    TransientFailure("timeout", "ipapi", OFFLINE_US),
-], ids=["resolved", "permanent", "transient", "partial"])
+@pytest.mark.parametrize(
+    "result",
+    [
+        Resolved(US, "ipapi"),
+        PermanentFailure("invalid query", "ipapi"),
+        TransientFailure("timeout", "ipapi"),
+        TransientFailure("timeout", "ipapi", OFFLINE_US),
+    ],
+    ids=["resolved", "permanent", "transient", "partial"],
+)
 def test_apply_result_same_result_twice_changes_nothing_the_second_time(result: LookupResult) -> None:
     """Redelivery of a result already folded in is a no-op (the attempt is no longer in flight)."""
     once = apply_result(pending(), 1, result, NOW, POLICY, rng())
@@ -412,8 +439,12 @@ geo_strategy = st.builds(
 results = st.one_of(
     st.builds(Resolved, geo=geo_strategy, provider=st.sampled_from(["ipapi", "offline"])),
     st.builds(PermanentFailure, reason=st.text(max_size=10), provider=st.just("ipapi")),
-    st.builds(TransientFailure, reason=st.text(max_size=10), provider=st.just("ipapi"),
-              geo=st.one_of(st.none(), geo_strategy)),
+    st.builds(
+        TransientFailure,
+        reason=st.text(max_size=10),
+        provider=st.just("ipapi"),
+        geo=st.one_of(st.none(), geo_strategy),
+    ),
 )
 live_entries = st.builds(
     GeoEntry,
@@ -427,8 +458,12 @@ live_entries = st.builds(
 
 
 @PURE
-@given(entry=live_entries, result=results, seed=st.integers(min_value=0, max_value=2**16),
-       later=st.floats(min_value=0, max_value=1e6))
+@given(
+    entry=live_entries,
+    result=results,
+    seed=st.integers(min_value=0, max_value=2**16),
+    later=st.floats(min_value=0, max_value=1e6),
+)
 def test_property_folding_same_result_twice_equals_folding_once(
     entry: GeoEntry, result: LookupResult, seed: int, later: float
 ) -> None:
@@ -444,8 +479,9 @@ def test_property_folding_same_result_twice_equals_folding_once(
 @given(entry=live_entries, reason=st.text(max_size=20), seed=st.integers(min_value=0, max_value=2**16))
 def test_property_permanent_failure_is_never_scheduled(entry: GeoEntry, reason: str, seed: int) -> None:
     """Whatever the entry was, a permanent failure leaves it INVALID, undated and out of the index."""
-    after = apply_result(entry, entry.attempts + 1, PermanentFailure(reason, "ipapi"), NOW, POLICY,
-                         random.Random(seed))
+    after = apply_result(
+        entry, entry.attempts + 1, PermanentFailure(reason, "ipapi"), NOW, POLICY, random.Random(seed)
+    )
     assert after is not None
     assert after.status is S.INVALID
     assert after.next_retry_at is None

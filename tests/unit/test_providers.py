@@ -50,11 +50,14 @@ def run(chain: ProviderChain | OfflineProvider, ips: Sequence[str]) -> dict[str,
 # --- OfflineProvider ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("ip", "code", "name"), [
-    ("8.8.8.8", "US", "United States"),
-    ("1.1.1.1", "AU", "Australia"),
-    ("2001:4860:4860::8888", "US", "United States"),
-])
+@pytest.mark.parametrize(
+    ("ip", "code", "name"),
+    [
+        ("8.8.8.8", "US", "United States"),
+        ("1.1.1.1", "AU", "Australia"),
+        ("2001:4860:4860::8888", "US", "United States"),
+    ],
+)
 def test_offline_provider_answers_known_public_ip_with_country_name(ip: str, code: str, name: str) -> None:
     """The offline provider resolves a known public IP to its registry country and the country's name."""
     result = run(OfflineProvider(), [ip])[ip]
@@ -111,16 +114,22 @@ def test_chain_resolved_from_first_is_kept() -> None:
 
 def test_chain_mixed_batch_only_transient_ips_go_to_fallback() -> None:
     """In one batch, only the transiently failed IPs are sent to the next provider."""
-    first = FakeProvider("ipapi", {
-        "8.8.8.8": Resolved(FULL, "ipapi"),
-        "1.1.1.1": TransientFailure("timeout", "ipapi"),
-        "192.0.0.9": PermanentFailure("reserved range", "ipapi"),
-        "9.9.9.9": TransientFailure("timeout", "ipapi"),
-    })
-    second = FakeProvider("offline", {
-        "1.1.1.1": Resolved(GeoData(country_code="AU"), "offline"),
-        "9.9.9.9": TransientFailure("no country in offline data", "offline"),
-    })
+    first = FakeProvider(
+        "ipapi",
+        {
+            "8.8.8.8": Resolved(FULL, "ipapi"),
+            "1.1.1.1": TransientFailure("timeout", "ipapi"),
+            "192.0.0.9": PermanentFailure("reserved range", "ipapi"),
+            "9.9.9.9": TransientFailure("timeout", "ipapi"),
+        },
+    )
+    second = FakeProvider(
+        "offline",
+        {
+            "1.1.1.1": Resolved(GeoData(country_code="AU"), "offline"),
+            "9.9.9.9": TransientFailure("no country in offline data", "offline"),
+        },
+    )
     ips = ["8.8.8.8", "1.1.1.1", "192.0.0.9", "9.9.9.9"]
     results = run(ProviderChain([first, second]), ips)
     assert second.calls == [["1.1.1.1", "9.9.9.9"]]
@@ -143,8 +152,9 @@ def test_chain_with_real_offline_fallback() -> None:
     """With the real offline provider as fallback, a transient ip-api failure carries the iptocc country."""
     first = FakeProvider("ipapi", {"1.1.1.1": TransientFailure("HTTP 503", "ipapi")})
     results = run(ProviderChain([first, OfflineProvider()]), ["1.1.1.1"])
-    assert results["1.1.1.1"] == TransientFailure("HTTP 503", "ipapi",
-                                                  GeoData(country_code="AU", country_name="Australia"))
+    assert results["1.1.1.1"] == TransientFailure(
+        "HTTP 503", "ipapi", GeoData(country_code="AU", country_name="Australia")
+    )
 
 
 def test_chain_name_and_max_batch_come_from_members() -> None:
@@ -163,18 +173,35 @@ def test_chain_needs_a_provider() -> None:
 # --- merge_fallback -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("primary", "fallback", "expected"), [
-    (TransientFailure("t", "ipapi"), Resolved(OFFLINE_US, "offline"),
-     TransientFailure("t", "ipapi", OFFLINE_US)),
-    (TransientFailure("t", "ipapi"), None, TransientFailure("t", "ipapi")),
-    (TransientFailure("t", "ipapi"), TransientFailure("x", "offline"), TransientFailure("t", "ipapi")),
-    (TransientFailure("t", "ipapi"), PermanentFailure("p", "offline"), TransientFailure("t", "ipapi")),
-    (TransientFailure("t", "ipapi", GeoData(country_code="AU")), Resolved(OFFLINE_US, "offline"),
-     TransientFailure("t", "ipapi", GeoData(country_code="AU"))),
-    (Resolved(FULL, "ipapi"), Resolved(OFFLINE_US, "offline"), Resolved(FULL, "ipapi")),
-    (PermanentFailure("p", "ipapi"), Resolved(OFFLINE_US, "offline"), PermanentFailure("p", "ipapi")),
-], ids=["transient+resolved", "transient+none", "transient+transient", "transient+permanent",
-        "first-geo-wins", "resolved-kept", "permanent-kept"])
+@pytest.mark.parametrize(
+    ("primary", "fallback", "expected"),
+    [
+        (
+            TransientFailure("t", "ipapi"),
+            Resolved(OFFLINE_US, "offline"),
+            TransientFailure("t", "ipapi", OFFLINE_US),
+        ),
+        (TransientFailure("t", "ipapi"), None, TransientFailure("t", "ipapi")),
+        (TransientFailure("t", "ipapi"), TransientFailure("x", "offline"), TransientFailure("t", "ipapi")),
+        (TransientFailure("t", "ipapi"), PermanentFailure("p", "offline"), TransientFailure("t", "ipapi")),
+        (
+            TransientFailure("t", "ipapi", GeoData(country_code="AU")),
+            Resolved(OFFLINE_US, "offline"),
+            TransientFailure("t", "ipapi", GeoData(country_code="AU")),
+        ),
+        (Resolved(FULL, "ipapi"), Resolved(OFFLINE_US, "offline"), Resolved(FULL, "ipapi")),
+        (PermanentFailure("p", "ipapi"), Resolved(OFFLINE_US, "offline"), PermanentFailure("p", "ipapi")),
+    ],
+    ids=[
+        "transient+resolved",
+        "transient+none",
+        "transient+transient",
+        "transient+permanent",
+        "first-geo-wins",
+        "resolved-kept",
+        "permanent-kept",
+    ],
+)
 def test_merge_fallback(primary: LookupResult, fallback: LookupResult | None, expected: LookupResult) -> None:
     """Only a geo-less transient primary takes a Resolved fallback's geo; all else keeps the primary."""
     assert merge_fallback(primary, fallback) == expected
@@ -183,24 +210,32 @@ def test_merge_fallback(primary: LookupResult, fallback: LookupResult | None, ex
 # --- tick_capacity --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("requests", "window", "interval", "share", "expected"), [
-    (FREE_TIER_REQUESTS, FREE_TIER_WINDOW, 60.0, 1.0, 1500),
-    (15, 60.0, 60.0, 0.5, 750),
-    (15, 60.0, 30.0, 1.0, 750),
-    (15, 60.0, 60.0, 1 / 8, 187),  # floored
-    (15, 60.0, 60.0, 0.0, 1),  # never below one
-    (1, 3600.0, 1.0, 0.001, 1),
-])
-def test_tick_capacity_arithmetic(requests: int, window: float, interval: float, share: float,
-                                  expected: int) -> None:
+@pytest.mark.parametrize(
+    ("requests", "window", "interval", "share", "expected"),
+    [
+        (FREE_TIER_REQUESTS, FREE_TIER_WINDOW, 60.0, 1.0, 1500),
+        (15, 60.0, 60.0, 0.5, 750),
+        (15, 60.0, 30.0, 1.0, 750),
+        (15, 60.0, 60.0, 1 / 8, 187),  # floored
+        (15, 60.0, 60.0, 0.0, 1),  # never below one
+        (1, 3600.0, 1.0, 0.001, 1),
+    ],
+)
+def test_tick_capacity_arithmetic(
+    requests: int, window: float, interval: float, share: float, expected: int
+) -> None:
     """Capacity is floor(requests * batch * interval/window * share), at least 1."""
     assert RESOLVE_BATCH == 100
     assert tick_capacity(requests, window, interval, share) == expected
 
 
 @PURE
-@given(requests=st.integers(min_value=1, max_value=10_000), window=st.floats(min_value=0.1, max_value=1e5),
-       interval=st.floats(min_value=0.1, max_value=1e5), share=st.floats(min_value=0, max_value=1))
+@given(
+    requests=st.integers(min_value=1, max_value=10_000),
+    window=st.floats(min_value=0.1, max_value=1e5),
+    interval=st.floats(min_value=0.1, max_value=1e5),
+    share=st.floats(min_value=0, max_value=1),
+)
 def test_tick_capacity_is_at_least_one_and_never_exceeds_budget(
     requests: int, window: float, interval: float, share: float
 ) -> None:
@@ -213,10 +248,13 @@ def test_tick_capacity_is_at_least_one_and_never_exceeds_budget(
 # --- enriched -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("event_json", [
-    b'{"ip":"8.8.8.8"}',
-    b'{"z": 1,  "ip" : "::ffff:8.8.8.8", "a":[1, {"b":null}], "s":"caf\\u00e9 \xc3\xa9", "q":"\\"}"}',
-])
+@pytest.mark.parametrize(
+    "event_json",
+    [
+        b'{"ip":"8.8.8.8"}',
+        b'{"z": 1,  "ip" : "::ffff:8.8.8.8", "a":[1, {"b":null}], "s":"caf\\u00e9 \xc3\xa9", "q":"\\"}"}',
+    ],
+)
 def test_enriched_is_valid_json_with_the_event_unchanged(event_json: bytes) -> None:
     """enriched() concatenates into valid JSON whose "event" equals the input object and "geo" the entry."""
     entry = GeoEntry("8.8.8.8", EntryStatus.RESOLVED, geo=FULL, provider="ipapi", attempts=1)
