@@ -152,7 +152,10 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
     @app.agent(resolve, concurrency=1, name="geo-resolver")
     async def resolver(stream: Any) -> None:
         chain = await _open_chain(geo, providers, budget_holder)
-        await _pace(app, budget_holder.get("budget"))  # cold start: wait out a window nobody can vouch for
+        # cold start: wait out a window nobody can vouch for. No batch is held yet, so this wait does not
+        # stall a rebalance and must not give way to one (giving way here sent the first batch to a closed
+        # budget, failing it without a request)
+        await _pace(app, budget_holder.get("budget"), give_way=False)
         try:
             async for batch in stream.take(RESOLVE_BATCH, within=s.resolve_batch_wait):
                 try:
@@ -250,7 +253,7 @@ async def _close_chain(holder: dict[str, Any]) -> None:
         await session.close()
 
 
-async def _pace(app: faust.App, budget: Any) -> None:
+async def _pace(app: faust.App, budget: Any, *, give_way: bool = True) -> None:
     """Wait for the budget before taking more work, but give way to a rebalance (fact 8).
 
     Polling in short steps lets a rebalance proceed: Faust waits for unacked messages before it hands
@@ -258,7 +261,7 @@ async def _pace(app: faust.App, budget: Any) -> None:
     """
     import asyncio
 
-    while budget is not None and not app.rebalancing:
+    while budget is not None and not (give_way and app.rebalancing):
         delay = budget.delay()
         if delay <= 0:
             return

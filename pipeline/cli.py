@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("settings", help="print every setting and the variable it comes from")
     bench = sub.add_parser("bench", help="hot-path benchmark against a plain aiokafka loop")
     bench.add_argument("--events", type=int, default=50_000)
+    tick = sub.add_parser("bench-timer", help="retry tick vs a full cache scan (200k entries, 1k unresolved)")
+    tick.add_argument("--entries", type=int, default=200_000)
+    tick.add_argument("--unresolved", type=int, default=1_000)
+    budget = sub.add_parser("bench-budget", help="resolution rate as a share of the API budget (fake ip-api)")
+    budget.add_argument("--ips", type=int, default=3_000)
+    budget.add_argument("--window", type=float, default=6.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -48,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import run_bench
 
             return asyncio.run(run_bench(settings, os.environ, events=args.events))
+        if args.command == "bench-timer":
+            from .bench_timer import run_tick_bench
+
+            return asyncio.run(
+                run_tick_bench(settings, os.environ, entries=args.entries, unresolved=args.unresolved)
+            )
+        if args.command == "bench-budget":
+            from .bench_budget import run_budget_bench
+
+            return asyncio.run(run_budget_bench(settings, os.environ, ips=args.ips, window=args.window))
         for name, value in settings.describe():
             print(f"{name}={value}")
         return 0

@@ -1,0 +1,186 @@
+"""Timer benchmark: one retry tick over a large cache, beside a full scan of that cache, in the same run.
+
+A worker (offline provider) starts on a broker; its RocksDB partition stores are then filled directly
+through Faust's store API (`store._db_for_partition(p).put(...)`), which bypasses the changelog: fine for
+a read benchmark, and the only way to load 200,000 entries in seconds (table writes outside an agent
+raise). Keys are spread round-robin over the active partitions, not by the Kafka partitioner, so the cache
+agent finds no entry for the tick's retry requests and leaves the index alone: every timed tick sees the
+same due entries. The tick is `timers.run_tick` as the timer calls it (index scan plus re-emission up to
+capacity); the full scan is the seed system's approach, every table value parsed to find NULL countries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .app import GeoApp, build, running
+from .broker import LocalKafka
+from .models import EntryStatus, GeoData, GeoEntry
+from .policy import schedule_key
+from .settings import Settings
+from .timers import run_tick
+
+TICK_RUNS = 5
+SCAN_RUNS = 3
+PROGRESS_EVERY = 50_000
+YIELD_EVERY = 5_000  # puts between yields, so the worker's heartbeats and agents keep running
+
+
+def bench_entry(i: int, now: float, unresolved: bool) -> GeoEntry:
+    """Entry number `i`: a distinct public-looking IPv4; resolved ones due for refresh in about 30 days."""
+    n = 0x0B000000 + i * 7  # from 11.0.0.0 upward, distinct per i
+    ip = f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+    if unresolved:
+        return GeoEntry(
+            ip,
+            EntryStatus.UNRESOLVED,
+            attempts=3,
+            first_seen=now - 7200,
+            updated_at=now - 600,
+            next_retry_at=now - 1 - (i % 600),  # due now, at different times
+            last_error="http 429",
+        )
+    geo = GeoData("US", "United States", "Region 1", f"City {i % 997}", 40.0, -74.0, 15169, "GOOGLE")
+    return GeoEntry(
+        ip,
+        EntryStatus.RESOLVED,
+        geo=geo,
+        provider="ipapi",
+        attempts=1,
+        first_seen=now - 86400,
+        updated_at=now - 86400,
+        next_retry_at=now + 30 * 86400 - (i % 86400),
+    )
+
+
+async def run_tick_bench(
+    base: Settings, environ: Mapping[str, str], *, entries: int = 200_000, unresolved: int = 1_000
+) -> int:
+    """Fill the cache with `entries` (of which `unresolved` are due now), time a tick and a full scan."""
+    tmp = Path(tempfile.mkdtemp(prefix="geo-bench-timer-"))
+    broker = None if environ.get("KAFKA_BOOTSTRAP_SERVERS") else LocalKafka(tmp / "kafka")
+    bootstrap = broker.start().bootstrap if broker else base.kafka_bootstrap
+    run = uuid.uuid4().hex[:6]
+    try:
+        settings = Settings.from_env(
+            environ,
+            kafka_bootstrap=bootstrap,
+            app_id=f"geo-bench-timer-{run}",
+            data_dir=tmp / "data",
+            events_topic=f"bench-timer-events-{run}",
+            dlq_topic=f"bench-timer-dlq-{run}",
+            enriched_topic=f"bench-timer-enriched-{run}",
+            resolved_topic=f"bench-timer-resolved-{run}",
+            resolve_topic=f"bench-timer-resolve-{run}",
+            providers=("offline",),
+            retry_interval=3600.0,  # the registered timer must not run a tick of its own during the timing
+        )
+        print(
+            f"bench-timer: broker {bootstrap}, app {settings.app_id}, {settings.partitions} partitions, "
+            f"{entries:,} entries of which {unresolved:,} unresolved"
+        )
+        geo = build(settings)
+        async with running(geo):
+            now = time.time()
+            await _fill(geo, entries, unresolved, now)
+            ticks: list[dict[str, float]] = []
+            for _ in range(TICK_RUNS):
+                ticks.append(await run_tick(geo, {}, now))
+            scans: list[tuple[float, int, int]] = []
+            for _ in range(SCAN_RUNS):
+                scans.append(_full_scan(geo))
+                await asyncio.sleep(0)
+            raw = _raw_scan(geo)
+        tick_s = statistics.median(t["seconds"] for t in ticks)
+        scan_s = statistics.median(s[0] for s in scans)
+        last = ticks[-1]
+        tick_runs = " ".join(f"{t['seconds'] * 1000:.1f}" for t in ticks)
+        _, scanned_full, null_full = scans[-1]
+        print(
+            f"  tick runs (ms): {tick_runs}; "
+            f"due={last['due']:g} emitted={last['emitted']:g} skipped_budget={last['skipped_budget']:g} "
+            f"unresolved={last['unresolved']:g} partitions={last['partitions']:g}"
+        )
+        print(
+            f"  full scan runs (ms): {' '.join(f'{s[0] * 1000:.0f}' for s in scans)}; "
+            f"values parsed={scanned_full:,} NULL country={null_full:,}; "
+            f"raw iteration without parsing: {raw * 1000:.0f} ms"
+        )
+        print(
+            "  note: entries were written straight into the RocksDB partition stores (no changelog), "
+            "spread round-robin over the active partitions"
+        )
+        print(
+            f"summary: tick {tick_s * 1000:.1f} ms (median of {TICK_RUNS}, scanned {last['scanned']:,.0f} "
+            f"index keys of {entries:,} entries) | full scan {scan_s * 1000:.0f} ms (median of {SCAN_RUNS}) "
+            f"| ratio full scan / tick = {scan_s / tick_s:,.1f}x"
+        )
+        return 0
+    finally:
+        if broker:
+            broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _active_partitions(geo: GeoApp, table: Any) -> list[int]:
+    actives = geo.app.assignor.assigned_actives()
+    topic = table.changelog_topic_name
+    return sorted(tp.partition for tp in actives if tp.topic == topic)
+
+
+async def _fill(geo: GeoApp, entries: int, unresolved: int, now: float) -> None:
+    cache, index = geo.table.data, geo.schedule.data
+    parts = _active_partitions(geo, geo.table)
+    index_parts = _active_partitions(geo, geo.schedule)
+    if parts != index_parts or not parts:
+        raise RuntimeError(f"unexpected assignment: cache {parts}, index {index_parts}")
+    cache_dbs = [cache._db_for_partition(p) for p in parts]
+    index_dbs = [index._db_for_partition(p) for p in parts]
+    started = time.perf_counter()
+    step = max(1, entries // unresolved) if unresolved else 0  # unresolved ones spread through the range
+    made_unresolved = 0
+    for i in range(entries):
+        is_unresolved = bool(step) and i % step == 0 and made_unresolved < unresolved
+        made_unresolved += is_unresolved
+        entry = bench_entry(i, now, is_unresolved)
+        k = i % len(parts)
+        key = entry.ip.encode()
+        cache_dbs[k].put(key, entry.to_json())
+        index_key = schedule_key(entry)
+        if index_key is not None:
+            index_dbs[k].put(index_key.encode(), b"")
+        done = i + 1
+        if done % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+        if done % PROGRESS_EVERY == 0 or done == entries:
+            print(
+                f"  filled {done:,}/{entries:,} ({made_unresolved:,} unresolved) "
+                f"in {time.perf_counter() - started:.1f}s",
+                flush=True,
+            )
+
+
+def _full_scan(geo: GeoApp) -> tuple[float, int, int]:
+    """The seed system's way to find work: parse every cached value, keep those with a NULL country."""
+    started = time.perf_counter()
+    scanned = null = 0
+    for _key, value in geo.table.items():
+        scanned += 1
+        if GeoEntry.from_json(value).country_code is None:
+            null += 1
+    return time.perf_counter() - started, scanned, null
+
+
+def _raw_scan(geo: GeoApp) -> float:
+    started = time.perf_counter()
+    for _ in geo.table.items():
+        pass
+    return time.perf_counter() - started

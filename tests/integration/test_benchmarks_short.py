@@ -1,0 +1,38 @@
+"""The timer and budget benchmarks in their short (CI) modes: they run end to end and print a summary."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipeline.bench_budget import run_budget_bench
+from pipeline.bench_timer import run_tick_bench
+from pipeline.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+async def test_tick_bench_reports_tick_and_full_scan(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 20,000-entry tick benchmark returns 0 and prints tick, full scan and their ratio."""
+    environ = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    code = await run_tick_bench(Settings.from_env(environ), environ, entries=20_000, unresolved=200)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "ratio full scan / tick =" in out
+    assert "NULL country=200" in out
+
+
+async def test_budget_bench_reports_share_without_429(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 600-IP budget benchmark with a 3 s window returns 0, prints the share and reports zero 429s."""
+    environ = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    code = await run_budget_bench(Settings.from_env(environ), environ, ips=600, window=3.0)
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = re.search(r"^summary: achieved .* allowed = .*429s=(\d+)", out, re.MULTILINE)
+    assert summary is not None, out
+    assert summary.group(1) == "0"
