@@ -66,7 +66,7 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
                 )
                 stats.dead_lettered += 1
                 continue
-            except Exception as exc:
+            except Exception as exc:  # never lose an event: anything unexpected becomes a DLQ reason
                 stats.errors += 1
                 log.exception("ingest failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                 await producer_send(
@@ -125,14 +125,15 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
                     stats.enriched += 1
                 else:
                     await apply_message(ip, json.loads(event.value))
-            except Exception:
+            except Exception as exc:  # fact 5: an escaping exception acks and loses the message
                 stats.errors += 1
-                log.exception(
-                    "cache agent failed on %s[%d]@%d",
-                    event.message.topic,
-                    event.message.partition,
-                    event.message.offset,
-                )
+                msg = event.message
+                log.exception("cache agent failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                if msg.topic == s.by_ip_topic:  # keep in = enriched + dlq: the event goes to the DLQ
+                    reason = f"internal error: {type(exc).__name__}"
+                    record = dead_letter(event.value, reason, msg.topic, msg.partition, msg.offset)
+                    await producer_send(s.dlq_topic, event.key, record)
+                    stats.dead_lettered += 1
 
     async def apply_message(ip: str, message: dict[str, Any]) -> None:
         raw = table.get(ip.encode())
@@ -160,7 +161,7 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
             async for batch in stream.take(RESOLVE_BATCH, within=s.resolve_batch_wait):
                 try:
                     await resolve_batch(chain, batch)
-                except Exception:
+                except Exception:  # fact 5; the IPs come back through the retry timer
                     stats.errors += 1
                     log.exception("resolver batch of %d failed", len(batch))
                 await _pace(app, budget_holder.get("budget"))
@@ -184,7 +185,7 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
         results: dict[str, LookupResult]
         try:
             results = await chain.resolve(ips)
-        except Exception as exc:
+        except Exception as exc:  # a provider bug must not lose the batch: all become transient
             log.exception("provider chain raised")
             results = {
                 ip: TransientFailure(f"provider error: {type(exc).__name__}", chain.name) for ip in ips

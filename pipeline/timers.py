@@ -45,7 +45,7 @@ def register(geo: Any) -> None:
             return
         try:
             stats = await run_tick(geo, recently)
-        except Exception:
+        except Exception:  # fact 5: an exception escaping a timer kills the worker
             log.exception("retry tick failed; the next tick runs as usual")
             return
         geo.stats.ticks.append(stats)
