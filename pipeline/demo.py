@@ -158,7 +158,7 @@ def _summary(
     print("\nsamples:")
     for e in enriched[:3]:
         print("  enriched:", json.dumps(e)[:300])
-    for ip, entry in list(latest.items())[:3]:
+    for ip, entry in sorted(latest.items(), key=lambda kv: kv[1]["status"] != "resolved")[:3]:
         geo = entry["geo"]
         print(f"  resolved: {ip} -> {entry['status']} {geo['country_code']} {geo['city']} AS{geo['asn']}")
     for d in dlq[:3]:
