@@ -163,7 +163,9 @@ class LocalKafka:
         log4j.write_text(LOG4J2.format(log=self.log_file))
         classpath = f"{libs}/*"
         jvm = [java, *HEAP.split(), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=").replace("-", "A")
+        cluster_id = _existing_cluster_id(data) or (
+            base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=").replace("-", "A")
+        )
         fmt = subprocess.run(
             [
                 *jvm,
@@ -213,6 +215,19 @@ class LocalKafka:
         _terminate(info.pid, self._proc)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _existing_cluster_id(data: Path) -> str | None:
+    """The cluster id of storage formatted by an earlier start: a restart keeps its topics and offsets."""
+    try:
+        text = (data / "meta.properties").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "cluster.id" and value.strip():
+            return value.strip()
+    return None
 
 
 def _server_properties(port: int, controller: int, data: Path) -> str:

@@ -109,3 +109,17 @@ def test_second_start_on_running_run_dir_fails(local_kafka: BrokerInfo | None, t
         (run_dir / "broker.pid").write_text(f"{os.getpid()} 127.0.0.1:1\n")
     with pytest.raises(BrokerError, match="already running"):
         LocalKafka(run_dir).start(progress=False)
+
+
+def test_restart_on_same_run_dir_keeps_data(tmp_path: Path) -> None:
+    """A broker stopped and started again on its run dir comes back with the records written before."""
+    broker = LocalKafka(tmp_path / "kafka")
+    topic = unique("restart")
+    try:
+        asyncio.run(produce(broker.start(progress=False).bootstrap, topic, [(b"k", b"kept")]))
+        broker.stop()
+        bootstrap = broker.start(progress=False).bootstrap
+        records = asyncio.run(consume_all(bootstrap, topic, expected=1, timeout=30))
+        assert [r.value for r in records] == [b"kept"]
+    finally:
+        broker.stop()
