@@ -1,6 +1,6 @@
-"""The three agents, kept thin: each parses, asks a pure function what to do, writes and sends.
+"""The Faust agents, kept thin: each parses, asks a pure function what to do, writes and sends.
 
-- ingest: input events -> validated, normalised -> events-by-ip (keyed by IP) or the dead-letter topic.
+(Ingest is not an agent: see `hotpath.py`.)
 - cache: events-by-ip + geo-results -> the only writer of the geo table and its due-time index; emits
   enriched events, resolve requests and resolved records.
 - resolver: geo-resolve -> batches of up to 100 IPs -> provider chain -> geo-results.
@@ -23,8 +23,7 @@ import aiohttp
 import faust
 
 from .addresses import AddressKind, classify
-from .errors import BadEvent
-from .ingest import dead_letter, parse_event
+from .ingest import dead_letter, enriched
 from .models import EntryStatus, GeoEntry, LookupResult, TransientFailure, result_from_dict, result_to_dict
 from .policy import Decision, apply_result, on_event, on_retry, schedule_key
 
@@ -45,44 +44,10 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
     s = geo.settings
     stats = geo.stats
     producer_send = _sender(app)
-    events = app.topic(s.events_topic, **RAW)
     cache_input = app.topic(s.by_ip_topic, s.results_topic, partitions=s.partitions, **RAW)
     resolve = app.topic(s.resolve_topic, partitions=s.resolve_partitions, **RAW)
     rng = random.Random()
     table, schedule, policy = geo.table, geo.schedule, geo.policy
-
-    @app.agent(events, concurrency=1, name="geo-ingest")
-    async def ingest(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            stats.consumed += 1
-            try:
-                parsed = parse_event(event.value, s.max_event_bytes)
-            except BadEvent as exc:
-                await producer_send(
-                    s.dlq_topic,
-                    msg.key,
-                    dead_letter(event.value, exc.reason, msg.topic, msg.partition, msg.offset),
-                )
-                stats.dead_lettered += 1
-                continue
-            except Exception as exc:  # never lose an event: anything unexpected becomes a DLQ reason
-                stats.errors += 1
-                log.exception("ingest failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                await producer_send(
-                    s.dlq_topic,
-                    msg.key,
-                    dead_letter(
-                        event.value,
-                        f"internal error: {type(exc).__name__}",
-                        msg.topic,
-                        msg.partition,
-                        msg.offset,
-                    ),
-                )
-                stats.dead_lettered += 1
-                continue
-            await producer_send(s.by_ip_topic, parsed.ip.encode(), parsed.event_json)
 
     def write(entry: GeoEntry, old: GeoEntry | None) -> None:
         """Write an entry and keep the due-time index in step; the index is what the timer reads."""
@@ -121,7 +86,7 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
                         decision = on_event(None, ip, classify(ip), time.time(), policy)
                         entry = await decided(decision, None)
                         raw = entry.to_json() if entry else b"null"
-                    await producer_send(s.enriched_topic, event.key, enriched(ip, raw, event.value))
+                    await producer_send(s.enriched_topic, event.key, enriched(event.key, raw, event.value))
                     stats.enriched += 1
                 else:
                     await apply_message(ip, json.loads(event.value))
@@ -198,11 +163,6 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
             await producer_send(s.results_topic, ip.encode(), json.dumps(body).encode())
 
     geo.resolve_budget = budget_holder
-
-
-def enriched(ip: str, entry_json: bytes, event_json: bytes) -> bytes:
-    """The enriched event, built by concatenation: the hot path parses no JSON."""
-    return b'{"ip":"' + ip.encode() + b'","geo":' + entry_json + b',"event":' + event_json + b"}"
 
 
 def _sender(app: faust.App) -> Any:

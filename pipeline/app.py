@@ -22,6 +22,7 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from .ingest import NearCache
 from .policy import RetryPolicy
 from .settings import Settings
 
@@ -34,6 +35,8 @@ ROCKSDB_OPTIONS = {
     "max_write_buffer_number": 2,
     "max_open_files": 256,
 }
+CACHE_TABLE = "geo-cache"  # ip -> entry; its changelog is `<app>-geo-cache-changelog`
+SCHEDULE_TABLE = "geo-schedule"  # due-time index the retry timer reads
 COMPACTED = {"cleanup.policy": "compact"}  # latest record per IP is the state; older ones may go
 
 
@@ -43,6 +46,7 @@ class Stats:
 
     consumed: int = 0
     enriched: int = 0
+    hits: int = 0  # served by the hot path's near cache
     dead_lettered: int = 0
     misses: int = 0
     resolve_sent: int = 0
@@ -55,9 +59,9 @@ class Stats:
 
     def line(self) -> str:
         return (
-            f"in={self.consumed} enriched={self.enriched} dlq={self.dead_lettered} misses={self.misses} "
-            f"resolve_sent={self.resolve_sent} lookups={self.lookups} batches={self.batches} "
-            f"results={self.results_applied} errors={self.errors}"
+            f"in={self.consumed} enriched={self.enriched} near_hits={self.hits} dlq={self.dead_lettered} "
+            f"misses={self.misses} resolve_sent={self.resolve_sent} lookups={self.lookups} "
+            f"batches={self.batches} results={self.results_applied} errors={self.errors}"
         )
 
 
@@ -71,6 +75,7 @@ class GeoApp:
     schedule: Any  # faust Table[bytes, bytes]: b"<lane><due ms>|<ip>" -> b""
     policy: RetryPolicy
     stats: Stats
+    near: NearCache  # IP -> latest resolved-topic entry: the hot path's hits
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -95,6 +100,10 @@ def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         s.resolve_topic: (s.resolve_partitions, {}),
         s.by_ip_topic: (s.partitions, {}),
         s.results_topic: (s.partitions, {}),
+        # Faust creates these too, but racing its own start: a changelog missing from the metadata at the
+        # first assignment is ignored by its assignor, leaving that table without active partitions
+        f"{s.app_id}-{CACHE_TABLE}-changelog": (s.partitions, COMPACTED),
+        f"{s.app_id}-{SCHEDULE_TABLE}-changelog": (s.partitions, COMPACTED),
     }
 
 
@@ -140,7 +149,7 @@ def build(settings: Settings, *, providers: Sequence[Any] | None = None, web: bo
 
     `providers` replaces the configured provider chain (tests and benchmarks pass their own).
     """
-    from . import agents, timers
+    from . import agents, hotpath, timers
 
     app = faust.App(
         settings.app_id,
@@ -159,9 +168,11 @@ def build(settings: Settings, *, providers: Sequence[Any] | None = None, web: bo
         producer_linger_ms=5,
         broker_commit_interval=1.0,
     )
-    table = _raw_table(app, "geo-cache", settings.partitions)
-    schedule = _raw_table(app, "geo-schedule", settings.partitions)
-    geo = GeoApp(settings, app, table, schedule, retry_policy(settings), Stats())
+    table = _raw_table(app, CACHE_TABLE, settings.partitions)
+    schedule = _raw_table(app, SCHEDULE_TABLE, settings.partitions)
+    near = NearCache(settings.near_cache_size)
+    geo = GeoApp(settings, app, table, schedule, retry_policy(settings), Stats(), near)
+    hotpath.register(geo)
     agents.register(geo, providers)
     timers.register(geo)
     timers.register_progress(geo)

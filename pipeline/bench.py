@@ -2,9 +2,10 @@
 
 Why a baseline: absolute events/s depend on the machine and the broker, so a number alone says little. A
 consume-parse-produce-commit loop over the same messages is the least work any Kafka consumer in Python
-can do; the ratio pipeline / baseline is what the design costs (Faust's per-event stream machinery and
-two hops: ingest repartitions by IP, then the cache agent enriches). The baseline runs before and after
-the pipeline and the mean is used, because a shared machine drifts within a run.
+can do; the ratio pipeline / baseline is what the design costs on a hit: parsing and validating the
+event, normalising the IP, the near-cache lookup and building the enriched record, on a worker whose Faust
+agents and timers share the event loop. The baseline runs before and after the pipeline and the mean is
+used, because a shared machine drifts within a run.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ async def run_bench(base: Settings, environ: Mapping[str, str], *, events: int) 
             warm = bench_payloads(ips, len(ips), f"w-{run}")
             await _publish(bootstrap, settings.events_topic, warm, "warm-up")
             await _wait_warm(settings, set(ips))
+            await _wait_near(geo, set(ips))
             await _publish(bootstrap, settings.events_topic, payloads, "measured")
             pipeline = await _watch_enriched(settings, geo, f'"bench":"m-{run}"'.encode(), events)
         after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
@@ -122,10 +124,11 @@ async def run_bench(base: Settings, environ: Mapping[str, str], *, events: int) 
             print(f"  {rate.line()}")
         print(f"  baseline mean: {mean:,.0f} events/s")
         print(f"  ratio pipeline/baseline: {pipeline.per_second / mean:.2f}")
+        print(f"  hits served by the near cache: {geo.stats.hits} of {geo.stats.consumed} consumed")
         print(
-            "  limits: Faust's per-event stream overhead (event objects, acks, offset tracking, "
-            "table access) paid twice, on two hops: ingest (repartition by IP) and the cache agent; "
-            "the baseline does one hop with a plain getmany/send/commit loop."
+            "  limits: per event the hot path parses and validates the JSON and the IP (the baseline "
+            "only parses), looks the IP up and builds the enriched record, in one Python thread shared "
+            "with the worker's Faust consumer, agents and timers; Kafka I/O is the same for both."
         )
         return 0
     finally:
@@ -205,7 +208,7 @@ async def _watch_enriched(settings: Settings, geo: GeoApp, marker: bytes, count:
                 print(f"  pipeline: enriched {seen}/{count}; worker: {geo.stats.line()}", flush=True)
     finally:
         await consumer.stop()
-    rate = Rate("pipeline (ingest + cache agent)", seen, ((hi or 0) - (lo or 0)) / 1000)
+    rate = Rate("pipeline (hot path, cache hits)", seen, ((hi or 0) - (lo or 0)) / 1000)
     print(f"  {rate.line()}", flush=True)
     return rate
 
@@ -234,6 +237,16 @@ async def _wait_warm(settings: Settings, ips: set[str]) -> None:
     finally:
         await consumer.stop()
     print(f"  warm-up: {len(ips)} IPs cached in {time.monotonic() - started:.1f}s", flush=True)
+
+
+async def _wait_near(geo: GeoApp, ips: set[str]) -> None:
+    """Wait until the hot path's near cache holds every warm-up IP, so measured events are all hits."""
+    started = time.monotonic()
+    while not all(geo.near.get(ip.encode()) for ip in ips):
+        if time.monotonic() - started > WARM_TIMEOUT:
+            raise TimeoutError(f"near cache: only {len(geo.near)}/{len(ips)} IPs after {WARM_TIMEOUT:.0f}s")
+        await asyncio.sleep(0.1)  # polling in-process state the feeder fills; it has no event to wait on
+    print(f"  near cache: {len(ips)} IPs ready in {time.monotonic() - started:.1f}s", flush=True)
 
 
 async def _publish(bootstrap: str, topic: str, payloads: list[bytes], what: str) -> None:

@@ -1,13 +1,16 @@
-"""Turn one raw input record into (normalised IP, event JSON bytes), or say exactly why it is bad.
+"""Turn one raw input record into where it goes: enriched (near-cache hit), events-by-ip (miss) or DLQ.
 
-Pure: no Faust, no Kafka. The ingest agent calls `parse_event` and sends the reason of a `BadEvent` to the
-dead-letter topic together with the original bytes, so nothing is ever dropped silently.
+Pure: no Faust, no Kafka. The hot path (`hotpath.py`) calls `route` per record and only sends what it
+returns; a `BadEvent`'s reason goes to the dead-letter topic together with the original bytes, so nothing
+is ever dropped silently.
 """
 
 from __future__ import annotations
 
 import base64
+import enum
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +54,67 @@ def parse_event(raw: bytes | None, max_bytes: int) -> ParsedEvent:
     ip = _ip(value["ip"])
     # pass the object through byte for byte: re-encoding would reorder or reformat the producer's fields
     return ParsedEvent(ip, stripped.encode())
+
+
+class Route(enum.Enum):
+    """Where one input record goes."""
+
+    ENRICHED = "enriched"  # the near cache knows the IP: enriched at once, keyed by the IP
+    BY_IP = "by_ip"  # unknown here: repartitioned by IP to the table's owner (the cache agent)
+    DEAD_LETTER = "dead_letter"  # bad input: original bytes and the reason
+
+
+class NearCache:
+    """IP -> the entry JSON last published on the resolved topic, at most `capacity` of them.
+
+    Why it exists: a hit served here costs a dict lookup, while the table's owner is another partition
+    and another hop away. Every entry on the resolved topic is one the table holds, and an event for a
+    known entry never changes the table (`policy.on_event`), so serving it here gives what the cache agent
+    would. Bounded: the entry updated longest ago is evicted first; a miss only takes the slower path.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, ip: bytes) -> bytes | None:
+        return self._entries.get(ip)
+
+    def put(self, ip: bytes, entry: bytes | None) -> None:
+        """Remember the latest entry for `ip`; None (a tombstone) forgets it."""
+        self._entries.pop(ip, None)
+        if entry is None or self.capacity <= 0:
+            return
+        self._entries[ip] = entry
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
+def route(
+    raw: bytes | None,
+    key: bytes | None,
+    where: tuple[str, int, int],
+    max_bytes: int,
+    near: NearCache,
+) -> tuple[Route, bytes | None, bytes]:
+    """(route, key, value) for one input record; `where` is its (topic, partition, offset)."""
+    try:
+        parsed = parse_event(raw, max_bytes)
+    except BadEvent as exc:
+        return Route.DEAD_LETTER, key, dead_letter(raw, exc.reason, *where)
+    ip = parsed.ip.encode()
+    hit = near.get(ip)
+    if hit is None:
+        return Route.BY_IP, ip, parsed.event_json
+    return Route.ENRICHED, ip, enriched(ip, hit, parsed.event_json)
+
+
+def enriched(ip: bytes, entry_json: bytes, event_json: bytes) -> bytes:
+    """The enriched event, built by concatenation: no JSON is parsed or encoded again."""
+    return b'{"ip":"' + ip + b'","geo":' + entry_json + b',"event":' + event_json + b"}"
 
 
 def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int, offset: int) -> bytes:

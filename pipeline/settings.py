@@ -38,6 +38,8 @@ class Settings:
     resolve_partitions: int = field(default=1, metadata={"env": "GEO_RESOLVE_PARTITIONS"})
     replication: int = field(default=1, metadata={"env": "GEO_REPLICATION"})
     max_event_bytes: int = field(default=64 * 1024, metadata={"env": "GEO_MAX_EVENT_BYTES"})
+    # entries the hot path keeps to serve hits without the second hop (~0.5 KiB each; 0 turns it off)
+    near_cache_size: int = field(default=250_000, metadata={"env": "GEO_NEAR_CACHE_SIZE"})
     # providers
     providers: tuple[str, ...] = field(default=("ipapi", "offline"), metadata={"env": "GEO_PROVIDERS"})
     ipapi_url: str = field(default="", metadata={"env": "GEO_IPAPI_URL"})

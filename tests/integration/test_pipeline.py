@@ -117,6 +117,42 @@ async def test_every_event_is_enriched_or_dead_lettered_and_each_ip_resolved_onc
         assert entry["geo"]["country_code"] == (iptocc.country_code(ip) or None)
 
 
+async def test_known_ips_skip_the_second_hop_and_carry_the_tables_entry(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Once an IP's entry is on the resolved topic, its events are enriched by the hot path's near cache,
+    with exactly the entry the table holds, and nothing is looked up again."""
+    settings = make_settings(kafka_bootstrap, tmp_path / "w")
+    events = workload(600, 120, seed=7)
+    ips = {parse_event(raw, 65536).ip for raw in expected_valid(events)}
+    provider = CountingProvider()
+    geo = build(settings, providers=[provider])
+    async with running(geo), Outputs(settings) as out:
+        await publish(kafka_bootstrap, settings.events_topic, events)
+        await _drain(out, len(events), public_ips(events))
+        await wait_for(
+            lambda: all(geo.near.get(ip.encode()) for ip in ips),
+            30,
+            message=lambda: f"near cache holds {len(geo.near)} of {len(ips)} IPs",
+        )
+        hits, lookups = geo.stats.hits, sum(provider.calls.values())
+        second = [json.dumps({"ip": ip, "round": 2}).encode() for ip in sorted(ips)]
+        await publish(kafka_bootstrap, settings.events_topic, second, seed=3)
+
+        def round_two() -> list[dict[str, object]]:
+            return [e for e in out.enriched if e["event"].get("round") == 2]
+
+        async def served() -> bool:
+            await out.poll()
+            return len(round_two()) == len(second)
+
+        await wait_for(served, 60, interval=0.05, message=lambda: f"round two: {len(round_two())}")
+        assert geo.stats.hits - hits == len(second)
+        assert sum(provider.calls.values()) == lookups
+        for item in round_two():
+            assert item["geo"] == json.loads(geo.table[str(item["ip"]).encode()])
+
+
 def _settled(out: Outputs, total: int, publics: set[str]) -> bool:
     done = {ip for ip, e in out.resolved.items() if e["status"] in ("resolved", "unresolved")}
     return len(out.enriched) + len(out.dlq) >= total and publics <= done
@@ -149,7 +185,8 @@ async def test_restart_keeps_the_cache_and_a_fresh_data_dir_rebuilds_it_from_the
     assert set(first.calls) == publics
     before = dict(out.resolved)
 
-    for data_dir in (tmp_path / "a", tmp_path / "fresh"):
+    valid = len(expected_valid(events))
+    for round_no, data_dir in enumerate((tmp_path / "a", tmp_path / "fresh"), start=1):
         again = CountingProvider()
         restarted = make_settings(
             kafka_bootstrap,
@@ -178,6 +215,16 @@ async def test_restart_keeps_the_cache_and_a_fresh_data_dir_rebuilds_it_from_the
 
             await wait_for(replayed, 60, interval=0.05, message="replayed events enriched")
         assert again.calls == {}, f"restart from {data_dir.name} re-resolved {sum(again.calls.values())} IPs"
+        # a clean stop committed what was delivered: nothing from earlier runs was enriched twice
+        async with Outputs(settings) as out3:
+            total = valid + round_no * len(replay)
+
+            async def all_read(out3: Outputs = out3, total: int = total) -> bool:
+                await out3.poll()
+                return len(out3.enriched) >= total
+
+            await wait_for(all_read, 30, interval=0.05, message=lambda: f"enriched {len(out3.enriched)}")
+            assert len(out3.enriched) == total
         hits = [e for e in out2.enriched if e["event"].get("round") == data_dir.name]
         assert hits and all(e["geo"]["status"] == before[e["ip"]]["status"] for e in hits)
         assert any(e["geo"]["status"] == "resolved" for e in hits)

@@ -1,4 +1,5 @@
-"""parse_event and dead_letter: valid inputs normalised and passed through, bad inputs named exactly."""
+"""parse_event, route and dead_letter: valid inputs normalised and passed through, bad inputs named exactly,
+hits served from the near cache, misses repartitioned by IP."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import BadEvent, PipelineError
-from pipeline.ingest import DLQ_PREVIEW_CHARS, ParsedEvent, dead_letter, parse_event
+from pipeline.ingest import (
+    DLQ_PREVIEW_CHARS,
+    NearCache,
+    ParsedEvent,
+    Route,
+    dead_letter,
+    enriched,
+    parse_event,
+    route,
+)
+from pipeline.models import EntryStatus, GeoData, GeoEntry
 
 MAX = 64 * 1024
 PURE = settings(database=None)
@@ -191,3 +202,85 @@ def test_parse_then_dead_letter_pipeline_for_bad_event() -> None:
     record = json.loads(dead_letter(raw, info.value.reason, "ip-events", 2, 99))
     assert record["reason"] == "field 'ip' must be a string, not int"
     assert base64.b64decode(record["original_b64"]) == raw
+
+
+FULL = GeoData(country_code="US", country_name="United States", city="Mountain View", asn=15169)
+WHERE = ("ip-events", 3, 42)
+
+
+# --- enriched -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event_json",
+    [
+        b'{"ip":"8.8.8.8"}',
+        b'{"z": 1,  "ip" : "::ffff:8.8.8.8", "a":[1, {"b":null}], "s":"caf\\u00e9 \xc3\xa9", "q":"\\"}"}',
+    ],
+)
+def test_enriched_is_valid_json_with_the_event_unchanged(event_json: bytes) -> None:
+    """enriched() concatenates into valid JSON whose "event" equals the input object and "geo" the entry."""
+    entry = GeoEntry("8.8.8.8", EntryStatus.RESOLVED, geo=FULL, provider="ipapi", attempts=1)
+    out = enriched(b"8.8.8.8", entry.to_json(), event_json)
+    doc = json.loads(out)
+    assert doc["ip"] == "8.8.8.8"
+    assert doc["event"] == json.loads(event_json)
+    assert doc["geo"] == json.loads(entry.to_json())
+    assert GeoEntry.from_dict(doc["geo"]) == entry
+    assert event_json in out  # the event bytes are embedded verbatim
+
+
+def test_enriched_ipv6_key() -> None:
+    """An IPv6 key is embedded as a JSON string as is."""
+    entry = GeoEntry("2001:4860:4860::8888", EntryStatus.PENDING)
+    doc = json.loads(enriched(b"2001:4860:4860::8888", entry.to_json(), b'{"ip":"2001:4860:4860::8888"}'))
+    assert doc["ip"] == "2001:4860:4860::8888"
+    assert doc["geo"]["status"] == "pending"
+
+
+# --- route and the near cache ----------------------------------------------------------------------------
+
+
+def test_route_serves_a_known_ip_from_the_near_cache() -> None:
+    """A valid event whose IP the near cache knows is enriched at once, keyed by the normalised IP."""
+    near = NearCache(10)
+    entry = GeoEntry("8.8.8.8", EntryStatus.RESOLVED, geo=FULL, provider="ipapi", attempts=1).to_json()
+    near.put(b"8.8.8.8", entry)
+    kind, key, value = route(b'{"ip":"::ffff:8.8.8.8","n":1}', b"any", WHERE, MAX, near)
+    assert (kind, key) == (Route.ENRICHED, b"8.8.8.8")
+    assert value == enriched(b"8.8.8.8", entry, b'{"ip":"::ffff:8.8.8.8","n":1}')
+
+
+def test_route_sends_an_unknown_ip_to_its_table_owner() -> None:
+    """An IP the near cache does not know is repartitioned: key = normalised IP, value = the event."""
+    kind, key, value = route(b" 2001:DB8::1 ", None, WHERE, MAX, NearCache(10))
+    assert (kind, key, value) == (Route.BY_IP, b"2001:db8::1", b'{"ip":"2001:DB8::1"}')
+
+
+def test_route_dead_letters_bad_input_with_the_original_key_and_where_it_came_from() -> None:
+    """Bad input keeps the producer's key; the DLQ record names the reason, topic, partition and offset."""
+    kind, key, value = route(b'{"ip": 7}', b"k", WHERE, MAX, NearCache(10))
+    record = json.loads(value)
+    assert (kind, key) == (Route.DEAD_LETTER, b"k")
+    assert (record["topic"], record["partition"], record["offset"]) == WHERE
+    assert record["reason"] == "field 'ip' must be a string, not int"
+
+
+def test_near_cache_evicts_the_entry_updated_longest_ago() -> None:
+    """Past capacity the oldest update goes; updating an entry makes it the newest."""
+    near = NearCache(2)
+    near.put(b"a", b"1")
+    near.put(b"b", b"2")
+    near.put(b"a", b"3")
+    near.put(b"c", b"4")
+    assert (near.get(b"a"), near.get(b"b"), near.get(b"c"), len(near)) == (b"3", None, b"4", 2)
+
+
+def test_near_cache_tombstone_forgets_and_zero_capacity_keeps_nothing() -> None:
+    """A None entry (tombstone) removes the IP; a capacity of 0 disables the cache."""
+    near = NearCache(5)
+    near.put(b"a", b"1")
+    near.put(b"a", None)
+    off = NearCache(0)
+    off.put(b"a", b"1")
+    assert (near.get(b"a"), off.get(b"a"), len(off)) == (None, None, 0)

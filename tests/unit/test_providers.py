@@ -1,20 +1,16 @@
-"""Providers without a network: offline provider, chain fallback rules, tick capacity, enriched JSON."""
+"""Providers without a network: offline provider, chain fallback rules, tick capacity."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.agents import enriched
 from pipeline.models import (
-    EntryStatus,
     GeoData,
-    GeoEntry,
     LookupResult,
     PermanentFailure,
     Resolved,
@@ -243,33 +239,3 @@ def test_tick_capacity_is_at_least_one_and_never_exceeds_budget(
     capacity = tick_capacity(requests, window, interval, share)
     assert capacity >= 1
     assert capacity <= max(1, requests * RESOLVE_BATCH * interval / window * share + 1e-6)
-
-
-# --- enriched -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "event_json",
-    [
-        b'{"ip":"8.8.8.8"}',
-        b'{"z": 1,  "ip" : "::ffff:8.8.8.8", "a":[1, {"b":null}], "s":"caf\\u00e9 \xc3\xa9", "q":"\\"}"}',
-    ],
-)
-def test_enriched_is_valid_json_with_the_event_unchanged(event_json: bytes) -> None:
-    """enriched() concatenates into valid JSON whose "event" equals the input object and "geo" the entry."""
-    entry = GeoEntry("8.8.8.8", EntryStatus.RESOLVED, geo=FULL, provider="ipapi", attempts=1)
-    out = enriched("8.8.8.8", entry.to_json(), event_json)
-    doc = json.loads(out)
-    assert doc["ip"] == "8.8.8.8"
-    assert doc["event"] == json.loads(event_json)
-    assert doc["geo"] == json.loads(entry.to_json())
-    assert GeoEntry.from_dict(doc["geo"]) == entry
-    assert event_json in out  # the event bytes are embedded verbatim
-
-
-def test_enriched_ipv6_key() -> None:
-    """An IPv6 key is embedded as a JSON string as is."""
-    entry = GeoEntry("2001:4860:4860::8888", EntryStatus.PENDING)
-    doc = json.loads(enriched("2001:4860:4860::8888", entry.to_json(), b'{"ip":"2001:4860:4860::8888"}'))
-    assert doc["ip"] == "2001:4860:4860::8888"
-    assert doc["geo"]["status"] == "pending"
