@@ -13,20 +13,17 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from .addresses import AddressKind, classify
 from .app import GeoApp, build, running
-from .broker import LocalKafka
+from .scratch import scratch
 from .settings import Settings
 
 WARM_IPS = 1000  # distinct addresses; every measured event is a cache hit on one of them
@@ -79,24 +76,12 @@ def bench_payloads(ips: list[str], n: int, tag: str) -> list[bytes]:
 
 async def run_bench(base: Settings, environ: Mapping[str, str], *, events: int) -> int:
     """Warm the cache, then time baseline, pipeline, baseline; print the rates and their ratio."""
-    tmp = Path(tempfile.mkdtemp(prefix="geo-bench-"))
-    external = environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    broker = None if external else LocalKafka(tmp / "kafka")
-    bootstrap = external or broker.start().bootstrap  # type: ignore[union-attr]
-    run = uuid.uuid4().hex[:8]
-    settings = Settings.from_env(
-        environ,
-        kafka_bootstrap=bootstrap,
-        app_id=f"geo-bench-{run}",
-        data_dir=tmp / "data",
-        events_topic=f"bench-events-{run}",
-        dlq_topic=f"bench-dlq-{run}",
-        enriched_topic=f"bench-enriched-{run}",
-        resolved_topic=f"bench-resolved-{run}",
-        resolve_topic=f"bench-resolve-{run}",
-        partitions=PARTITIONS,
-        providers=("offline",),
-    )
+    with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as scratch_run:
+        return await _run_bench(scratch_run.settings, scratch_run.run, events)
+
+
+async def _run_bench(settings: Settings, run: str, events: int) -> int:
+    bootstrap = settings.kafka_bootstrap
     base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
     ips = bench_ips(WARM_IPS)
     payloads = bench_payloads(ips, events, f"m-{run}")
@@ -133,9 +118,6 @@ async def run_bench(base: Settings, environ: Mapping[str, str], *, events: int) 
         return 0
     finally:
         await _delete_topics(bootstrap, run)
-        if broker:
-            broker.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def baseline(bootstrap: str, source: str, dest: str, count: int, label: str) -> Rate:

@@ -14,13 +14,11 @@ server opened. The budget also keeps 1 s of slack per window (throttle.SLACK), w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from .addresses import AddressKind, classify
 from .app import build, ensure_topics, running
-from .broker import LocalKafka
+from .scratch import scratch
 from .settings import Settings
 from .throttle import SLACK
 
@@ -67,32 +65,22 @@ async def run_budget_bench(
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ lives beside the package
     from tests.ipapi_server import IpApiServer, ServerConfig
 
-    tmp = Path(tempfile.mkdtemp(prefix="geo-bench-budget-"))
-    broker = None if environ.get("KAFKA_BOOTSTRAP_SERVERS") else LocalKafka(tmp / "kafka")
-    bootstrap = broker.start().bootstrap if broker else base.kafka_bootstrap
-    run = uuid.uuid4().hex[:6]
     config = ServerConfig(window=window)
-    try:
+    with scratch(
+        "bench-budget",
+        base,
+        environ,
+        providers=("ipapi",),
+        budget_window=window,
+        budget_requests=config.batch_limit,
+        # a batch failed without a request ("rate budget exhausted") comes back within seconds, so
+        # the share measures pacing, not the retry back-off; such failures are counted and printed
+        retry_interval=1.0,
+        retry_base=1.0,
+    ) as run:
         async with IpApiServer(config) as api:
-            settings = Settings.from_env(
-                environ,
-                kafka_bootstrap=bootstrap,
-                app_id=f"geo-bench-budget-{run}",
-                data_dir=tmp / "data",
-                events_topic=f"bench-budget-events-{run}",
-                dlq_topic=f"bench-budget-dlq-{run}",
-                enriched_topic=f"bench-budget-enriched-{run}",
-                resolved_topic=f"bench-budget-resolved-{run}",
-                resolve_topic=f"bench-budget-resolve-{run}",
-                providers=("ipapi",),
-                ipapi_url=api.url,
-                budget_window=window,
-                budget_requests=config.batch_limit,
-                # a batch failed without a request ("rate budget exhausted") comes back within seconds, so
-                # the share measures pacing, not the retry back-off; such failures are counted and printed
-                retry_interval=1.0,
-                retry_base=1.0,
-            )
+            settings = dataclasses.replace(run.settings, ipapi_url=api.url)
+            bootstrap = settings.kafka_bootstrap
             allowed = config.batch_limit * BATCH / window
             ceiling = config.batch_limit * BATCH / (window + SLACK)
             print(
@@ -109,10 +97,6 @@ async def run_budget_bench(
                 resolved_at = await _watch(settings, geo, api, set(wanted), timeout)
             print(f"fake ip-api: {api.summary()}")
             return _report(api, resolved_at, ips, window, allowed, ceiling)
-    finally:
-        if broker:
-            broker.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def _publish(settings: Settings, ips: list[str]) -> None:

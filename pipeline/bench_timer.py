@@ -12,19 +12,15 @@ capacity); the full scan is the seed system's approach, every table value parsed
 from __future__ import annotations
 
 import asyncio
-import shutil
 import statistics
-import tempfile
 import time
-import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from .app import GeoApp, build, running
-from .broker import LocalKafka
 from .models import EntryStatus, GeoData, GeoEntry
 from .policy import schedule_key
+from .scratch import scratch
 from .settings import Settings
 from .timers import run_tick
 
@@ -65,27 +61,17 @@ async def run_tick_bench(
     base: Settings, environ: Mapping[str, str], *, entries: int = 200_000, unresolved: int = 1_000
 ) -> int:
     """Fill the cache with `entries` (of which `unresolved` are due now), time a tick and a full scan."""
-    tmp = Path(tempfile.mkdtemp(prefix="geo-bench-timer-"))
-    broker = None if environ.get("KAFKA_BOOTSTRAP_SERVERS") else LocalKafka(tmp / "kafka")
-    bootstrap = broker.start().bootstrap if broker else base.kafka_bootstrap
-    run = uuid.uuid4().hex[:6]
-    try:
-        settings = Settings.from_env(
-            environ,
-            kafka_bootstrap=bootstrap,
-            app_id=f"geo-bench-timer-{run}",
-            data_dir=tmp / "data",
-            events_topic=f"bench-timer-events-{run}",
-            dlq_topic=f"bench-timer-dlq-{run}",
-            enriched_topic=f"bench-timer-enriched-{run}",
-            resolved_topic=f"bench-timer-resolved-{run}",
-            resolve_topic=f"bench-timer-resolve-{run}",
-            providers=("offline",),
-            retry_interval=3600.0,  # the registered timer must not run a tick of its own during the timing
-        )
+    with scratch(
+        "bench-timer",
+        base,
+        environ,
+        providers=("offline",),
+        retry_interval=3600.0,  # the registered timer must not run a tick of its own during the timing
+    ) as run:
+        settings = run.settings
         print(
-            f"bench-timer: broker {bootstrap}, app {settings.app_id}, {settings.partitions} partitions, "
-            f"{entries:,} entries of which {unresolved:,} unresolved"
+            f"bench-timer: broker {settings.kafka_bootstrap}, app {settings.app_id}, "
+            f"{settings.partitions} partitions, {entries:,} entries of which {unresolved:,} unresolved"
         )
         geo = build(settings)
         async with running(geo):
@@ -124,10 +110,6 @@ async def run_tick_bench(
             f"| ratio full scan / tick = {scan_s / tick_s:,.1f}x"
         )
         return 0
-    finally:
-        if broker:
-            broker.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _active_partitions(geo: GeoApp, table: Any) -> list[int]:

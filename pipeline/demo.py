@@ -8,12 +8,11 @@ every public IP has its geography; then prints samples and a summary and stops e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from .app import build, running
-from .broker import LocalKafka
+from .scratch import scratch
 from .settings import Settings
 
 DEMO_WINDOW = 10.0  # seconds: a short fake-API window so pacing shows within the demo
@@ -55,31 +54,13 @@ async def run_demo(base: Settings, environ: Mapping[str, str], *, events: int) -
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ lives beside the package
     from tests.ipapi_server import IpApiServer, ServerConfig
 
-    tmp = Path(tempfile.mkdtemp(prefix="geo-demo-"))
-    broker = None if environ.get("KAFKA_BOOTSTRAP_SERVERS") else LocalKafka(tmp / "kafka")
-    bootstrap = broker.start().bootstrap if broker else base.kafka_bootstrap
-    run = uuid.uuid4().hex[:6]
-    try:
+    options = {"budget_window": DEMO_WINDOW, "retry_interval": 5.0, "retry_base": 5.0, "partitions": 4}
+    with scratch("demo", base, environ, **options) as run:
         async with IpApiServer(ServerConfig(window=DEMO_WINDOW)) as api:
-            settings = Settings.from_env(
-                environ,
-                kafka_bootstrap=bootstrap,
-                app_id=f"geo-demo-{run}",
-                data_dir=tmp / "data",
-                events_topic=f"demo-events-{run}",
-                dlq_topic=f"demo-dlq-{run}",
-                enriched_topic=f"demo-enriched-{run}",
-                resolved_topic=f"demo-resolved-{run}",
-                resolve_topic=f"demo-resolve-{run}",
-                ipapi_url=api.url,
-                budget_window=DEMO_WINDOW,
-                retry_interval=5.0,
-                retry_base=5.0,
-                partitions=4,
-            )
+            settings = dataclasses.replace(run.settings, ipapi_url=api.url)
             print(
-                f"demo: broker {bootstrap}, fake ip-api {api.url} (15 requests / {DEMO_WINDOW:.0f}s), "
-                f"topics demo-*-{run}"
+                f"demo: broker {settings.kafka_bootstrap}, fake ip-api {api.url} "
+                f"(15 requests / {DEMO_WINDOW:.0f}s), topics demo-*-{run.run}"
             )
             geo = build(settings)
             async with running(geo):
@@ -88,9 +69,6 @@ async def run_demo(base: Settings, environ: Mapping[str, str], *, events: int) -
                 ok = await _watch(settings, geo, payloads)
             print(f"fake ip-api: {api.summary()}")
             return 0 if ok else 1
-    finally:
-        if broker:
-            broker.stop()
 
 
 async def _produce(settings: Settings, payloads: list[bytes]) -> None:

@@ -1,10 +1,11 @@
-"""The benchmark in its short (CI) mode: it runs end to end and reports a ratio, whatever the timing."""
+"""The hot-path benchmark and the demo in their short (CI) modes: they run end to end and report."""
 
 from __future__ import annotations
 
 import pytest
 
 from pipeline.bench import run_bench
+from pipeline.demo import run_demo
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -17,3 +18,15 @@ async def test_bench_reports_ratio(kafka_bootstrap: str, capsys: pytest.CaptureF
     out = capsys.readouterr().out
     assert code == 0
     assert "ratio pipeline/baseline:" in out
+
+
+async def test_demo_accounts_for_every_event(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's first command in small: the demo returns 0 with in = enriched + dlq and no 429."""
+    environ = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    code = await run_demo(Settings.from_env(environ), environ, events=400)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "(in = enriched + dlq: True)" in out
+    assert "429s=0 " in out and "banned=False" in out
