@@ -76,6 +76,7 @@ class GeoApp:
     policy: RetryPolicy
     stats: Stats
     near: NearCache  # IP -> latest resolved-topic entry: the hot path's hits
+    hotpath: Any = None  # the running hotpath.HotPath service, once the app started it
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:

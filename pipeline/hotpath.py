@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import ConsumerStoppedError
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 from mode import Service
 
 from .ingest import NearCache, Route, dead_letter, route
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 2000  # records per getmany: bounds the replay after a crash and the wait of a rebalance
 FETCH_WAIT_MS = 500  # an idle poll returns this often, so a stop is noticed quickly
 LINGER_MS = 5  # the producer batches sends for this long: throughput over a few ms of latency
+RETRY_DELAY = 1.0  # seconds before a failed batch (or near-cache fetch) is tried again
 
 
 class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -62,6 +64,7 @@ class HotPath(Service):
     def __init__(self, geo: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.geo = geo
+        geo.hotpath = self
         self.near: NearCache = geo.near
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -103,12 +106,19 @@ class HotPath(Service):
                 batch = await self._feeder.getmany(timeout_ms=FETCH_WAIT_MS, max_records=MAX_BATCH)
             except ConsumerStoppedError:
                 return  # on_stop closed it
+            except KafkaError as exc:  # a stale near cache serves old answers: keep trying, loudly
+                log.warning(
+                    "near cache: reading %s failed (%r); retrying", self.geo.settings.resolved_topic, exc
+                )
+                await asyncio.sleep(RETRY_DELAY)  # back-off before the next fetch, not synchronisation
+                continue
             for records in batch.values():
                 for record in records:
                     if record.key is not None and _servable(record.value):
                         self.near.put(record.key, record.value)
 
     async def _ingest(self) -> None:
+        """Any Kafka error rewinds the batch and retries it; anything else crashes the worker (loudly)."""
         assert self._consumer is not None
         while not self.should_stop:
             try:
@@ -118,17 +128,44 @@ class HotPath(Service):
             if not batch or self.should_stop:
                 continue  # stopping: the batch is not processed, its offsets are not committed
             async with self._lock:
-                await self._process(batch)
+                try:
+                    counts = await self._process(batch)
+                except KafkaError as exc:
+                    self.geo.stats.errors += 1
+                    size = sum(len(records) for records in batch.values())
+                    log.warning(
+                        "ingest: batch of %d not delivered or committed (%r); replaying it", size, exc
+                    )
+                    self._rewind(batch)
+                    counts = None
+            if counts is None:
+                await asyncio.sleep(RETRY_DELAY)  # back-off before the replay, not synchronisation
+                continue
+            stats = self.geo.stats
+            stats.consumed += counts.total()
+            stats.hits += counts[Route.ENRICHED]
+            stats.enriched += counts[Route.ENRICHED]
+            stats.dead_lettered += counts[Route.DEAD_LETTER]
 
-    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Seek back to the batch's first offsets, so the next fetch replays it (never skips it)."""
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        for tp, records in batch.items():
+            if records and tp in assigned:  # a revoked partition is replayed by its new owner
+                self._consumer.seek(tp, records[0].offset)
+
+    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> Counter[Route]:
+        """Route and send every record, wait until all are delivered, then commit the batch."""
         assert self._consumer is not None and self._producer is not None
-        s, stats = self.geo.settings, self.geo.stats
+        s = self.geo.settings
         topics = {
             Route.ENRICHED: s.enriched_topic,
             Route.BY_IP: s.by_ip_topic,
             Route.DEAD_LETTER: s.dlq_topic,
         }
         send, near, max_bytes = self._producer.send, self.near, s.max_event_bytes
+        counts: Counter[Route] = Counter()
         deliveries = []
         for tp, records in batch.items():
             for r in records:
@@ -137,18 +174,14 @@ class HotPath(Service):
                     kind, key, value = route(r.value, r.key, where, max_bytes, near)
                 except Exception as exc:  # never lose an event: anything unexpected becomes a DLQ reason
                     log.exception("ingest failed on %s[%d]@%d", *where)
-                    stats.errors += 1
+                    self.geo.stats.errors += 1
                     reason = f"internal error: {type(exc).__name__}"
                     kind, key, value = Route.DEAD_LETTER, r.key, dead_letter(r.value, reason, *where)
                 deliveries.append(await send(topics[kind], value, key=key))
-                if kind is Route.ENRICHED:
-                    stats.hits += 1
-                    stats.enriched += 1
-                elif kind is Route.DEAD_LETTER:
-                    stats.dead_lettered += 1
-        stats.consumed += len(deliveries)
+                counts[kind] += 1
         await asyncio.gather(*deliveries)
         await self._consumer.commit()
+        return counts
 
 
 def _servable(value: bytes | None) -> bool:

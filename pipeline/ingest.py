@@ -18,6 +18,9 @@ from .addresses import normalise_ip
 from .errors import BadEvent, InvalidAddress
 
 DLQ_PREVIEW_CHARS = 1024  # readable excerpt of the original beside its full base64 copy
+# base64 of this many bytes plus the preview stays under Kafka's default 1 MiB record limit; a longer
+# original (only an oversized input can be) keeps this prefix and says how long it was
+DLQ_ORIGINAL_MAX = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +126,11 @@ def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int, offs
     if raw is None:
         record["original_b64"] = None
     else:
-        record["original_b64"] = base64.b64encode(raw).decode()
+        record["original_b64"] = base64.b64encode(raw[:DLQ_ORIGINAL_MAX]).decode()
         record["original_preview"] = raw[:DLQ_PREVIEW_CHARS].decode("utf-8", errors="replace")
+        if len(raw) > DLQ_ORIGINAL_MAX:
+            record["original_truncated"] = True
+            record["original_size"] = len(raw)
     return json.dumps(record, separators=(",", ":")).encode()
 
 

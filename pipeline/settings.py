@@ -19,6 +19,8 @@ T = TypeVar("T")
 
 FREE_TIER_REQUESTS = 15  # ip-api free tier: 15 batch requests ...
 FREE_TIER_WINDOW = 60.0  # ... per 60 s window, per source IP
+# an enriched record is the event plus about 1 KiB of geo: keep it under Kafka's default 1 MiB limit
+MAX_EVENT_BYTES_CEILING = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class Settings:
             raise ConfigError("GEO_PARTITIONS and GEO_RESOLVE_PARTITIONS must be at least 1")
         if self.budget_requests < 1 or self.budget_window <= 0:
             raise ConfigError("GEO_BUDGET_REQUESTS must be >= 1 and GEO_BUDGET_WINDOW > 0")
+        if not 64 <= self.max_event_bytes <= MAX_EVENT_BYTES_CEILING:
+            raise ConfigError(f"GEO_MAX_EVENT_BYTES must be between 64 and {MAX_EVENT_BYTES_CEILING}")
         unknown = set(self.providers) - {"ipapi", "offline"}
         if unknown or not self.providers:
             raise ConfigError(

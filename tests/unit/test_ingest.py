@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import BadEvent, PipelineError
 from pipeline.ingest import (
+    DLQ_ORIGINAL_MAX,
     DLQ_PREVIEW_CHARS,
     NearCache,
     ParsedEvent,
@@ -175,6 +176,15 @@ def test_dead_letter_preview_is_truncated_but_base64_is_complete() -> None:
     record = json.loads(dead_letter(raw, "message too large", "ip-events", 1, 2))
     assert record["original_preview"] == "a" * DLQ_PREVIEW_CHARS
     assert base64.b64decode(record["original_b64"]) == raw
+
+
+def test_dead_letter_of_a_huge_original_keeps_a_prefix_and_its_size() -> None:
+    """An original longer than DLQ_ORIGINAL_MAX keeps that prefix, flagged, so the record fits Kafka."""
+    raw = b"x" * (DLQ_ORIGINAL_MAX + 10)
+    record = json.loads(dead_letter(raw, "message too large", "t", 0, 1))
+    assert base64.b64decode(record["original_b64"]) == raw[:DLQ_ORIGINAL_MAX]
+    assert (record["original_truncated"], record["original_size"]) == (True, len(raw))
+    assert len(dead_letter(raw, "message too large", "t", 0, 1)) < 1024 * 1024
 
 
 @PURE
