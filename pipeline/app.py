@@ -37,6 +37,7 @@ ROCKSDB_OPTIONS = {
 }
 CACHE_TABLE = "geo-cache"  # ip -> entry; its changelog is `<app>-geo-cache-changelog`
 SCHEDULE_TABLE = "geo-schedule"  # due-time index the retry timer reads
+CHANGELOG_BUFFER = 1000  # table writes queued before Faust forces a flush (its 100 warned on every burst)
 COMPACTED = {"cleanup.policy": "compact"}  # latest record per IP is the state; older ones may go
 
 
@@ -169,6 +170,7 @@ def build(settings: Settings, *, providers: Sequence[Any] | None = None, web: bo
         producer_linger_ms=5,
         broker_commit_interval=1.0,
     )
+    app.producer.buffer.max_messages = CHANGELOG_BUFFER
     table = _raw_table(app, CACHE_TABLE, settings.partitions)
     schedule = _raw_table(app, SCHEDULE_TABLE, settings.partitions)
     near = NearCache(settings.near_cache_size)
