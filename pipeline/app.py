@@ -22,6 +22,7 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from .inflight import asked_keep
 from .policy import RetryPolicy
 from .settings import Settings
 
@@ -51,13 +52,14 @@ class Stats:
     lookups: int = 0
     batches: int = 0
     errors: int = 0
+    resolve_deduped: int = 0  # resolve requests dropped because an ask for them was still in flight
     ticks: list[dict[str, float]] = field(default_factory=list)
 
     def line(self) -> str:
         return (
             f"in={self.consumed} enriched={self.enriched} dlq={self.dead_lettered} misses={self.misses} "
             f"resolve_sent={self.resolve_sent} lookups={self.lookups} batches={self.batches} "
-            f"results={self.results_applied} errors={self.errors}"
+            f"deduped={self.resolve_deduped} results={self.results_applied} errors={self.errors}"
         )
 
 
@@ -95,6 +97,21 @@ def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         s.resolve_topic: (s.resolve_partitions, {}),
         s.by_ip_topic: (s.partitions, {}),
         s.results_topic: (s.partitions, {}),
+        s.asked_topic: (s.resolve_partitions, asked_topic_config(s.pending_timeout)),
+    }
+
+
+def asked_topic_config(pending_timeout: float) -> dict[str, str]:
+    """The asked log keeps the latest ask per IP, for a few pending timeouts (all the resolver reads back).
+
+    Segments roll every pending timeout so that time retention can drop old ones (it only deletes closed
+    segments). Set when the topic is created: a later GEO_PENDING_TIMEOUT does not change it.
+    """
+    keep_ms = int(asked_keep(pending_timeout) * 1000)
+    return {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(keep_ms),
+        "segment.ms": str(max(60_000, int(pending_timeout * 1000))),  # >= 1 min: few files
     }
 
 
@@ -121,7 +138,8 @@ async def ensure_topics(settings: Settings) -> None:
 async def _check_partitions(
     admin: AIOKafkaAdminClient, settings: Settings, layout: dict[str, tuple[int, dict[str, str]]]
 ) -> None:
-    names = [settings.by_ip_topic, settings.results_topic]
+    # the table's feeds must match the table; the asked log must match the resolve topic it mirrors
+    names = [settings.by_ip_topic, settings.results_topic, settings.asked_topic, settings.resolve_topic]
     described = await admin.describe_topics(names)
     for item in described:
         want = layout[item["topic"]][0]
@@ -130,8 +148,8 @@ async def _check_partitions(
             from .errors import ConfigError
 
             raise ConfigError(
-                f"topic {item['topic']} has {have} partitions but GEO_PARTITIONS={want}: the table "
-                "and the topics that feed it must be co-partitioned"
+                f"topic {item['topic']} has {have} partitions but {want} are configured: the table and "
+                "its input topics, and the resolve and asked topics, must be co-partitioned"
             )
 
 
