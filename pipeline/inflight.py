@@ -47,9 +47,11 @@ class Asked:
     at: float
 
 
-def encode_asked(attempt: int, at: float) -> bytes:
-    """The asked log's record value (the key is the IP as raw UTF-8)."""
-    return json.dumps({"attempt": attempt, "at": round(at, 3)}, separators=(",", ":")).encode()
+def encode_asked(attempt: int, at: float, by: str = "") -> bytes:
+    """The asked log's record value (the key is the IP as raw UTF-8); `by` names the asking worker, for
+    operators and tests (readers ignore it)."""
+    record = {"attempt": attempt, "at": round(at, 3), "by": by}
+    return json.dumps(record, separators=(",", ":")).encode()
 
 
 def decode_asked(raw: bytes | None) -> Asked | None:

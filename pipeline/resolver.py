@@ -41,6 +41,7 @@ def register(geo: Any, providers: Sequence[Any] | None, resolve: Any, send: Any)
     asked = AskedLog(asked_horizon(s.pending_timeout), asked_keep(s.pending_timeout))
     loaded: dict[str, frozenset[int] | None] = {"partitions": None}
     budget_holder: dict[str, Any] = {}
+    by = s.worker_label
 
     @app.agent(resolve, concurrency=1, name="geo-resolver")
     async def resolver(stream: Any) -> None:
@@ -99,7 +100,7 @@ def register(geo: Any, providers: Sequence[Any] | None, resolve: Any, send: Any)
         # with the resolve topic, so the record goes to the request's own partition number)
         deliveries = [
             await app.producer.send(
-                s.asked_topic, ip.encode(), encode_asked(attempt, now), partition[ip], None, None
+                s.asked_topic, ip.encode(), encode_asked(attempt, now, by), partition[ip], None, None
             )
             for ip, attempt in chosen.items()
         ]
