@@ -148,7 +148,7 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
             stats.results_applied += 1
             await decided(Decision(new), old)
 
-    register_resolver(geo, providers, resolve, producer_send)
+    register_resolver(geo, providers, resolve)
 
 
 def enriched(ip: str, entry_json: bytes, event_json: bytes) -> bytes:

@@ -5,16 +5,19 @@ redelivered after a crash or rebalance, a pending entry whose answer is slow is 
 attempt number when its pending timeout passes, and a new owner of a cache partition may start the same
 attempt again. Each of those would cost an API request and count against the shared budget. So before it
 asks, the resolver writes "asked (ip, attempt) at t" to the asked log (a compacted topic, co-partitioned
-with the resolve topic) and consults what it and its predecessors asked:
+with the resolve topic), once the answers are delivered to the results topic it writes "answered", and it
+consults what it and its predecessors wrote:
 
 - an attempt lower than the last one asked is stale (its entry already moved on): never asked;
+- the same attempt answered: its result is on the results topic, the cache agent will apply it: not asked;
 - the same attempt asked less than `horizon` ago is in flight: not asked again;
-- the same attempt asked longer ago lost its answer: asked again, so a lost request never starves;
+- the same attempt asked longer ago, unanswered, lost its answer (a crash mid-call): asked again, so a lost
+  request never starves;
 - a higher attempt is a new attempt: asked.
 
-`horizon` is half the pending timeout: the cache agent re-emits an unanswered attempt one pending timeout
-after it started it, which is at least that long after it was asked only when the answer really got
-lost, so a re-emission that merely crossed a slow answer falls inside the horizon and is dropped.
+`horizon` is half the pending timeout: an answer arrives within the HTTP timeout of its ask, so a
+re-emission of an unanswered attempt coming later than that means the answer was lost; the cache agent
+re-emits one pending timeout after it started the attempt, which keeps one extra ask per lost answer.
 
 No Faust, aiokafka or asyncio here; time is passed in (Unix seconds, shared by every worker).
 """
@@ -45,12 +48,13 @@ class Asked:
 
     attempt: int
     at: float
+    answered: bool = False  # its answer reached the results topic
 
 
-def encode_asked(attempt: int, at: float, by: str = "") -> bytes:
+def encode_asked(attempt: int, at: float, by: str = "", *, answered: bool = False) -> bytes:
     """The asked log's record value (the key is the IP as raw UTF-8); `by` names the asking worker, for
     operators and tests (readers ignore it)."""
-    record = {"attempt": attempt, "at": round(at, 3), "by": by}
+    record = {"attempt": attempt, "at": round(at, 3), "by": by, "answered": answered}
     return json.dumps(record, separators=(",", ":")).encode()
 
 
@@ -60,7 +64,7 @@ def decode_asked(raw: bytes | None) -> Asked | None:
         return None
     try:
         data = json.loads(raw)
-        return Asked(int(data["attempt"]), float(data["at"]))
+        return Asked(int(data["attempt"]), float(data["at"]), data.get("answered") is True)
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -81,12 +85,14 @@ class AskedLog:
     def get(self, ip: str) -> Asked | None:
         return self._last.get(ip)
 
-    def record(self, ip: str, attempt: int, at: float) -> None:
-        """Note an ask (ours, or one read back from the log in any order): the highest attempt wins,
-        and for the same attempt the latest time."""
+    def record(self, ip: str, attempt: int, at: float, *, answered: bool = False) -> None:
+        """Note an ask or its answer (ours, or read back from the log in any order): the highest attempt
+        wins; for the same attempt the latest time, and answered stays answered."""
         last = self._last.get(ip)
-        if last is None or (attempt, at) > (last.attempt, last.at):
-            self._last[ip] = Asked(attempt, at)
+        if last is None or attempt > last.attempt:
+            self._last[ip] = Asked(attempt, at, answered)
+        elif attempt == last.attempt:
+            self._last[ip] = Asked(attempt, max(at, last.at), answered or last.answered)
 
     def should_ask(self, ip: str, attempt: int, now: float) -> bool:
         """Whether a request for (ip, attempt) arriving at `now` must go to the API."""
@@ -95,6 +101,8 @@ class AskedLog:
             return True
         if attempt < last.attempt:
             return False  # stale: the entry has moved on to a later attempt
+        if last.answered:
+            return False  # the cache agent has (or will have) the answer to this very attempt
         return now - last.at >= self.horizon  # same attempt: in flight, unless its answer got lost
 
     def select(self, wanted: Mapping[str, int], now: float) -> dict[str, int]:
@@ -112,4 +120,4 @@ class AskedLog:
         """Start over from records read back from the asked topic (after an assignment change)."""
         self._last.clear()
         for ip, asked in records:
-            self.record(ip, asked.attempt, asked.at)
+            self.record(ip, asked.attempt, asked.at, answered=asked.answered)

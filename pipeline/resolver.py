@@ -33,8 +33,8 @@ RESOLVE_BATCH = 100  # ip-api's batch limit: more gives HTTP 422
 LOAD_TIMEOUT = 30.0  # seconds to read the asked log back; past it we ask with what we have (a few repeats)
 
 
-def register(geo: Any, providers: Sequence[Any] | None, resolve: Any, send: Any) -> None:
-    """Declare the resolver agent on geo.app, consuming the `resolve` topic; `send(topic, key, value)`."""
+def register(geo: Any, providers: Sequence[Any] | None, resolve: Any) -> None:
+    """Declare the resolver agent on geo.app, consuming the `resolve` topic."""
     app: faust.App = geo.app
     s = geo.settings
     stats = geo.stats
@@ -42,6 +42,11 @@ def register(geo: Any, providers: Sequence[Any] | None, resolve: Any, send: Any)
     loaded: dict[str, frozenset[int] | None] = {"partitions": None}
     budget_holder: dict[str, Any] = {}
     by = s.worker_label
+
+    async def send(topic: str, key: bytes, value: bytes, partition: int | None = None) -> Any:
+        """Queue a record on the app's producer; returns its delivery future (awaited only where the
+        order of delivery matters: the consumer flushes the producer before every offset commit)."""
+        return await app.producer.send(topic, key, value, partition, None, None)
 
     @app.agent(resolve, concurrency=1, name="geo-resolver")
     async def resolver(stream: Any) -> None:
@@ -99,9 +104,7 @@ def register(geo: Any, providers: Sequence[Any] | None, resolve: Any, send: Any)
         # next owner of the partition reads this and does not ask again (the asked log is co-partitioned
         # with the resolve topic, so the record goes to the request's own partition number)
         deliveries = [
-            await app.producer.send(
-                s.asked_topic, ip.encode(), encode_asked(attempt, now, by), partition[ip], None, None
-            )
+            await send(s.asked_topic, ip.encode(), encode_asked(attempt, now, by), partition[ip])
             for ip, attempt in chosen.items()
         ]
         await asyncio.gather(*deliveries)
@@ -118,10 +121,20 @@ def register(geo: Any, providers: Sequence[Any] | None, resolve: Any, send: Any)
             }
         stats.lookups += len(ips)
         stats.batches += 1
+        deliveries = []
         for ip in ips:
             result = results.get(ip) or TransientFailure("no result", chain.name)
             body = {"type": "result", "attempt": chosen[ip], "result": result_to_dict(result)}
-            await send(s.results_topic, ip.encode(), json.dumps(body).encode())
+            deliveries.append(await send(s.results_topic, ip.encode(), json.dumps(body).encode()))
+        # only once the answers are on the broker may the log say "answered": from then on a repeat of
+        # these requests (redelivery, a re-emission crossing the answer) is dropped whatever its age. Those
+        # records need no wait: if they are lost, the horizon rule costs at most one more ask
+        await asyncio.gather(*deliveries)
+        answered_at = time.time()
+        for ip, attempt in chosen.items():
+            asked.record(ip, attempt, answered_at, answered=True)
+            value = encode_asked(attempt, answered_at, by, answered=True)
+            await send(s.asked_topic, ip.encode(), value, partition[ip])
 
     geo.resolve_budget = budget_holder
     geo.asked_log = asked

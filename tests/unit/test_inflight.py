@@ -41,6 +41,22 @@ def test_should_ask_by_attempt_and_age(attempt: int, now: float, expected: bool)
     assert log.should_ask("8.8.8.8", attempt, now) is expected
 
 
+def test_an_answered_attempt_is_never_asked_again() -> None:
+    """Once the answer to an attempt is on the results topic, a repeat of it is dropped however late."""
+    log = log_with(("8.8.8.8", 2, 100.0))
+    log.record("8.8.8.8", 2, 101.0, answered=True)
+    assert not log.should_ask("8.8.8.8", 2, now=101.0 + 10 * HORIZON)
+    assert log.should_ask("8.8.8.8", 3, now=102.0)
+
+
+def test_an_ask_read_after_its_answer_keeps_it_answered() -> None:
+    """Records read back out of order never turn an answered attempt back into an unanswered one."""
+    log = AskedLog(HORIZON, KEEP)
+    log.record("8.8.8.8", 2, 101.0, answered=True)
+    log.record("8.8.8.8", 2, 100.0)
+    assert log.get("8.8.8.8") == Asked(2, 101.0, answered=True)
+
+
 def test_select_keeps_only_the_requests_to_ask() -> None:
     """A batch loses the requests an ask still covers and keeps new IPs and new attempts."""
     log = log_with(("1.1.1.1", 1, 100.0), ("8.8.8.8", 1, 100.0))
@@ -85,11 +101,13 @@ def test_malformed_asked_records_are_skipped(raw: bytes | None) -> None:
     assert decode_asked(raw) is None
 
 
-@given(st.integers(1, 1000), st.floats(0, 2e9, allow_nan=False))
-def test_encode_decode_round_trip(attempt: int, at: float) -> None:
-    """An asked record decodes to the attempt and (millisecond-rounded) time it was written with."""
-    decoded = decode_asked(encode_asked(attempt, at))
-    assert decoded is not None and decoded.attempt == attempt and abs(decoded.at - at) <= 0.001
+@given(st.integers(1, 1000), st.floats(0, 2e9, allow_nan=False), st.booleans())
+def test_encode_decode_round_trip(attempt: int, at: float, answered: bool) -> None:
+    """An asked record decodes to the attempt, (millisecond-rounded) time and answered flag it was written
+    with."""
+    decoded = decode_asked(encode_asked(attempt, at, "w1", answered=answered))
+    assert decoded is not None and (decoded.attempt, decoded.answered) == (attempt, answered)
+    assert abs(decoded.at - at) <= 0.001
 
 
 @given(st.lists(st.tuples(st.integers(1, 5), st.floats(0, 1000, allow_nan=False)), min_size=1), st.data())
@@ -97,7 +115,7 @@ def test_a_request_never_starves(asks: list[tuple[int, float]], data: st.DataObj
     """Whatever was asked before, the latest attempt is asked again once the horizon has passed."""
     log = AskedLog(HORIZON, KEEP)
     for attempt, at in asks:
-        log.record("8.8.8.8", attempt, at)
+        log.record("8.8.8.8", attempt, at)  # asked, never answered: every call was lost
     last = log.get("8.8.8.8")
     assert last is not None
     later = data.draw(st.floats(last.at + HORIZON + 1e-6, last.at + KEEP, allow_nan=False))  # float slack
