@@ -73,7 +73,11 @@ def register(geo: Any, providers: Sequence[Any] | None, resolve: Any) -> None:
         if mine == loaded["partitions"]:
             return
         now = time.time()
-        records = await read_asked(s.kafka_bootstrap, s.asked_topic, mine, since=now - asked.keep)
+        try:
+            records = await read_asked(s.kafka_bootstrap, s.asked_topic, mine, since=now - asked.keep)
+        except Exception:  # the batch still goes out, deduped by what we know; the next batch retries
+            log.exception("reading the asked log back failed")
+            return
         asked.replace(records)
         asked.prune(now)
         loaded["partitions"] = mine

@@ -153,7 +153,9 @@ async def test_two_live_workers_emit_each_attempt_once_through_an_outage(
             retry_interval=1.0,
             retry_base=2.0,
             retry_cap=8.0,
-            pending_timeout=120.0,  # longer than the test: no re-emission of an attempt that is merely slow
+            # longer than the test: an attempt held up by the resolver's breaker after the 429s is not
+            # re-emitted (that re-emission is the resolver's to drop, and the kill test covers it)
+            pending_timeout=600.0,
         )
         await ensure_topics(settings)
         workers = [WorkerProcess(settings, tmp_path / f"w{i}", tmp_path / f"w{i}.log") for i in range(2)]
@@ -166,9 +168,10 @@ async def test_two_live_workers_emit_each_attempt_once_through_an_outage(
 
                 async def retried() -> bool:
                     await out.poll()
-                    return all(out.resolved.get(ip, {}).get("attempts", 0) >= 3 for ip in public)
+                    return all(out.resolved.get(ip, {}).get("attempts", 0) >= 2 for ip in public)
 
-                await wait_for(retried, 180, interval=0.2, message=lambda: f"3 attempts: {out.statuses()}")
+                # two failed attempts each: the timers re-emitted every IP at least once
+                await wait_for(retried, 120, interval=0.2, message=lambda: f"2 attempts: {out.statuses()}")
                 failed_requests = len(api.log)
                 faults.force_429 = False
 
@@ -176,7 +179,7 @@ async def test_two_live_workers_emit_each_attempt_once_through_an_outage(
                     await out.poll()
                     return all(out.resolved[ip]["status"] == "resolved" for ip in public)
 
-                await wait_for(all_resolved, 120, interval=0.2, message=lambda: f"resolved: {out.statuses()}")
+                await wait_for(all_resolved, 150, interval=0.2, message=lambda: f"resolved: {out.statuses()}")
             requests = resolve_requests(await read_topic(kafka_bootstrap, settings.resolve_topic))
         finally:
             for w in workers:
