@@ -3,9 +3,10 @@
 Layout (see DESIGN.md): input events are repartitioned by normalised IP into `<app>-events-by-ip`;
 resolver results and timer retry requests go to `<app>-geo-results`; both have exactly `partitions`
 partitions and raw UTF-8 IP keys, the same bytes as the table keys, so the table, its changelog and every
-topic that feeds the one writing agent are co-partitioned (facts 2 and 11). Records are JSON bytes and
-are produced with the app's producer directly, not `topic.send` (about 35x cheaper per message); the
-consumer flushes that producer before every offset commit, so at-least-once holds.
+topic that feeds the one writing agent are co-partitioned (facts 2 and 11). The resolver's asked log
+`<app>-geo-asked` has the resolve topic's partition count: each resolve partition has its own. Records
+are JSON bytes and are produced with the app's producer directly, not `topic.send` (about 35x cheaper per
+message); the consumer flushes that producer before every offset commit, so at-least-once holds.
 """
 
 from __future__ import annotations
