@@ -120,7 +120,11 @@ async def test_killed_worker_due_entries_are_retried_by_the_survivor(
         asked = api.ips_seen()
         assert set(asked) == set(public)
         twice = sum(n > 1 for n in asked.values())
-        print(f"after the crash: max asks per IP {max(asked.values())}, asked twice {twice}/{len(public)}")
+        deduped = _last_summary(survivor.log_path.read_text(errors="replace")).partition("deduped=")[2]
+        print(
+            f"after the crash: max asks per IP {max(asked.values())}, asked twice {twice}/{len(public)}, "
+            f"survivor dropped {deduped.split(' ')[0] or '?'} resolve requests already asked"
+        )
         assert max(asked.values()) <= 2, "the crash cost more than one extra ask for an IP"
         assert twice <= len(public) // 4, "most IPs must be asked exactly once"
 
