@@ -3,7 +3,7 @@
 (Ingest is not an agent: see `hotpath.py`.)
 - cache: events-by-ip + geo-results -> the only writer of the geo table and its due-time index; emits
   enriched events, resolve requests and resolved records.
-- resolver: geo-resolve -> batches of up to 100 IPs -> provider chain -> geo-results.
+- resolver (module `resolver`): geo-resolve -> batches of up to 100 IPs -> provider chain -> geo-results.
 
 No exception escapes an agent (fact 5: Faust would ack and lose the message): failures are logged,
 counted and re-published (DLQ for input, transient results for lookups). Every agent has concurrency 1
@@ -19,13 +19,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
 import faust
 
-from .addresses import AddressKind, classify
+from .addresses import classify
 from .ingest import dead_letter, enriched
-from .models import EntryStatus, GeoEntry, LookupResult, TransientFailure, result_from_dict, result_to_dict
+from .models import EntryStatus, GeoEntry, result_from_dict
 from .policy import Decision, apply_result, on_event, on_retry, schedule_key
+from .resolver import register as register_resolver
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ RAW: dict[str, Any] = {
     "key_serializer": "raw",
     "value_serializer": "raw",
 }
-RESOLVE_BATCH = 100  # ip-api's batch limit: more gives HTTP 422
 
 
 def register(geo: Any, providers: Sequence[Any] | None) -> None:
@@ -48,6 +47,7 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
     resolve = app.topic(s.resolve_topic, partitions=s.resolve_partitions, **RAW)
     rng = random.Random()
     table, schedule, policy = geo.table, geo.schedule, geo.policy
+    by = s.worker_label  # who emitted a resolve request: lets operators and tests trace duplicates
 
     def write(entry: GeoEntry, old: GeoEntry | None) -> None:
         """Write an entry and keep the due-time index in step; the index is what the timer reads."""
@@ -69,7 +69,7 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
             await producer_send(s.resolved_topic, entry.ip.encode(), entry.to_json())
             stats.resolved_published += 1
         if decision.resolve_attempt is not None and entry is not None:
-            request = json.dumps({"ip": entry.ip, "attempt": decision.resolve_attempt}).encode()
+            request = json.dumps({"ip": entry.ip, "attempt": decision.resolve_attempt, "by": by}).encode()
             await producer_send(s.resolve_topic, entry.ip.encode(), request)
             stats.resolve_sent += 1
         return entry or old
@@ -113,56 +113,7 @@ def register(geo: Any, providers: Sequence[Any] | None) -> None:
             stats.results_applied += 1
             await decided(Decision(new), old)
 
-    budget_holder: dict[str, Any] = {}
-
-    @app.agent(resolve, concurrency=1, name="geo-resolver")
-    async def resolver(stream: Any) -> None:
-        chain = await _open_chain(geo, providers, budget_holder)
-        # cold start: wait out a window nobody can vouch for. No batch is held yet, so this wait does not
-        # stall a rebalance and must not give way to one (giving way here sent the first batch to a closed
-        # budget, failing it without a request)
-        await _pace(app, budget_holder.get("budget"), give_way=False)
-        try:
-            async for batch in stream.take(RESOLVE_BATCH, within=s.resolve_batch_wait):
-                try:
-                    await resolve_batch(chain, batch)
-                except Exception:  # fact 5; the IPs come back through the retry timer
-                    stats.errors += 1
-                    log.exception("resolver batch of %d failed", len(batch))
-                await _pace(app, budget_holder.get("budget"))
-        finally:
-            await _close_chain(budget_holder)
-
-    async def resolve_batch(chain: Any, batch: list[bytes]) -> None:
-        wanted: dict[str, int] = {}
-        for value in batch:
-            try:
-                request = json.loads(value)
-                ip, attempt = str(request["ip"]), int(request["attempt"])
-            except (ValueError, KeyError, TypeError):
-                log.warning("dropping malformed resolve request %r", value[:200])
-                continue
-            wanted[ip] = max(attempt, wanted.get(ip, 0))
-        # defensive: only global addresses ever reach a provider, whatever is on the topic
-        ips = [ip for ip in wanted if classify(ip) is AddressKind.GLOBAL]
-        if not ips:
-            return
-        results: dict[str, LookupResult]
-        try:
-            results = await chain.resolve(ips)
-        except Exception as exc:  # a provider bug must not lose the batch: all become transient
-            log.exception("provider chain raised")
-            results = {
-                ip: TransientFailure(f"provider error: {type(exc).__name__}", chain.name) for ip in ips
-            }
-        stats.lookups += len(ips)
-        stats.batches += 1
-        for ip in ips:
-            result = results.get(ip) or TransientFailure("no result", chain.name)
-            body = {"type": "result", "attempt": wanted[ip], "result": result_to_dict(result)}
-            await producer_send(s.results_topic, ip.encode(), json.dumps(body).encode())
-
-    geo.resolve_budget = budget_holder
+    register_resolver(geo, providers, resolve)
 
 
 def _sender(app: faust.App) -> Any:
@@ -172,58 +123,3 @@ def _sender(app: faust.App) -> Any:
         await app.producer.send(topic, key, value, None, None, None)
 
     return send
-
-
-async def _open_chain(geo: Any, providers: Sequence[Any] | None, holder: dict[str, Any]) -> Any:
-    from .providers import OfflineProvider, ProviderChain
-
-    if providers is not None:
-        holder["budget"] = getattr(providers[0], "budget", None)
-        return ProviderChain(providers)
-    from .ipapi import IpApiProvider
-    from .throttle import ResolveBudget
-
-    s = geo.settings
-    chain: list[Any] = []
-    for name in s.providers:
-        if name == "offline":
-            chain.append(OfflineProvider())
-        else:
-            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.http_timeout))
-            budget = ResolveBudget(geo.app.loop.time, limit=s.budget_requests, window=s.budget_window)
-            # we cannot know what a previous owner of the resolve partition sent in the current window
-            budget.assume_full_window()
-            holder.update(session=session, budget=budget)
-            chain.append(
-                IpApiProvider(
-                    session,
-                    budget,
-                    base_url=s.ipapi_url or None,
-                    api_key=s.ipapi_key,
-                    fields=s.ipapi_fields,
-                    lang=s.ipapi_lang,
-                    timeout=s.http_timeout,
-                )
-            )
-    return ProviderChain(chain)
-
-
-async def _close_chain(holder: dict[str, Any]) -> None:
-    session = holder.pop("session", None)
-    if session is not None:
-        await session.close()
-
-
-async def _pace(app: faust.App, budget: Any, *, give_way: bool = True) -> None:
-    """Wait for the budget before taking more work, but give way to a rebalance (fact 8).
-
-    Polling in short steps lets a rebalance proceed: Faust waits for unacked messages before it hands
-    partitions over, and the take() buffer fills while we wait.
-    """
-    import asyncio
-
-    while budget is not None and not (give_way and app.rebalancing):
-        delay = budget.delay()
-        if delay <= 0:
-            return
-        await asyncio.sleep(min(delay, 0.5))

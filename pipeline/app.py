@@ -3,9 +3,10 @@
 Layout (see DESIGN.md): input events are repartitioned by normalised IP into `<app>-events-by-ip`;
 resolver results and timer retry requests go to `<app>-geo-results`; both have exactly `partitions`
 partitions and raw UTF-8 IP keys, the same bytes as the table keys, so the table, its changelog and every
-topic that feeds the one writing agent are co-partitioned (facts 2 and 11). Records are JSON bytes and
-are produced with the app's producer directly, not `topic.send` (about 35x cheaper per message); the
-consumer flushes that producer before every offset commit, so at-least-once holds.
+topic that feeds the one writing agent are co-partitioned (facts 2 and 11). The resolver's asked log
+`<app>-geo-asked` has the resolve topic's partition count: each resolve partition has its own. Records
+are JSON bytes and are produced with the app's producer directly, not `topic.send` (about 35x cheaper per
+message); the consumer flushes that producer before every offset commit, so at-least-once holds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from .inflight import asked_keep
 from .ingest import NearCache
 from .policy import RetryPolicy
 from .settings import Settings
@@ -56,13 +58,15 @@ class Stats:
     lookups: int = 0
     batches: int = 0
     errors: int = 0
+    resolve_deduped: int = 0  # resolve requests dropped because an ask for them was still in flight
     ticks: list[dict[str, float]] = field(default_factory=list)
 
     def line(self) -> str:
         return (
             f"in={self.consumed} enriched={self.enriched} near_hits={self.hits} dlq={self.dead_lettered} "
             f"misses={self.misses} resolve_sent={self.resolve_sent} lookups={self.lookups} "
-            f"batches={self.batches} results={self.results_applied} errors={self.errors}"
+            f"batches={self.batches} deduped={self.resolve_deduped} results={self.results_applied} "
+            f"errors={self.errors}"
         )
 
 
@@ -106,6 +110,21 @@ def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         # first assignment is ignored by its assignor, leaving that table without active partitions
         f"{s.app_id}-{CACHE_TABLE}-changelog": (s.partitions, COMPACTED),
         f"{s.app_id}-{SCHEDULE_TABLE}-changelog": (s.partitions, COMPACTED),
+        s.asked_topic: (s.resolve_partitions, asked_topic_config(s.pending_timeout)),
+    }
+
+
+def asked_topic_config(pending_timeout: float) -> dict[str, str]:
+    """The asked log keeps the latest ask per IP, for a few pending timeouts (all the resolver reads back).
+
+    Segments roll every pending timeout so that time retention can drop old ones (it only deletes closed
+    segments). Set when the topic is created: a later GEO_PENDING_TIMEOUT does not change it.
+    """
+    keep_ms = int(asked_keep(pending_timeout) * 1000)
+    return {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(keep_ms),
+        "segment.ms": str(max(60_000, int(pending_timeout * 1000))),  # >= 1 min: few files
     }
 
 
@@ -132,7 +151,8 @@ async def ensure_topics(settings: Settings) -> None:
 async def _check_partitions(
     admin: AIOKafkaAdminClient, settings: Settings, layout: dict[str, tuple[int, dict[str, str]]]
 ) -> None:
-    names = [settings.by_ip_topic, settings.results_topic]
+    # the table's feeds must match the table; the asked log must match the resolve topic it mirrors
+    names = [settings.by_ip_topic, settings.results_topic, settings.asked_topic, settings.resolve_topic]
     described = await admin.describe_topics(names)
     for item in described:
         want = layout[item["topic"]][0]
@@ -141,8 +161,8 @@ async def _check_partitions(
             from .errors import ConfigError
 
             raise ConfigError(
-                f"topic {item['topic']} has {have} partitions but GEO_PARTITIONS={want}: the table "
-                "and the topics that feed it must be co-partitioned"
+                f"topic {item['topic']} has {have} partitions but {want} are configured: the table and "
+                "its input topics, and the resolve and asked topics, must be co-partitioned"
             )
 
 

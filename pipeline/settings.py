@@ -7,6 +7,8 @@ redacted.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -42,6 +44,7 @@ class Settings:
     max_event_bytes: int = field(default=64 * 1024, metadata={"env": "GEO_MAX_EVENT_BYTES"})
     # entries the hot path keeps to serve hits without the second hop (~0.5 KiB each; 0 turns it off)
     near_cache_size: int = field(default=250_000, metadata={"env": "GEO_NEAR_CACHE_SIZE"})
+    worker_name: str = field(default="", metadata={"env": "GEO_WORKER_NAME"})  # "": <hostname>:<pid>
     # providers
     providers: tuple[str, ...] = field(default=("ipapi", "offline"), metadata={"env": "GEO_PROVIDERS"})
     ipapi_url: str = field(default="", metadata={"env": "GEO_IPAPI_URL"})
@@ -107,6 +110,16 @@ class Settings:
     def results_topic(self) -> str:
         """Internal topic: lookup results and retry requests keyed by IP (co-partitioned with the table)."""
         return f"{self.app_id}-geo-results"
+
+    @property
+    def asked_topic(self) -> str:
+        """Internal topic: what the resolver asked the API, keyed by IP (co-partitioned with resolve)."""
+        return f"{self.app_id}-geo-asked"
+
+    @property
+    def worker_label(self) -> str:
+        """This worker's name in the records it emits: GEO_WORKER_NAME, else `<hostname>:<pid>`."""
+        return self.worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
     def describe(self) -> list[tuple[str, str]]:
         """(variable, value) pairs with secrets redacted, for `geo-pipeline settings`."""

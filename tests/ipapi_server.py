@@ -207,7 +207,7 @@ class LoggedRequest:
     path: str
     client: str
     items: int = 0
-    ips: list[str] = field(default_factory=list)  # as read; 403/429 bodies are not read; bad items are ""
+    ips: list[str] = field(default_factory=list)  # as read (429 bodies too); 403 bodies are not; bad items ""
     status: int = 0  # 0 while in flight, or when aiohttp itself answered (413 for a body over MAX_BODY)
     violation: bool = False
 
@@ -243,9 +243,10 @@ class IpApiServer:
         """Whether any client got itself banned: a correct pipeline never does."""
         return bool(self.limiter.banned)
 
-    def ips_seen(self) -> Counter[str]:
-        """How often each IP was queried: duplicates show a client re-sending what was pending."""
-        return Counter(ip for r in self.log for ip in r.ips)
+    def ips_seen(self, *, rejected: bool = False) -> Counter[str]:
+        """How often each IP was queried in requests the server answered (with `rejected`, in 429'd ones
+        too): duplicates show a client re-sending what was pending."""
+        return Counter(ip for r in self.log for ip in r.ips if rejected or r.status != 429)
 
     def max_in_window(self, endpoint: str = "batch") -> int:
         """Most requests one client sent to `endpoint` in one window; over the limit means a violation."""
@@ -295,6 +296,8 @@ class IpApiServer:
             verdict = self.limiter.check(entry.client, endpoint, forced_429=self.faults.force_429)
             headers = {"X-Rl": str(verdict.remaining), "X-Ttl": str(verdict.ttl)}
             entry.violation = verdict.violation
+            if verdict.status == 429 and endpoint == "batch":
+                entry.ips = await _batch_ips(request)  # rejected asks count too when checking duplicates
             if verdict.status != 200:
                 return web.Response(status=verdict.status, headers=headers, text="too many requests"
                                     if verdict.status == 429 else "banned")  # fmt: skip
@@ -337,6 +340,15 @@ class IpApiServer:
         if malformed < f.malformed_rate:
             text = text[: max(1, len(text) // 2)]
         return web.Response(status=200, headers=headers, text=text, content_type="application/json")
+
+
+async def _batch_ips(request: web.Request) -> list[str]:
+    """The queries of a batch body, or none when it does not parse (only for the log)."""
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return []
+    return [q for q, _ in _items(body, None)] if isinstance(body, list) else []
 
 
 def _items(body: list[Any], fields: str | None) -> Iterable[tuple[str, str | None]]:

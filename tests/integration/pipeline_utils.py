@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from pipeline.models import LookupResult
 from pipeline.providers import OfflineProvider
 from pipeline.settings import Settings
-from tests.kafka_utils import unique
+from tests.kafka_utils import unique, wait_for
 
 
 def make_settings(bootstrap: str, data_dir: Path, *, app_id: str | None = None, **overrides: Any) -> Settings:
@@ -92,3 +92,32 @@ class Outputs:
 
     def statuses(self) -> Counter[str]:
         return Counter(entry["status"] for entry in self.resolved.values())
+
+
+async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[ConsumerRecord]:
+    """Every record of `topic` up to its current end, read with a group-less consumer."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        await consumer._client.force_metadata_update()  # a topic created by a worker needs fresh metadata
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning()
+        ends = await consumer.end_offsets(tps)
+
+        async def at_end() -> bool:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for part in batch.values():
+                records.extend(part)
+            return all([await consumer.position(tp) >= ends[tp] for tp in tps])
+
+        await wait_for(at_end, timeout, interval=0, message=f"{topic} read to its end")
+    finally:
+        await consumer.stop()
+    return records
+
+
+def resolve_requests(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
+    """The resolve topic's requests ({"ip", "attempt", "by"}) in partition order."""
+    return [json.loads(r.value) for r in records]

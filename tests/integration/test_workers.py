@@ -1,15 +1,18 @@
 """Several worker processes on the same topics: partitions shared, counts add up, no IP resolved twice,
-and a killed worker's due entries are retried by the survivor."""
+each attempt emitted once by one worker, and a killed worker's due entries are retried by the survivor
+at the cost of at most one extra ask per IP."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from pipeline.app import ensure_topics
-from tests.integration.pipeline_utils import Outputs, make_settings
+from pipeline.settings import Settings
+from tests.integration.pipeline_utils import Outputs, make_settings, read_topic, resolve_requests
 from tests.integration.test_resolver import WINDOW, addresses, publish_all
 from tests.integration.workers import WorkerProcess
 from tests.ipapi_server import Faults, IpApiServer, ServerConfig
@@ -63,7 +66,8 @@ def _last_summary(log: str) -> str:
 async def test_killed_worker_due_entries_are_retried_by_the_survivor(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """Entries left NULL by a rate-limited period are resolved after one of two workers is killed."""
+    """Entries left NULL by a rate-limited period are resolved after the worker owning the resolver is
+    killed; the crash costs at most one extra ask per IP, and most IPs are asked exactly once."""
     public, _, _ = addresses(400, seed=23)
     faults = Faults(force_429=True)
     async with IpApiServer(ServerConfig(window=WINDOW), faults=faults) as api:
@@ -94,7 +98,9 @@ async def test_killed_worker_due_entries_are_retried_by_the_survivor(
                     return all(out.resolved.get(ip, {}).get("status") == "unresolved" for ip in public)
 
                 await wait_for(all_null, 120, interval=0.2, message=lambda: f"NULL: {out.statuses()}")
-                workers[0].kill()
+                victim = await resolver_owner(settings, workers)
+                survivor = workers[1 - workers.index(victim)]
+                victim.kill()  # while the API still answers 429: every answered ask comes after the crash
                 faults.force_429 = False
 
                 async def all_resolved() -> bool:
@@ -105,7 +111,7 @@ async def test_killed_worker_due_entries_are_retried_by_the_survivor(
                     all_resolved,
                     180,
                     interval=0.2,
-                    message=lambda: f"resolved: {out.statuses()}\n{workers[1].tail()}",
+                    message=lambda: f"resolved: {out.statuses()}\n{survivor.tail()}",
                 )
         finally:
             for w in workers:
@@ -113,6 +119,91 @@ async def test_killed_worker_due_entries_are_retried_by_the_survivor(
         assert not api.banned and api.violations == 0
         asked = api.ips_seen()
         assert set(asked) == set(public)
-        # Known gap (issue 5 stays open): after a SIGKILL the same attempt can be asked up to 4 times
-        # (survivor's timer, redelivered resolve batch, pending timeout); printed for the record.
-        print(f"max asks per IP after the crash: {max(asked.values())}")
+        twice = sum(n > 1 for n in asked.values())
+        deduped = _last_summary(survivor.log_path.read_text(errors="replace")).partition("deduped=")[2]
+        print(
+            f"after the crash: max asks per IP {max(asked.values())}, asked twice {twice}/{len(public)}, "
+            f"survivor dropped {deduped.split(' ')[0] or '?'} resolve requests already asked"
+        )
+        assert max(asked.values()) <= 2, "the crash cost more than one extra ask for an IP"
+        assert twice <= len(public) // 4, "most IPs must be asked exactly once"
+
+
+async def resolver_owner(settings: Settings, workers: list[WorkerProcess]) -> WorkerProcess:
+    """The worker that wrote the latest asked record: the one that owns the resolve partition now."""
+    records = await read_topic(settings.kafka_bootstrap, settings.asked_topic)
+    assert records, "nothing asked yet"
+    by = json.loads(max(records, key=lambda r: r.timestamp).value)["by"]
+    owner = [w for w in workers if by.endswith(f":{w.proc.pid}")]
+    assert len(owner) == 1, f"asked by {by!r}, not one of our workers"
+    return owner[0]
+
+
+async def test_two_live_workers_emit_each_attempt_once_through_an_outage(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Two workers through a rate-limited period and its recovery: each (ip, attempt) is emitted to the
+    resolve topic exactly once, by one worker; every IP ends resolved; the API saw each IP at most once per
+    attempt; no 429 after recovery; no ban."""
+    public, _, _ = addresses(200, seed=29)
+    faults = Faults(force_429=True)
+    async with IpApiServer(ServerConfig(window=WINDOW), faults=faults) as api:
+        settings = make_settings(
+            kafka_bootstrap,
+            tmp_path,
+            providers=("ipapi",),
+            ipapi_url=api.url,
+            budget_window=WINDOW,
+            retry_interval=1.0,
+            retry_base=2.0,
+            retry_cap=8.0,
+            # longer than the test: an attempt held up by the resolver's breaker after the 429s is not
+            # re-emitted (that re-emission is the resolver's to drop, and the kill test covers it)
+            pending_timeout=600.0,
+        )
+        await ensure_topics(settings)
+        workers = [WorkerProcess(settings, tmp_path / f"w{i}", tmp_path / f"w{i}.log") for i in range(2)]
+        try:
+            await wait_for(lambda: all(w.ready() for w in workers), 90, message="both workers ready")
+            async with Outputs(settings) as out:
+                await publish_all(
+                    kafka_bootstrap, settings.events_topic, [json.dumps({"ip": ip}).encode() for ip in public]
+                )
+
+                async def retried() -> bool:
+                    await out.poll()
+                    return all(out.resolved.get(ip, {}).get("attempts", 0) >= 2 for ip in public)
+
+                # two failed attempts each: the timers re-emitted every IP at least once
+                await wait_for(retried, 120, interval=0.2, message=lambda: f"2 attempts: {out.statuses()}")
+                failed_requests = len(api.log)
+                faults.force_429 = False
+
+                async def all_resolved() -> bool:
+                    await out.poll()
+                    return all(out.resolved[ip]["status"] == "resolved" for ip in public)
+
+                await wait_for(all_resolved, 150, interval=0.2, message=lambda: f"resolved: {out.statuses()}")
+            requests = resolve_requests(await read_topic(kafka_bootstrap, settings.resolve_topic))
+        finally:
+            for w in workers:
+                w.stop()
+    emitted = Counter((r["ip"], r["attempt"]) for r in requests)
+    twice = {key: n for key, n in emitted.items() if n > 1}
+    emitters = {r.get("by") for r in requests}
+    attempts = {ip: out.resolved[ip]["attempts"] for ip in public}
+    print(
+        f"resolve requests {len(requests)} for {len(emitted)} (ip, attempt) pairs, emitters {len(emitters)}, "
+        f"max attempts {max(attempts.values())}, API requests {api.requests}"
+    )
+    assert not twice, f"(ip, attempt) emitted more than once: {list(twice.items())[:10]}"
+    assert len(emitters) == 2 and None not in emitters, emitters
+    assert {ip for ip, _ in emitted} == set(public)
+    last_emitted: dict[str, int] = {}
+    for ip, attempt in emitted:
+        last_emitted[ip] = max(attempt, last_emitted.get(ip, 0))
+    assert last_emitted == attempts, "the resolved attempt is the last one emitted"
+    asked = api.ips_seen(rejected=True)
+    assert all(asked[ip] <= attempts[ip] for ip in public), "an IP was asked twice in one attempt"
+    assert all(entry.status != 429 for entry in api.log[failed_requests:])
+    assert not api.banned and api.violations == 0

@@ -349,6 +349,20 @@ def test_forced_429_is_an_outage_not_a_violation() -> None:
     assert (server.count_429, server.violations, server.banned) == (10, 0, False)
 
 
+def test_rejected_asks_are_logged_apart() -> None:
+    """IPs in 429'd batches are counted only when asked for, so duplicate checks can span an outage."""
+
+    async def body(server: IpApiServer, session: aiohttp.ClientSession) -> None:
+        server.faults.force_429 = True
+        assert (await post(session, server.url + "/batch", ["8.8.8.8", "1.1.1.1"]))[0] == 429
+        server.faults.force_429 = False
+        assert (await post(session, server.url + "/batch", ["8.8.8.8"]))[0] == 200
+
+    server = serve(body)
+    assert server.ips_seen() == {"8.8.8.8": 1}
+    assert server.ips_seen(rejected=True) == {"8.8.8.8": 2, "1.1.1.1": 1}
+
+
 def test_timeout_fault_hangs_past_client_timeout_and_shutdown_is_prompt() -> None:
     """timeout_rate 1.0 makes the client time out; leaving the server wakes the hung handler."""
 

@@ -1,0 +1,123 @@
+"""The resolver's dedupe by (ip, attempt): pure decisions with plain numbers for time."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.inflight import Asked, AskedLog, asked_horizon, asked_keep, decode_asked, encode_asked
+
+HORIZON = 15.0
+KEEP = 90.0
+
+
+def log_with(*asks: tuple[str, int, float]) -> AskedLog:
+    log = AskedLog(HORIZON, KEEP)
+    for ip, attempt, at in asks:
+        log.record(ip, attempt, at)
+    return log
+
+
+def test_an_ip_never_asked_is_asked() -> None:
+    """A request with no earlier ask goes to the API."""
+    assert AskedLog(HORIZON, KEEP).should_ask("8.8.8.8", 1, now=100.0)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "now", "expected"),
+    [
+        (3, 100.0, True),  # a new attempt right after the last one was asked
+        (2, 100.0, False),  # same attempt, asked a moment ago: in flight
+        (2, 114.9, False),  # same attempt, just inside the horizon
+        (2, 115.0, True),  # same attempt, horizon passed: its answer got lost, ask again
+        (1, 100.0, False),  # an older attempt: stale
+        (1, 10_000.0, False),  # an older attempt stays stale however long ago
+    ],
+)
+def test_should_ask_by_attempt_and_age(attempt: int, now: float, expected: bool) -> None:
+    """Lower attempts are dropped, the same attempt only inside the horizon, higher ones always asked."""
+    log = log_with(("8.8.8.8", 2, 100.0))
+    assert log.should_ask("8.8.8.8", attempt, now) is expected
+
+
+def test_an_answered_attempt_is_never_asked_again() -> None:
+    """Once the answer to an attempt is on the results topic, a repeat of it is dropped however late."""
+    log = log_with(("8.8.8.8", 2, 100.0))
+    log.record("8.8.8.8", 2, 101.0, answered=True)
+    assert not log.should_ask("8.8.8.8", 2, now=101.0 + 10 * HORIZON)
+    assert log.should_ask("8.8.8.8", 3, now=102.0)
+
+
+def test_an_ask_read_after_its_answer_keeps_it_answered() -> None:
+    """Records read back out of order never turn an answered attempt back into an unanswered one."""
+    log = AskedLog(HORIZON, KEEP)
+    log.record("8.8.8.8", 2, 101.0, answered=True)
+    log.record("8.8.8.8", 2, 100.0)
+    assert log.get("8.8.8.8") == Asked(2, 101.0, answered=True)
+
+
+def test_select_keeps_only_the_requests_to_ask() -> None:
+    """A batch loses the requests an ask still covers and keeps new IPs and new attempts."""
+    log = log_with(("1.1.1.1", 1, 100.0), ("8.8.8.8", 1, 100.0))
+    wanted = {"1.1.1.1": 1, "8.8.8.8": 2, "9.9.9.9": 1}
+    assert log.select(wanted, now=101.0) == {"8.8.8.8": 2, "9.9.9.9": 1}
+
+
+def test_records_read_back_in_any_order_keep_the_highest_attempt_and_latest_time() -> None:
+    """Loading the log out of order ends with the same view as reading it in order."""
+    log = log_with(("8.8.8.8", 2, 50.0), ("8.8.8.8", 1, 60.0), ("8.8.8.8", 2, 40.0))
+    assert log.get("8.8.8.8") == Asked(2, 50.0)
+
+
+def test_replace_starts_over_from_the_records() -> None:
+    """An assignment change replaces the whole view with what the topic holds."""
+    log = log_with(("1.1.1.1", 1, 100.0))
+    log.replace([("8.8.8.8", Asked(1, 100.0))])
+    assert log.get("1.1.1.1") is None and log.get("8.8.8.8") == Asked(1, 100.0)
+
+
+def test_prune_forgets_asks_older_than_keep() -> None:
+    """Memory stays bounded: asks older than `keep` are forgotten, younger ones stay."""
+    log = log_with(("1.1.1.1", 1, 0.0), ("8.8.8.8", 1, 50.0))
+    assert log.prune(now=95.0) == 1
+    assert log.get("1.1.1.1") is None and len(log) == 1
+
+
+def test_keep_shorter_than_horizon_is_refused() -> None:
+    """A log that would forget an ask while it is still in flight cannot be built."""
+    with pytest.raises(ValueError):
+        AskedLog(horizon=10.0, keep=5.0)
+
+
+def test_horizon_and_keep_follow_the_pending_timeout() -> None:
+    """The horizon is half a pending timeout; asks are kept three pending timeouts."""
+    assert asked_horizon(600.0) == 300.0 and asked_keep(600.0) == 1800.0
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"not json", b"{}", b'{"attempt": "x", "at": 1}', b"[1]"])
+def test_malformed_asked_records_are_skipped(raw: bytes | None) -> None:
+    """Tombstones and malformed records decode to None instead of failing the load."""
+    assert decode_asked(raw) is None
+
+
+@given(st.integers(1, 1000), st.floats(0, 2e9, allow_nan=False), st.booleans())
+def test_encode_decode_round_trip(attempt: int, at: float, answered: bool) -> None:
+    """An asked record decodes to the attempt, (millisecond-rounded) time and answered flag it was written
+    with."""
+    decoded = decode_asked(encode_asked(attempt, at, "w1", answered=answered))
+    assert decoded is not None and (decoded.attempt, decoded.answered) == (attempt, answered)
+    assert abs(decoded.at - at) <= 0.001
+
+
+@given(st.lists(st.tuples(st.integers(1, 5), st.floats(0, 1000, allow_nan=False)), min_size=1), st.data())
+def test_a_request_never_starves(asks: list[tuple[int, float]], data: st.DataObject) -> None:
+    """Whatever was asked before, the latest attempt is asked again once the horizon has passed."""
+    log = AskedLog(HORIZON, KEEP)
+    for attempt, at in asks:
+        log.record("8.8.8.8", attempt, at)  # asked, never answered: every call was lost
+    last = log.get("8.8.8.8")
+    assert last is not None
+    later = data.draw(st.floats(last.at + HORIZON + 1e-6, last.at + KEEP, allow_nan=False))  # float slack
+    assert log.should_ask("8.8.8.8", last.attempt, later)
+    assert not log.should_ask("8.8.8.8", last.attempt, last.at + HORIZON / 2)
