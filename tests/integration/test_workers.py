@@ -198,6 +198,10 @@ async def test_two_live_workers_emit_each_attempt_once_through_an_outage(
     )
     assert not twice, f"(ip, attempt) emitted more than once: {list(twice.items())[:10]}"
     assert len(emitters) == 2 and None not in emitters, emitters
+    emitters_of: dict[str, set[str]] = {}
+    for r in requests:
+        emitters_of.setdefault(r["ip"], set()).add(r["by"])
+    assert all(len(by) == 1 for by in emitters_of.values()), "an IP was emitted by both workers"
     assert {ip for ip, _ in emitted} == set(public)
     last_emitted: dict[str, int] = {}
     for ip, attempt in emitted:
