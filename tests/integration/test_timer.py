@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.app import build, running
-from tests.integration.pipeline_utils import Outputs, make_settings
+from tests.integration.pipeline_utils import Outputs, make_settings, read_topic, resolve_requests
 from tests.integration.test_resolver import WINDOW, addresses, publish_all
 from tests.ipapi_server import Faults, IpApiServer, ServerConfig
 from tests.kafka_utils import wait_for
@@ -64,6 +64,14 @@ async def test_entries_left_null_by_a_rate_limited_period_are_retried_to_resolve
         for ip in public:
             attempts = out.resolved[ip]["attempts"]
             assert asked[ip] <= attempts, f"{ip} asked {asked[ip]} times in {attempts} attempts"
+        # private addresses never enter the retry index: no retry request and no resolve request names one
+        retries = await read_topic(kafka_bootstrap, settings.results_topic)
+        retried = {r.key.decode() for r in retries if json.loads(r.value).get("type") == "retry"}
+        requested = {
+            r["ip"] for r in resolve_requests(await read_topic(kafka_bootstrap, settings.resolve_topic))
+        }
+        assert retried and retried <= set(public)
+        assert requested == set(public)
         ticks = geo.stats.ticks
         assert ticks and max(t["emitted"] for t in ticks) > 0
         assert all(t["unresolved"] <= len(public) for t in ticks)
