@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,35 @@ def make_settings(bootstrap: str, data_dir: Path, *, app_id: str | None = None, 
     }
     values.update(overrides)
     return Settings.from_env({}, **values)
+
+
+def outage_settings(
+    bootstrap: str, data_dir: Path, api_url: str, window: float, **overrides: Any
+) -> Settings:
+    """Settings for an API outage test: the fake ip-api with its short window, retries within seconds."""
+    values: dict[str, Any] = {
+        "providers": ("ipapi",),
+        "ipapi_url": api_url,
+        "budget_window": window,
+        "retry_interval": 1.0,
+        "retry_base": 2.0,
+        "retry_cap": 8.0,
+        **overrides,
+    }
+    return make_settings(bootstrap, data_dir, **values)
+
+
+async def wait_all(
+    out: Outputs, ips: Iterable[str], check: Callable[[dict[str, Any]], bool], timeout: float, what: str
+) -> None:
+    """Follow the outputs until every IP's latest resolved record passes `check` (missing ones fail)."""
+    wanted = list(ips)
+
+    async def done() -> bool:
+        await out.poll()
+        return all(ip in out.resolved and check(out.resolved[ip]) for ip in wanted)
+
+    await wait_for(done, timeout, interval=0.2, message=lambda: f"{what}: {out.statuses()}")
 
 
 class CountingProvider:

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.app import build, running
-from tests.integration.pipeline_utils import Outputs, make_settings, read_topic, resolve_requests
+from tests.integration.pipeline_utils import Outputs, outage_settings, read_topic, resolve_requests, wait_all
 from tests.integration.test_resolver import WINDOW, addresses, publish_all
 from tests.ipapi_server import Faults, IpApiServer, ServerConfig
-from tests.kafka_utils import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,16 +23,7 @@ async def test_entries_left_null_by_a_rate_limited_period_are_retried_to_resolve
     public, private, _ = addresses(400, seed=11)
     faults = Faults(force_429=True)
     async with IpApiServer(ServerConfig(window=WINDOW), faults=faults) as api:
-        settings = make_settings(
-            kafka_bootstrap,
-            tmp_path / "w",
-            providers=("ipapi",),
-            ipapi_url=api.url,
-            budget_window=WINDOW,
-            retry_interval=1.0,
-            retry_base=2.0,
-            retry_cap=8.0,
-        )
+        settings = outage_settings(kafka_bootstrap, tmp_path / "w", api.url, WINDOW)
         geo = build(settings)
         async with running(geo), Outputs(settings) as out:
             await publish_all(
@@ -42,20 +32,12 @@ async def test_entries_left_null_by_a_rate_limited_period_are_retried_to_resolve
                 [json.dumps({"ip": ip}).encode() for ip in public + private],
             )
 
-            async def all_null() -> bool:
-                await out.poll()
-                return all(out.resolved.get(ip, {}).get("status") == "unresolved" for ip in public)
-
-            await wait_for(all_null, 90, interval=0.2, message=lambda: f"entries NULL: {out.statuses()}")
+            await wait_all(out, public, lambda e: e["status"] == "unresolved", 90, "entries NULL")
             assert all(out.resolved[ip]["geo"]["country_code"] is None for ip in public)
             failed_requests = len(api.log)
             faults.force_429 = False
 
-            async def all_resolved() -> bool:
-                await out.poll()
-                return all(out.resolved[ip]["status"] == "resolved" for ip in public)
-
-            await wait_for(all_resolved, 120, interval=0.2, message=lambda: f"resolved: {out.statuses()}")
+            await wait_all(out, public, lambda e: e["status"] == "resolved", 120, "resolved")
         after = api.log[failed_requests:]
         assert all(entry.status != 429 for entry in after)
         assert not api.banned and api.violations == 0

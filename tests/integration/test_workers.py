@@ -12,7 +12,14 @@ import pytest
 
 from pipeline.app import ensure_topics
 from pipeline.settings import Settings
-from tests.integration.pipeline_utils import Outputs, make_settings, read_topic, resolve_requests
+from tests.integration.pipeline_utils import (
+    Outputs,
+    make_settings,
+    outage_settings,
+    read_topic,
+    resolve_requests,
+    wait_all,
+)
 from tests.integration.test_resolver import WINDOW, addresses, publish_all
 from tests.integration.workers import WorkerProcess
 from tests.ipapi_server import Faults, IpApiServer, ServerConfig
@@ -71,15 +78,11 @@ async def test_killed_worker_due_entries_are_retried_by_the_survivor(
     public, _, _ = addresses(400, seed=23)
     faults = Faults(force_429=True)
     async with IpApiServer(ServerConfig(window=WINDOW), faults=faults) as api:
-        settings = make_settings(
+        settings = outage_settings(
             kafka_bootstrap,
             tmp_path,
-            providers=("ipapi",),
-            ipapi_url=api.url,
-            budget_window=WINDOW,
-            retry_interval=1.0,
-            retry_base=2.0,
-            retry_cap=8.0,
+            api.url,
+            WINDOW,
             # a request the killed worker wrote down as pending but never delivered is re-emitted after this
             # (longer than the survivor's takeover plus its cold-start wait, shorter than the test)
             pending_timeout=30.0,
@@ -93,11 +96,7 @@ async def test_killed_worker_due_entries_are_retried_by_the_survivor(
                     kafka_bootstrap, settings.events_topic, [json.dumps({"ip": ip}).encode() for ip in public]
                 )
 
-                async def all_null() -> bool:
-                    await out.poll()
-                    return all(out.resolved.get(ip, {}).get("status") == "unresolved" for ip in public)
-
-                await wait_for(all_null, 120, interval=0.2, message=lambda: f"NULL: {out.statuses()}")
+                await wait_all(out, public, lambda e: e["status"] == "unresolved", 120, "NULL")
                 victim = await resolver_owner(settings, workers)
                 survivor = workers[1 - workers.index(victim)]
                 victim.kill()  # while the API still answers 429: every answered ask comes after the crash
@@ -148,15 +147,11 @@ async def test_two_live_workers_emit_each_attempt_once_through_an_outage(
     public, _, _ = addresses(200, seed=29)
     faults = Faults(force_429=True)
     async with IpApiServer(ServerConfig(window=WINDOW), faults=faults) as api:
-        settings = make_settings(
+        settings = outage_settings(
             kafka_bootstrap,
             tmp_path,
-            providers=("ipapi",),
-            ipapi_url=api.url,
-            budget_window=WINDOW,
-            retry_interval=1.0,
-            retry_base=2.0,
-            retry_cap=8.0,
+            api.url,
+            WINDOW,
             # longer than the test: an attempt held up by the resolver's breaker after the 429s is not
             # re-emitted (that re-emission is the resolver's to drop, and the kill test covers it)
             pending_timeout=600.0,
@@ -170,20 +165,12 @@ async def test_two_live_workers_emit_each_attempt_once_through_an_outage(
                     kafka_bootstrap, settings.events_topic, [json.dumps({"ip": ip}).encode() for ip in public]
                 )
 
-                async def retried() -> bool:
-                    await out.poll()
-                    return all(out.resolved.get(ip, {}).get("attempts", 0) >= 2 for ip in public)
-
                 # two failed attempts each: the timers re-emitted every IP at least once
-                await wait_for(retried, 120, interval=0.2, message=lambda: f"2 attempts: {out.statuses()}")
+                await wait_all(out, public, lambda e: e["attempts"] >= 2, 120, "2 attempts")
                 failed_requests = len(api.log)
                 faults.force_429 = False
 
-                async def all_resolved() -> bool:
-                    await out.poll()
-                    return all(out.resolved[ip]["status"] == "resolved" for ip in public)
-
-                await wait_for(all_resolved, 150, interval=0.2, message=lambda: f"resolved: {out.statuses()}")
+                await wait_all(out, public, lambda e: e["status"] == "resolved", 150, "resolved")
             requests = resolve_requests(await read_topic(kafka_bootstrap, settings.resolve_topic))
         finally:
             for w in workers:
