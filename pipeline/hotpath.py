@@ -15,8 +15,10 @@ repartition topic, where the cache agent (the only writer of the table) decides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -32,6 +34,7 @@ MAX_BATCH = 2000  # records per getmany: bounds the replay after a crash and the
 FETCH_WAIT_MS = 500  # an idle poll returns this often, so a stop is noticed quickly
 LINGER_MS = 5  # the producer batches sends for this long: throughput over a few ms of latency
 RETRY_DELAY = 1.0  # seconds before a failed batch (or near-cache fetch) is tried again
+NEAR_WARM_WAIT = 30.0  # at start, ingest waits this long at most for the near cache to catch up
 
 
 class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -70,6 +73,8 @@ class HotPath(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._feeder: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._ends: dict[TopicPartition, int] = {}  # the resolved topic's end offsets at start
+        self.caught_up = asyncio.Event()  # the near cache holds what was on the resolved topic at start
 
     async def on_start(self) -> None:
         s = self.geo.settings
@@ -87,8 +92,12 @@ class HotPath(Service):
         await asyncio.gather(self._producer.start(), self._consumer.start(), self._feeder.start())
         self._consumer.subscribe([s.events_topic], listener=_WaitForBatch(self._lock))
         parts = await self._producer.partitions_for(s.resolved_topic)  # waits for the topic's metadata
-        self._feeder.assign([TopicPartition(s.resolved_topic, p) for p in sorted(parts)])
+        tps = [TopicPartition(s.resolved_topic, p) for p in sorted(parts)]
+        self._feeder.assign(tps)
+        self._ends = {tp: end for tp, end in (await self._feeder.end_offsets(tps)).items() if end > 0}
         log.info("near cache: following %s, %d partitions", s.resolved_topic, len(parts))
+        if not self._ends:
+            self.caught_up.set()
         self.add_future(self._feed())
         self.add_future(self._ingest())
 
@@ -101,6 +110,7 @@ class HotPath(Service):
     async def _feed(self) -> None:
         """Follow the resolved topic from its beginning: the latest entry per IP is what hits are served."""
         assert self._feeder is not None
+        started = time.monotonic()
         while not self.should_stop:
             try:
                 batch = await self._feeder.getmany(timeout_ms=FETCH_WAIT_MS, max_records=MAX_BATCH)
@@ -116,10 +126,29 @@ class HotPath(Service):
                 for record in records:
                     if record.key is not None and _servable(record.value):
                         self.near.put(record.key, record.value)
+            if not self.caught_up.is_set():
+                await self._check_caught_up(started)
+
+    async def _check_caught_up(self, started: float) -> None:
+        """Log once when the start-up backlog of the resolved topic is read (a restart rebuilds it)."""
+        assert self._feeder is not None
+        for tp, end in self._ends.items():
+            if await self._feeder.position(tp) < end:
+                return
+        self.caught_up.set()
+        log.info(
+            "near cache: caught up with %s in %.1fs, %d entries",
+            self.geo.settings.resolved_topic,
+            time.monotonic() - started,
+            len(self.near),
+        )
 
     async def _ingest(self) -> None:
         """Any Kafka error rewinds the batch and retries it; anything else crashes the worker (loudly)."""
         assert self._consumer is not None
+        # hits served from the start: misses would all take the second hop while the near cache fills
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.caught_up.wait(), NEAR_WARM_WAIT)
         while not self.should_stop:
             try:
                 batch = await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=MAX_BATCH)

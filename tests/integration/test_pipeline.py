@@ -174,7 +174,8 @@ async def _drain(out: Outputs, total: int, publics: set[str], timeout: float = 1
 async def test_restart_keeps_the_cache_and_a_fresh_data_dir_rebuilds_it_from_the_changelog(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """Restarts on the same data dir and on an empty one both answer from the cache: no lookups."""
+    """Restarts on the same data dir and on an empty one both answer from the cache: no lookups, every
+    replayed event a near-cache hit, nothing from earlier runs enriched twice."""
     settings = make_settings(kafka_bootstrap, tmp_path / "a")
     events = workload(1_500, 300, seed=5)
     publics = public_ips(events)
@@ -215,6 +216,8 @@ async def test_restart_keeps_the_cache_and_a_fresh_data_dir_rebuilds_it_from_the
 
             await wait_for(replayed, 60, interval=0.05, message="replayed events enriched")
         assert again.calls == {}, f"restart from {data_dir.name} re-resolved {sum(again.calls.values())} IPs"
+        # ingest waited for the near cache to catch up with geo-resolved: every replayed IP was a hit
+        assert geo.hotpath.caught_up.is_set() and geo.stats.hits == len(replay)
         # a clean stop committed what was delivered: nothing from earlier runs was enriched twice
         async with Outputs(settings) as out3:
             total = valid + round_no * len(replay)
