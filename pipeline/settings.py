@@ -95,6 +95,8 @@ class Settings:
             raise ConfigError("GEO_BUDGET_REQUESTS must be >= 1 and GEO_BUDGET_WINDOW > 0")
         if not 64 <= self.max_event_bytes <= MAX_EVENT_BYTES_CEILING:
             raise ConfigError(f"GEO_MAX_EVENT_BYTES must be between 64 and {MAX_EVENT_BYTES_CEILING}")
+        if self.near_cache_size < 0:
+            raise ConfigError("GEO_NEAR_CACHE_SIZE must be >= 0 (0 turns the near cache off)")
         unknown = set(self.providers) - {"ipapi", "offline"}
         if unknown or not self.providers:
             raise ConfigError(

@@ -41,6 +41,7 @@ def test_values_are_parsed_by_type() -> None:
         ({"GEO_PARTITIONS": "0"}, "must be at least 1"),
         ({"GEO_BUDGET_REQUESTS": "0"}, "GEO_BUDGET_REQUESTS must be >= 1"),
         ({"GEO_PROVIDERS": "maxmind"}, "unknown provider"),
+        ({"GEO_NEAR_CACHE_SIZE": "-1"}, "GEO_NEAR_CACHE_SIZE must be >= 0"),
         ({"GEO_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES_CEILING + 1)}, "GEO_MAX_EVENT_BYTES must be between"),
     ],
 )
