@@ -28,11 +28,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from .addresses import AddressKind, classify
 from .app import build, ensure_topics, running
+from .ipapi import MAX_BATCH
 from .scratch import scratch
 from .settings import Settings
 from .throttle import SLACK
 
-BATCH = 100  # IPs per request
 PROGRESS_EVERY = 2.0
 
 
@@ -81,8 +81,8 @@ async def run_budget_bench(
         async with IpApiServer(config) as api:
             settings = dataclasses.replace(run.settings, ipapi_url=api.url)
             bootstrap = settings.kafka_bootstrap
-            allowed = config.batch_limit * BATCH / window
-            ceiling = config.batch_limit * BATCH / (window + SLACK)
+            allowed = config.batch_limit * MAX_BATCH / window
+            ceiling = config.batch_limit * MAX_BATCH / (window + SLACK)
             print(
                 f"bench-budget: broker {bootstrap}, fake ip-api {api.url} ({config.batch_limit} requests / "
                 f"{window:g}s), {ips:,} distinct IPs; allowed {allowed:.1f} IPs/s, ceiling with {SLACK:g}s "

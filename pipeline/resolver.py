@@ -25,11 +25,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .addresses import AddressKind, classify
 from .inflight import Asked, AskedLog, asked_horizon, asked_keep, decode_asked, encode_asked
+from .ipapi import MAX_BATCH as RESOLVE_BATCH  # more in one request gives HTTP 422
 from .models import LookupResult, TransientFailure, result_to_dict
 
 log = logging.getLogger(__name__)
 
-RESOLVE_BATCH = 100  # ip-api's batch limit: more gives HTTP 422
 LOAD_TIMEOUT = 30.0  # seconds to read the asked log back; past it we ask with what we have (a few repeats)
 
 

@@ -16,12 +16,12 @@ import math
 import time
 from typing import Any
 
+from .ipapi import MAX_BATCH as RESOLVE_BATCH  # IPs per API request
 from .policy import RETRY_LANE, parse_schedule_key
 
 log = logging.getLogger(__name__)
 
 SCAN_CHUNK = 500  # index keys read between yields to the event loop
-RESOLVE_BATCH = 100  # IPs per API request
 
 
 def tick_capacity(requests: int, window: float, interval: float, share: float) -> int:
