@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import sys
 import time
 from collections import Counter
@@ -26,27 +25,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from .addresses import AddressKind, classify
 from .app import build, ensure_topics, running
+from .bench import bench_ips
 from .ipapi import MAX_BATCH
 from .scratch import scratch
 from .settings import Settings
 from .throttle import SLACK
 
 PROGRESS_EVERY = 2.0
-
-
-def backlog_ips(n: int, seed: int = 5) -> list[str]:
-    """`n` distinct global IPv4 addresses the registry data knows (an unallocated one never resolves)."""
-    import iptocc
-
-    rng = random.Random(seed)
-    ips: set[str] = set()
-    while len(ips) < n:
-        ip = f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-        if classify(ip) is AddressKind.GLOBAL and iptocc.country_code(ip):
-            ips.add(ip)
-    return sorted(ips)
 
 
 def window_starts(times: list[float], window: float) -> list[float]:
@@ -88,7 +74,7 @@ async def run_budget_bench(
                 f"{window:g}s), {ips:,} distinct IPs; allowed {allowed:.1f} IPs/s, ceiling with {SLACK:g}s "
                 f"slack {ceiling:.1f} IPs/s ({ceiling / allowed:.1%})"
             )
-            wanted = backlog_ips(ips)
+            wanted = bench_ips(ips, seed=5)  # known to the offline data: an unallocated one never resolves
             await ensure_topics(settings)
             await _publish(settings, wanted)  # a backlog: everything is waiting before the worker starts
             geo = build(settings)
