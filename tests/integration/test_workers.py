@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app import ensure_topics
 from pipeline.settings import Settings
 from tests.integration.pipeline_utils import (
     Outputs,
@@ -21,7 +20,7 @@ from tests.integration.pipeline_utils import (
     wait_all,
 )
 from tests.integration.test_resolver import WINDOW, addresses, publish_all
-from tests.integration.workers import WorkerProcess
+from tests.integration.workers import WorkerProcess, running_workers
 from tests.ipapi_server import Faults, IpApiServer, ServerConfig
 from tests.kafka_utils import wait_for
 
@@ -38,10 +37,7 @@ async def test_two_workers_share_partitions_and_never_resolve_an_ip_twice(
         settings = make_settings(
             kafka_bootstrap, tmp_path, providers=("ipapi",), ipapi_url=api.url, budget_window=WINDOW
         )
-        await ensure_topics(settings)
-        workers = [WorkerProcess(settings, tmp_path / f"w{i}", tmp_path / f"w{i}.log") for i in range(2)]
-        try:
-            await wait_for(lambda: all(w.ready() for w in workers), 90, message="both workers ready")
+        async with running_workers(settings, tmp_path) as workers:
             values = [json.dumps({"ip": ip, "n": n}).encode() for n in range(2) for ip in public + private]
             values += invalid
             async with Outputs(settings) as out:
@@ -54,9 +50,6 @@ async def test_two_workers_share_partitions_and_never_resolve_an_ip_twice(
 
                 await wait_for(done, 180, interval=0.2, message=lambda: f"{out.statuses()} {api.summary()}")
             assert len(out.dlq) == len(invalid)
-        finally:
-            for w in workers:
-                w.stop()
         logs = [w.log_path.read_text(errors="replace") for w in workers]
         assert all("progress:" in log or "summary:" in log for log in logs)
         assert all("enriched=0 " not in _last_summary(log) for log in logs), "a worker got no partitions"
@@ -87,34 +80,27 @@ async def test_killed_worker_due_entries_are_retried_by_the_survivor(
             # (longer than the survivor's takeover plus its cold-start wait, shorter than the test)
             pending_timeout=30.0,
         )
-        await ensure_topics(settings)
-        workers = [WorkerProcess(settings, tmp_path / f"w{i}", tmp_path / f"w{i}.log") for i in range(2)]
-        try:
-            await wait_for(lambda: all(w.ready() for w in workers), 90, message="both workers ready")
-            async with Outputs(settings) as out:
-                await publish_all(
-                    kafka_bootstrap, settings.events_topic, [json.dumps({"ip": ip}).encode() for ip in public]
-                )
+        async with running_workers(settings, tmp_path) as workers, Outputs(settings) as out:
+            await publish_all(
+                kafka_bootstrap, settings.events_topic, [json.dumps({"ip": ip}).encode() for ip in public]
+            )
 
-                await wait_all(out, public, lambda e: e["status"] == "unresolved", 120, "NULL")
-                victim = await resolver_owner(settings, workers)
-                survivor = workers[1 - workers.index(victim)]
-                victim.kill()  # while the API still answers 429: every answered ask comes after the crash
-                faults.force_429 = False
+            await wait_all(out, public, lambda e: e["status"] == "unresolved", 120, "NULL")
+            victim = await resolver_owner(settings, workers)
+            survivor = workers[1 - workers.index(victim)]
+            victim.kill()  # while the API still answers 429: every answered ask comes after the crash
+            faults.force_429 = False
 
-                async def all_resolved() -> bool:
-                    await out.poll()
-                    return all(out.resolved[ip]["status"] == "resolved" for ip in public)
+            async def all_resolved() -> bool:
+                await out.poll()
+                return all(out.resolved[ip]["status"] == "resolved" for ip in public)
 
-                await wait_for(
-                    all_resolved,
-                    180,
-                    interval=0.2,
-                    message=lambda: f"resolved: {out.statuses()}\n{survivor.tail()}",
-                )
-        finally:
-            for w in workers:
-                w.stop()
+            await wait_for(
+                all_resolved,
+                180,
+                interval=0.2,
+                message=lambda: f"resolved: {out.statuses()}\n{survivor.tail()}",
+            )
         assert not api.banned and api.violations == 0
         asked = api.ips_seen()
         assert set(asked) == set(public)
@@ -156,10 +142,7 @@ async def test_two_live_workers_emit_each_attempt_once_through_an_outage(
             # re-emitted (that re-emission is the resolver's to drop, and the kill test covers it)
             pending_timeout=600.0,
         )
-        await ensure_topics(settings)
-        workers = [WorkerProcess(settings, tmp_path / f"w{i}", tmp_path / f"w{i}.log") for i in range(2)]
-        try:
-            await wait_for(lambda: all(w.ready() for w in workers), 90, message="both workers ready")
+        async with running_workers(settings, tmp_path):
             async with Outputs(settings) as out:
                 await publish_all(
                     kafka_bootstrap, settings.events_topic, [json.dumps({"ip": ip}).encode() for ip in public]
@@ -172,9 +155,6 @@ async def test_two_live_workers_emit_each_attempt_once_through_an_outage(
 
                 await wait_all(out, public, lambda e: e["status"] == "resolved", 150, "resolved")
             requests = resolve_requests(await read_topic(kafka_bootstrap, settings.resolve_topic))
-        finally:
-            for w in workers:
-                w.stop()
     emitted = Counter((r["ip"], r["attempt"]) for r in requests)
     twice = {key: n for key, n in emitted.items() if n > 1}
     emitters = {r.get("by") for r in requests}

@@ -6,14 +6,18 @@ each worker as its own process, configured only through the environment, like pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+from pipeline.app import ensure_topics
 from pipeline.broker import free_port
 from pipeline.settings import Settings
+from tests.kafka_utils import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,3 +77,19 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+@contextlib.asynccontextmanager
+async def running_workers(
+    settings: Settings, tmp_path: Path, n: int = 2
+) -> AsyncIterator[list[WorkerProcess]]:
+    """`n` worker processes on `settings` (topics created first), each with its own data dir and log file
+    under `tmp_path`; all ready before the block runs, all stopped after it."""
+    await ensure_topics(settings)
+    workers = [WorkerProcess(settings, tmp_path / f"w{i}", tmp_path / f"w{i}.log") for i in range(n)]
+    try:
+        await wait_for(lambda: all(w.ready() for w in workers), 90, message=f"{n} workers ready")
+        yield workers
+    finally:
+        for w in workers:
+            w.stop()
