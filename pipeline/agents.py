@@ -22,10 +22,10 @@ from typing import Any
 import faust
 
 from .addresses import classify
-from .ingest import dead_letter, enriched
 from .models import EntryStatus, GeoEntry, result_from_dict
 from .policy import Decision, apply_result, on_event, on_retry, schedule_key
 from .resolver import register as register_resolver
+from .routing import dead_letter, enriched
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from .inflight import asked_keep
-from .ingest import NearCache
+from .asked import asked_keep
 from .policy import RetryPolicy
+from .routing import NearCache
 from .settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from .broker import LocalKafka
 from .errors import PipelineError
 from .settings import Settings
 
@@ -45,23 +44,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "worker":
             return run_worker(settings)
         if args.command == "demo":
-            from .demo import run_demo
+            from .devtools.demo import run_demo
 
             return asyncio.run(run_demo(settings, os.environ, events=args.events))
         if args.command == "kafka":
             return kafka_command(args.action, args.run_dir, args.port)
         if args.command == "bench":
-            from .bench import run_bench
+            from .devtools.bench_hotpath import run_bench
 
             return asyncio.run(run_bench(settings, os.environ, events=args.events))
         if args.command == "bench-timer":
-            from .bench_timer import run_tick_bench
+            from .devtools.bench_timer import run_tick_bench
 
             return asyncio.run(
                 run_tick_bench(settings, os.environ, entries=args.entries, unresolved=args.unresolved)
             )
         if args.command == "bench-budget":
-            from .bench_budget import run_budget_bench
+            from .devtools.bench_budget import run_budget_bench
 
             return asyncio.run(run_budget_bench(settings, os.environ, ips=args.ips, window=args.window))
         for name, value in settings.describe():
@@ -89,6 +88,8 @@ def run_worker(settings: Settings) -> int:
 
 
 def kafka_command(action: str, run_dir: Path, port: int) -> int:
+    from .devtools.broker import LocalKafka
+
     broker = LocalKafka(run_dir.resolve(), port=port)
     if action == "start":
         info = broker.start()

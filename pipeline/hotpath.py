@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 from mode import Service
 
-from .ingest import NearCache, Route, dead_letter, route
+from .routing import NearCache, Route, dead_letter, route
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .addresses import AddressKind, classify
-from .inflight import Asked, AskedLog, asked_horizon, asked_keep, decode_asked, encode_asked
+from .asked import Asked, AskedLog, asked_horizon, asked_keep, decode_asked, encode_asked
 from .ipapi import MAX_BATCH as RESOLVE_BATCH  # more in one request gives HTTP 422
 from .models import LookupResult, TransientFailure, result_to_dict
 

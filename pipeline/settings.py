@@ -19,8 +19,9 @@ from .secret import Secret
 
 T = TypeVar("T")
 
-FREE_TIER_REQUESTS = 15  # ip-api free tier: 15 batch requests ...
+FREE_TIER_REQUESTS = 15  # ip-api's free tier allows 15 batch requests ...
 FREE_TIER_WINDOW = 60.0  # ... per 60 s window, per source IP
+
 # an enriched record is the event plus about 1 KiB of geo: keep it under Kafka's default 1 MiB limit
 MAX_EVENT_BYTES_CEILING = 512 * 1024
 

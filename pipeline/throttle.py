@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from .settings import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
-
 SLACK = 1.0  # seconds added to every window and X-Ttl: covers clock skew and latency between us and ip-api
 BACKOFF_BASE = 1.0  # first 5xx/timeout back-off ceiling: a blip on the server usually clears within a second
 BACKOFF_CAP = 60.0  # one rate window; anything longer is an outage and the breaker takes over
@@ -81,8 +79,8 @@ class ResolveBudget:
         self,
         clock: Clock,
         *,
-        limit: int = FREE_TIER_REQUESTS,
-        window: float = FREE_TIER_WINDOW,
+        limit: int,
+        window: float,
         slack: float = SLACK,
         backoff_base: float = BACKOFF_BASE,
         backoff_cap: float = BACKOFF_CAP,

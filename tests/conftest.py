@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import BrokerInfo, LocalKafka
+from pipeline.devtools.broker import BrokerInfo, LocalKafka
 
 # Hypothesis keeps its example database and constants cache out of the repository (by default it writes
 # .hypothesis/ in the working directory). It reads this variable lazily, on first use, so setting it here,

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.app import build, ensure_topics, running
-from pipeline.inflight import asked_horizon, decode_asked, encode_asked
-from tests.integration.pipeline_utils import make_settings, read_topic
-from tests.integration.test_resolver import WINDOW
-from tests.ipapi_server import IpApiServer, ServerConfig
-from tests.kafka_utils import produce, wait_for
+from pipeline.asked import asked_horizon, decode_asked, encode_asked
+from pipeline.devtools.fake_ipapi import IpApiServer, ServerConfig
+from tests.support.kafka import produce, wait_for
+from tests.support.pipeline import WINDOW, make_settings, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from pipeline.bench_budget import run_budget_bench
-from pipeline.bench_timer import run_tick_bench
+from pipeline.devtools.bench_budget import run_budget_bench
+from pipeline.devtools.bench_timer import run_tick_bench
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration

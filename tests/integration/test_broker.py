@@ -10,9 +10,9 @@ from typing import Any
 import faust
 import pytest
 
-from pipeline.broker import BrokerInfo, LocalKafka
+from pipeline.devtools.broker import BrokerInfo, LocalKafka
 from pipeline.errors import BrokerError
-from tests.kafka_utils import consume_all, create_topics, produce, running_app, unique, wait_for
+from tests.support.kafka import consume_all, create_topics, produce, running_app, unique, wait_for
 
 pytestmark = pytest.mark.integration
 

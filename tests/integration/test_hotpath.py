@@ -11,9 +11,8 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from pipeline.app import build, running
-from tests.integration.pipeline_utils import CountingProvider, Outputs, make_settings
-from tests.integration.test_pipeline import publish
-from tests.kafka_utils import wait_for
+from tests.support.kafka import wait_for
+from tests.support.pipeline import CountingProvider, Outputs, make_settings, publish
 
 pytestmark = pytest.mark.integration
 

@@ -3,72 +3,19 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import iptocc
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from pipeline.addresses import AddressKind, classify, normalise_ip
 from pipeline.app import build, running
 from pipeline.errors import BadEvent
-from pipeline.ingest import parse_event
-from tests.integration.pipeline_utils import CountingProvider, Outputs, make_settings
-from tests.kafka_utils import wait_for
+from pipeline.routing import parse_event
+from tests.support.kafka import wait_for
+from tests.support.pipeline import CountingProvider, Outputs, make_settings, publish, workload
 
 pytestmark = pytest.mark.integration
-
-BAD = [
-    b"not-an-ip",
-    b"{broken",
-    b'{"host": "x"}',
-    b'{"ip": 42}',
-    b"010.1.1.1",
-    b"1.2.3.0/24",
-    b"\xff\xfe",
-    b"[]",
-]
-
-
-def workload(n_events: int, n_ips: int, seed: int = 1) -> list[bytes]:
-    """Events over `n_ips` distinct addresses (about 4% private, 3% invalid), JSON and bare text mixed."""
-    rng = random.Random(seed)
-    ips = []
-    for i in range(n_ips):
-        if i % 25 == 0:
-            ips.append(f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}")
-        elif i % 7 == 0:
-            ips.append(f"2a0{rng.randint(0, 9)}:{rng.randint(1, 0xFFFF):x}::{rng.randint(1, 0xFFFF):x}")
-        else:
-            ips.append(
-                f"{rng.choice([8, 23, 31, 45, 62, 81, 91, 104, 151, 185, 193, 212])}."
-                f"{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-            )
-    events: list[bytes] = []
-    for i in range(n_events):
-        if i % 33 == 0:
-            events.append(BAD[i % len(BAD)])
-            continue
-        ip = ips[i % n_ips]
-        events.append(
-            ip.encode() if i % 3 == 0 else json.dumps({"ip": ip, "seq": i, "jail": "sshd"}).encode()
-        )
-    return events
-
-
-async def publish(bootstrap: str, topic: str, events: list[bytes], seed: int = 2) -> None:
-    """Publish with mixed keys and explicit partitions, as producers with other partitioners would."""
-    rng = random.Random(seed)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for i, value in enumerate(events):
-            key = [None, b"k%d" % rng.randint(0, 99), str(i).encode()][i % 3]
-            await producer.send(topic, value, key=key, partition=rng.randint(0, 3))
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def expected_valid(events: list[bytes]) -> list[bytes]:

@@ -8,9 +8,17 @@ from pathlib import Path
 import pytest
 
 from pipeline.app import build, running
-from tests.integration.pipeline_utils import Outputs, outage_settings, read_topic, resolve_requests, wait_all
-from tests.integration.test_resolver import WINDOW, addresses, publish_all
-from tests.ipapi_server import Faults, IpApiServer, ServerConfig
+from pipeline.devtools.fake_ipapi import Faults, IpApiServer, ServerConfig
+from tests.support.pipeline import (
+    WINDOW,
+    Outputs,
+    addresses,
+    outage_settings,
+    publish_values,
+    read_topic,
+    resolve_requests,
+    wait_all,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,7 +34,7 @@ async def test_entries_left_null_by_a_rate_limited_period_are_retried_to_resolve
         settings = outage_settings(kafka_bootstrap, tmp_path / "w", api.url, WINDOW)
         geo = build(settings)
         async with running(geo), Outputs(settings) as out:
-            await publish_all(
+            await publish_values(
                 kafka_bootstrap,
                 settings.events_topic,
                 [json.dumps({"ip": ip}).encode() for ip in public + private],

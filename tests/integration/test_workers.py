@@ -10,19 +10,21 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.devtools.fake_ipapi import Faults, IpApiServer, ServerConfig
 from pipeline.settings import Settings
-from tests.integration.pipeline_utils import (
+from tests.support.kafka import wait_for
+from tests.support.pipeline import (
+    WINDOW,
     Outputs,
+    addresses,
     make_settings,
     outage_settings,
+    publish_values,
     read_topic,
     resolve_requests,
     wait_all,
 )
-from tests.integration.test_resolver import WINDOW, addresses, publish_all
-from tests.integration.workers import WorkerProcess, running_workers
-from tests.ipapi_server import Faults, IpApiServer, ServerConfig
-from tests.kafka_utils import wait_for
+from tests.support.workers import WorkerProcess, running_workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,7 +43,7 @@ async def test_two_workers_share_partitions_and_never_resolve_an_ip_twice(
             values = [json.dumps({"ip": ip, "n": n}).encode() for n in range(2) for ip in public + private]
             values += invalid
             async with Outputs(settings) as out:
-                await publish_all(kafka_bootstrap, settings.events_topic, values)
+                await publish_values(kafka_bootstrap, settings.events_topic, values)
 
                 async def done() -> bool:
                     await out.poll()
@@ -81,7 +83,7 @@ async def test_killed_worker_due_entries_are_retried_by_the_survivor(
             pending_timeout=30.0,
         )
         async with running_workers(settings, tmp_path) as workers, Outputs(settings) as out:
-            await publish_all(
+            await publish_values(
                 kafka_bootstrap, settings.events_topic, [json.dumps({"ip": ip}).encode() for ip in public]
             )
 
@@ -144,7 +146,7 @@ async def test_two_live_workers_emit_each_attempt_once_through_an_outage(
         )
         async with running_workers(settings, tmp_path):
             async with Outputs(settings) as out:
-                await publish_all(
+                await publish_values(
                     kafka_bootstrap, settings.events_topic, [json.dumps({"ip": ip}).encode() for ip in public]
                 )
 

@@ -28,6 +28,7 @@ from pipeline.ipapi import (
 from pipeline.models import GeoData, PermanentFailure, Resolved, TransientFailure
 from pipeline.providers import GeoProvider
 from pipeline.secret import Secret
+from pipeline.settings import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
 from pipeline.throttle import ResolveBudget
 
 KEY = "s3cr3t-K3Y/+="
@@ -292,7 +293,9 @@ def answer(status: int, payload: object, rl: int = 14, ttl: int = 60) -> Handler
 async def run_provider(
     handler: Handler, ips: list[str], *, timeout: float = 5.0, rounds: int = 1, base: str | None = None
 ) -> tuple[list[dict[str, Any]], ResolveBudget, list[web.Request], list[Any]]:
-    budget = ResolveBudget(FakeClock(), rng=random.Random(0))
+    budget = ResolveBudget(
+        FakeClock(), limit=FREE_TIER_REQUESTS, window=FREE_TIER_WINDOW, rng=random.Random(0)
+    )
     async with local_server(handler) as (url, seen, bodies), aiohttp.ClientSession() as session:
         provider: GeoProvider = IpApiProvider(
             session, budget, base_url=base or url, api_key=Secret(KEY), timeout=timeout

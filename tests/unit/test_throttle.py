@@ -9,7 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.settings import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
 from pipeline.throttle import Breaker, ResolveBudget
+
+FREE_TIER = {"limit": FREE_TIER_REQUESTS, "window": FREE_TIER_WINDOW}
 
 LIMIT, WINDOW, SLACK = 15, 60.0, 1.0
 SPAN = WINDOW + SLACK
@@ -36,7 +39,7 @@ class CeilingRng(random.Random):
 
 
 def make(clock: FakeClock, **kwargs: object) -> ResolveBudget:
-    return ResolveBudget(clock, rng=random.Random(7), **kwargs)  # type: ignore[arg-type]
+    return ResolveBudget(clock, rng=random.Random(7), **{**FREE_TIER, **kwargs})  # type: ignore[arg-type]
 
 
 def send_ok(budget: ResolveBudget) -> None:
@@ -209,7 +212,9 @@ def test_reduced_limit_is_enforced_by_the_log() -> None:
 def test_5xx_backoff_ceiling_doubles_up_to_cap() -> None:
     """Consecutive 5xx grow the back-off ceiling 1, 2, 4, ... seconds and stop at the cap."""
     clock = FakeClock()
-    budget = ResolveBudget(clock, rng=CeilingRng(), breaker_threshold=100, backoff_base=1.0, backoff_cap=60.0)
+    budget = ResolveBudget(
+        clock, **FREE_TIER, rng=CeilingRng(), breaker_threshold=100, backoff_base=1.0, backoff_cap=60.0
+    )
     seen = []
     for _ in range(9):
         clock.advance(budget.delay())
@@ -224,7 +229,7 @@ def test_5xx_backoff_ceiling_doubles_up_to_cap() -> None:
 def test_jittered_backoff_stays_within_zero_and_the_ceiling(seed: int, failures: int) -> None:
     """Full jitter picks each back-off uniformly in [0, min(cap, base * 2^(n-1))]."""
     clock = FakeClock()
-    budget = ResolveBudget(clock, rng=random.Random(seed), breaker_threshold=100)
+    budget = ResolveBudget(clock, **FREE_TIER, rng=random.Random(seed), breaker_threshold=100)
     for n in range(1, failures + 1):
         clock.advance(budget.delay())
         budget.on_sent()
@@ -236,7 +241,7 @@ def test_jittered_backoff_stays_within_zero_and_the_ceiling(seed: int, failures:
 def test_success_resets_the_failure_streak_and_backoff() -> None:
     """A 2xx clears the back-off and restarts the ceiling at the base."""
     clock = FakeClock()
-    budget = ResolveBudget(clock, rng=CeilingRng(), breaker_threshold=100)
+    budget = ResolveBudget(clock, **FREE_TIER, rng=CeilingRng(), breaker_threshold=100)
     for _ in range(4):
         clock.advance(budget.delay())
         budget.on_sent()
@@ -347,7 +352,7 @@ def test_wait_ready_sleeps_exactly_until_allowed_with_a_fake_sleep() -> None:
 def test_snapshot_reports_counts_for_metrics() -> None:
     """The snapshot counts sends, 429s, 5xx, timeouts and other errors separately."""
     clock = FakeClock()
-    budget = ResolveBudget(clock, rng=random.Random(1), breaker_threshold=100)
+    budget = ResolveBudget(clock, **FREE_TIER, rng=random.Random(1), breaker_threshold=100)
     for status in (200, 429, 503, 422, -1):
         clock.advance(budget.delay())
         budget.on_sent()
@@ -364,4 +369,4 @@ def test_snapshot_reports_counts_for_metrics() -> None:
 def test_rejects_nonsense_configuration(kwargs: dict[str, float]) -> None:
     """A budget with no requests, no window or negative slack is refused at construction."""
     with pytest.raises(ValueError):
-        ResolveBudget(FakeClock(), **kwargs)  # type: ignore[arg-type]
+        ResolveBudget(FakeClock(), **{**FREE_TIER, **kwargs})  # type: ignore[arg-type]

@@ -11,10 +11,31 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from pipeline.devtools.workloads import NON_GLOBAL_SAMPLES, mixed_events, mixed_ips, private_ips, public_ips
+from pipeline.devtools.workloads import publish as publish_values
 from pipeline.models import LookupResult
 from pipeline.providers import OfflineProvider
 from pipeline.settings import Settings
-from tests.kafka_utils import unique, wait_for
+from tests.support.kafka import unique, wait_for
+
+WINDOW = 6.0  # seconds: a short fake-API window (15 requests per 6 s) keeps resolver tests near half a minute
+INVALID_INPUTS = [b"999.1.1.1", b"example.com", b"1.2.3.4:80"]
+
+
+def workload(n_events: int, n_ips: int, seed: int = 1) -> list[bytes]:
+    """Events over `n_ips` addresses (about 4% private, 3% invalid), JSON and bare text mixed."""
+    return mixed_events(n_events, mixed_ips(n_ips, seed))
+
+
+def addresses(n_public: int, seed: int = 3) -> tuple[list[str], list[str], list[bytes]]:
+    """Distinct public IPs (not all known to the offline data), non-global IPs, and invalid inputs."""
+    public = public_ips(n_public, seed, offline_known=False)
+    return public, private_ips(200) + list(NON_GLOBAL_SAMPLES), list(INVALID_INPUTS)
+
+
+async def publish(bootstrap: str, topic: str, values: list[bytes], seed: int = 2) -> None:
+    """Publish with mixed keys and explicit partitions, as producers with other partitioners would."""
+    await publish_values(bootstrap, topic, values, mixed_keys=True, partitions=4, seed=seed)
 
 
 def make_settings(bootstrap: str, data_dir: Path, *, app_id: str | None = None, **overrides: Any) -> Settings:

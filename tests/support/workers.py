@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pipeline.app import ensure_topics
-from pipeline.broker import free_port
+from pipeline.devtools.broker import free_port
 from pipeline.settings import Settings
-from tests.kafka_utils import wait_for
+from tests.support.kafka import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 

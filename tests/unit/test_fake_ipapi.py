@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.ipapi_server import (
+from pipeline.devtools.fake_ipapi import (
     MAX_ITEMS,
     Faults,
     FixedWindow,
@@ -392,7 +392,17 @@ def test_api_key_required_and_unlimited() -> None:
 
 def test_cli_prints_url_and_summary() -> None:
     """The CLI prints its URL once ready and a one-line summary after SIGINT."""
-    cmd = [sys.executable, "-m", "tests.ipapi_server", "--port", "0", "--window", "6", "--limit", "15"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.devtools.fake_ipapi",
+        "--port",
+        "0",
+        "--window",
+        "6",
+        "--limit",
+        "15",
+    ]
     with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         first = proc.stdout.readline().strip()

@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
-from .app import build, ensure_topics, running
-from .bench import bench_ips
-from .ipapi import MAX_BATCH
+from ..app import build, ensure_topics, running
+from ..ipapi import MAX_BATCH
+from ..settings import Settings
+from ..throttle import SLACK
+from .fake_ipapi import IpApiServer, ServerConfig
 from .scratch import scratch
-from .settings import Settings
-from .throttle import SLACK
+from .workloads import public_ips, publish
 
 PROGRESS_EVERY = 2.0
 
@@ -48,8 +47,6 @@ async def run_budget_bench(
     base: Settings, environ: Mapping[str, str], *, ips: int = 3_000, window: float = 6.0
 ) -> int:
     """Resolve a backlog of `ips` distinct IPs against the fake API and print the share of the budget."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ lives beside the package
-    from tests.ipapi_server import IpApiServer, ServerConfig
 
     config = ServerConfig(window=window)
     with scratch(
@@ -74,27 +71,20 @@ async def run_budget_bench(
                 f"{window:g}s), {ips:,} distinct IPs; allowed {allowed:.1f} IPs/s, ceiling with {SLACK:g}s "
                 f"slack {ceiling:.1f} IPs/s ({ceiling / allowed:.1%})"
             )
-            wanted = bench_ips(ips, seed=5)  # known to the offline data: an unallocated one never resolves
+            wanted = public_ips(ips, seed=5)  # known to the offline data: an unallocated one never resolves
             await ensure_topics(settings)
-            await _publish(settings, wanted)  # a backlog: everything is waiting before the worker starts
+            await publish(
+                bootstrap,
+                settings.events_topic,
+                [json.dumps({"ip": ip}).encode() for ip in wanted],
+                label="backlog",
+            )  # a backlog: everything is waiting before the worker starts
             geo = build(settings)
             timeout = 60.0 + 3 * ips / ceiling
             async with running(geo):
                 resolved_at = await _watch(settings, geo, api, set(wanted), timeout)
             print(f"fake ip-api: {api.summary()}")
             return _report(api, resolved_at, ips, window, allowed, ceiling)
-
-
-async def _publish(settings: Settings, ips: list[str]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for ip in ips:
-            await producer.send(settings.events_topic, json.dumps({"ip": ip}).encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-    print(f"  published {len(ips):,} events to {settings.events_topic}", flush=True)
 
 
 async def _watch(

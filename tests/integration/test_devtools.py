@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.bench import run_bench
-from pipeline.demo import run_demo
+from pipeline.devtools.bench_hotpath import run_bench
+from pipeline.devtools.demo import run_demo
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import BadEvent, PipelineError
-from pipeline.ingest import (
+from pipeline.models import EntryStatus, GeoData, GeoEntry
+from pipeline.routing import (
     DLQ_ORIGINAL_MAX,
     DLQ_PREVIEW_CHARS,
     NearCache,
@@ -22,7 +23,6 @@ from pipeline.ingest import (
     parse_event,
     route,
 )
-from pipeline.models import EntryStatus, GeoData, GeoEntry
 
 MAX = 64 * 1024
 PURE = settings(database=None)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.inflight import Asked, AskedLog, asked_horizon, asked_keep, decode_asked, encode_asked
+from pipeline.asked import Asked, AskedLog, asked_horizon, asked_keep, decode_asked, encode_asked
 
 HORIZON = 15.0
 KEEP = 90.0

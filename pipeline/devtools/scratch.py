@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..settings import Settings
 from .broker import LocalKafka
-from .settings import Settings
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 import uuid
 from collections.abc import Mapping
@@ -21,10 +20,10 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from .addresses import AddressKind, classify
-from .app import GeoApp, build, running
+from ..app import GeoApp, build, running
+from ..settings import Settings
 from .scratch import scratch
-from .settings import Settings
+from .workloads import public_ips, publish, tagged_events
 
 WARM_IPS = 1000  # distinct addresses; every measured event is a cache hit on one of them
 PARTITIONS = 4
@@ -48,32 +47,6 @@ class Rate:
         return f"{self.label}: {self.count} events in {self.seconds:.2f}s = {self.per_second:,.0f} events/s"
 
 
-def bench_ips(n: int, seed: int = 11) -> list[str]:
-    """Distinct global IPv4 addresses the offline data knows, so every one resolves (no retries later)."""
-    import iptocc
-
-    rng = random.Random(seed)
-    ips: set[str] = set()
-    while len(ips) < n:
-        ip = (
-            f"{rng.choice([8, 23, 31, 45, 62, 81, 91, 104, 151, 185, 193, 212])}.{rng.randint(0, 255)}."
-            f"{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-        )
-        if classify(ip) is AddressKind.GLOBAL and iptocc.country_code(ip):
-            ips.add(ip)
-    return sorted(ips)
-
-
-def bench_payloads(ips: list[str], n: int, tag: str) -> list[bytes]:
-    """JSON events tagged with `tag`; compact separators so the tag's bytes are findable in the output."""
-    return [
-        json.dumps(
-            {"ip": ips[i % len(ips)], "bench": tag, "seq": i, "jail": "sshd"}, separators=(",", ":")
-        ).encode()
-        for i in range(n)
-    ]
-
-
 async def run_bench(base: Settings, environ: Mapping[str, str], *, events: int) -> int:
     """Warm the cache, then time baseline, pipeline, baseline; print the rates and their ratio."""
     with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as scratch_run:
@@ -83,8 +56,8 @@ async def run_bench(base: Settings, environ: Mapping[str, str], *, events: int) 
 async def _run_bench(settings: Settings, run: str, events: int) -> int:
     bootstrap = settings.kafka_bootstrap
     base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
-    ips = bench_ips(WARM_IPS)
-    payloads = bench_payloads(ips, events, f"m-{run}")
+    ips = public_ips(WARM_IPS)
+    payloads = tagged_events(ips, events, f"m-{run}")
     print(
         f"bench: broker {bootstrap}, {events} events over {len(ips)} cached IPs, "
         f"{PARTITIONS} partitions, topics *-{run}",
@@ -92,15 +65,15 @@ async def _run_bench(settings: Settings, run: str, events: int) -> int:
     )
     try:
         await _create_topics(bootstrap, [base_in, base_out])
-        await _publish(bootstrap, base_in, payloads, "baseline input")
+        await publish(bootstrap, base_in, payloads, label="baseline input")
         before = await baseline(bootstrap, base_in, base_out, events, "baseline (before)")
         geo = build(settings)
         async with running(geo):
-            warm = bench_payloads(ips, len(ips), f"w-{run}")
-            await _publish(bootstrap, settings.events_topic, warm, "warm-up")
+            warm = tagged_events(ips, len(ips), f"w-{run}")
+            await publish(bootstrap, settings.events_topic, warm, label="warm-up")
             await _wait_warm(settings, set(ips))
             await _wait_near(geo, set(ips))
-            await _publish(bootstrap, settings.events_topic, payloads, "measured")
+            await publish(bootstrap, settings.events_topic, payloads, label="measured")
             pipeline = await _watch_enriched(settings, geo, f'"bench":"m-{run}"'.encode(), events)
         after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
         mean = (before.per_second + after.per_second) / 2
@@ -229,20 +202,6 @@ async def _wait_near(geo: GeoApp, ips: set[str]) -> None:
             raise TimeoutError(f"near cache: only {len(geo.near)}/{len(ips)} IPs after {WARM_TIMEOUT:.0f}s")
         await asyncio.sleep(0.1)  # polling in-process state the feeder fills; it has no event to wait on
     print(f"  near cache: {len(ips)} IPs ready in {time.monotonic() - started:.1f}s", flush=True)
-
-
-async def _publish(bootstrap: str, topic: str, payloads: list[bytes], what: str) -> None:
-    """Publish without awaiting each delivery, so the producer outpaces what is measured downstream."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    started = time.perf_counter()
-    try:
-        futures = [await producer.send(topic, value) for value in payloads]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    seconds = time.perf_counter() - started
-    print(f"  published {len(payloads)} {what} events in {seconds:.2f}s ({len(payloads) / seconds:,.0f}/s)")
 
 
 async def _create_topics(bootstrap: str, names: list[str]) -> None:

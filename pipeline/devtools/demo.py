@@ -10,49 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
-import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
-from .app import build, running
+from ..app import build, running
+from ..settings import Settings
+from .fake_ipapi import IpApiServer, ServerConfig
 from .scratch import scratch
-from .settings import Settings
+from .workloads import demo_events, publish
 
 DEMO_WINDOW = 10.0  # seconds: a short fake-API window so pacing shows within the demo
 DEMO_TIMEOUT = 180.0  # give up (and say so) if the demo has not converged by then
 
 
-def demo_events(n: int, seed: int = 7) -> list[bytes]:
-    """Mostly public addresses (with repeats, like real ban logs), some private, some garbage."""
-    rng = random.Random(seed)
-    public = [
-        f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-        for _ in range(max(1, n // 4))
-    ]
-    out: list[bytes] = []
-    for i in range(n):
-        roll = rng.random()
-        if roll < 0.05:
-            out.append(rng.choice([b"not-an-ip", b"{broken json", b'{"host":"x"}', b"010.1.1.1"]))
-        elif roll < 0.12:
-            out.append(
-                json.dumps({"ip": f"192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}", "n": i}).encode()
-            )
-        elif roll < 0.5:
-            out.append(rng.choice(public).encode())  # bare text, as a fail2ban action emits
-        else:
-            out.append(json.dumps({"ip": rng.choice(public), "jail": "sshd", "n": i}).encode())
-    return out
-
-
 async def run_demo(base: Settings, environ: Mapping[str, str], *, events: int) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ lives beside the package
-    from tests.ipapi_server import IpApiServer, ServerConfig
 
     options = {"budget_window": DEMO_WINDOW, "retry_interval": 5.0, "retry_base": 5.0, "partitions": 4}
     with scratch("demo", base, environ, **options) as run:
@@ -65,22 +39,12 @@ async def run_demo(base: Settings, environ: Mapping[str, str], *, events: int) -
             geo = build(settings)
             async with running(geo):
                 payloads = demo_events(events)
-                await _produce(settings, payloads)
+                await publish(
+                    settings.kafka_bootstrap, settings.events_topic, payloads, mixed_keys=True, label="demo"
+                )
                 ok = await _watch(settings, geo, payloads)
             print(f"fake ip-api: {api.summary()}")
             return 0 if ok else 1
-
-
-async def _produce(settings: Settings, payloads: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for i, value in enumerate(payloads):
-            await producer.send(settings.events_topic, value, key=str(i % 13).encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-    print(f"demo: published {len(payloads)} events to {settings.events_topic}")
 
 
 async def _watch(settings: Settings, geo: Any, payloads: list[bytes]) -> bool:

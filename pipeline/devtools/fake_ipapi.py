@@ -371,7 +371,9 @@ async def _main(config: ServerConfig, faults: Faults) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: one flag per ServerConfig and Faults field (`--limit` is `--batch-limit`); runs until a signal."""
-    p = argparse.ArgumentParser(prog="python -m tests.ipapi_server", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.devtools.fake_ipapi", description=__doc__.splitlines()[0]
+    )
     for cls in (ServerConfig, Faults):
         for f in dataclasses.fields(cls):
             flags = ["--" + f.name.replace("_", "-")] + (["--limit"] if f.name == "batch_limit" else [])

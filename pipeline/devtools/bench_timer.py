@@ -17,12 +17,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .app import GeoApp, build, running
-from .models import EntryStatus, GeoData, GeoEntry
-from .policy import schedule_key
+from ..app import GeoApp, build, running
+from ..models import EntryStatus, GeoData, GeoEntry
+from ..policy import schedule_key
+from ..settings import Settings
+from ..timers import run_tick
 from .scratch import scratch
-from .settings import Settings
-from .timers import run_tick
 
 TICK_RUNS = 5
 SCAN_RUNS = 3
