@@ -1,12 +1,12 @@
-"""The Faust runtime: app, topics and tables, wired to the agents and timer in `agents`/`timers`.
+"""One worker, wired: the Faust app with its table, cache agent and timers, and the two plain-aiokafka
+services beside it (the hot path and the resolver).
 
-Layout (see DESIGN.md): input events are repartitioned by normalised IP into `<app>-events-by-ip`;
-resolver results and timer retry requests go to `<app>-geo-results`; both have exactly `partitions`
-partitions and raw UTF-8 IP keys, the same bytes as the table keys, so the table, its changelog and every
-topic that feeds the one writing agent are co-partitioned (facts 2 and 11). The resolver's asked log
-`<app>-geo-asked` has the resolve topic's partition count: each resolve partition has its own. Records
-are JSON bytes and are produced with the app's producer directly, not `topic.send` (about 35x cheaper per
-message); the consumer flushes that producer before every offset commit, so at-least-once holds.
+Layout: input events are enriched by the hot path where they are consumed; IPs new to a worker go to
+`<app>-ips-seen`, resolver results and timer retries to `<app>-geo-results`. Both have exactly `partitions`
+partitions and raw UTF-8 IP keys, the same bytes as the table keys, because Faust writes a table change to
+the changelog partition of the event being processed: the table, its changelog and every topic feeding the
+one writing agent must be co-partitioned. The resolver's asked log `<app>-geo-asked` has the resolve
+topic's partition count: each resolve partition has its own.
 """
 
 from __future__ import annotations
@@ -15,59 +15,44 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from .addresses import AddressKind, classify
 from .asked import asked_keep
-from .policy import RetryPolicy
-from .routing import NearCache
+from .cache_agent import CacheAgent
+from .delivery import DeliveryGuard
+from .errors import ConfigError
+from .geotable import GeoTable, IndexedStore
+from .hotpath import HotPath, key_hash
+from .models import GeoEntry
+from .policy import RetryPolicy, first_sight
+from .providers import GeoProvider, OfflineProvider, offline_geo
+from .resolver import Resolver
+from .routing import NearCache, Router
 from .settings import Settings
+from .stats import Stats
+from .timers import RetryTimer, register_progress
 
 log = logging.getLogger(__name__)
 
 ROCKSDB_OPTIONS = {
-    "block_cache_size": 8 * 1024 * 1024,  # per partition; Faust's default is 2 GiB each (fact 9)
-    "block_cache_compressed_size": 4 * 1024 * 1024,
-    "write_buffer_size": 8 * 1024 * 1024,
+    "block_cache_size": 4 * 1024 * 1024,  # per partition; Faust's default is 2 GiB each
+    "block_cache_compressed_size": 2 * 1024 * 1024,
+    "write_buffer_size": 4 * 1024 * 1024,
     "max_write_buffer_number": 2,
     "max_open_files": 256,
 }
-CACHE_TABLE = "geo-cache"  # ip -> entry; its changelog is `<app>-geo-cache-changelog`
-SCHEDULE_TABLE = "geo-schedule"  # due-time index the retry timer reads
+CACHE_TABLE = (
+    "geo-cache"  # ip -> entry, plus the due-time index; its changelog is `<app>-geo-cache-changelog`
+)
 CHANGELOG_BUFFER = 1000  # table writes queued before Faust forces a flush (its 100 warned on every burst)
 COMPACTED = {"cleanup.policy": "compact"}  # latest record per IP is the state; older ones may go
-
-
-@dataclass
-class Stats:
-    """Counters for progress lines and the summary; in-memory, per worker."""
-
-    consumed: int = 0
-    enriched: int = 0
-    hits: int = 0  # served by the hot path's near cache
-    dead_lettered: int = 0
-    misses: int = 0
-    resolve_sent: int = 0
-    results_applied: int = 0
-    resolved_published: int = 0
-    lookups: int = 0
-    batches: int = 0
-    errors: int = 0
-    resolve_deduped: int = 0  # resolve requests dropped because an ask for them was still in flight
-    ticks: list[dict[str, float]] = field(default_factory=list)
-
-    def line(self) -> str:
-        return (
-            f"in={self.consumed} enriched={self.enriched} near_hits={self.hits} dlq={self.dead_lettered} "
-            f"misses={self.misses} resolve_sent={self.resolve_sent} lookups={self.lookups} "
-            f"batches={self.batches} deduped={self.resolve_deduped} results={self.results_applied} "
-            f"errors={self.errors}"
-        )
 
 
 @dataclass
@@ -76,12 +61,19 @@ class GeoApp:
 
     settings: Settings
     app: faust.App
-    table: Any  # faust Table[bytes, bytes]: ip (UTF-8) -> GeoEntry JSON
-    schedule: Any  # faust Table[bytes, bytes]: b"<lane><due ms>|<ip>" -> b""
+    table: GeoTable  # bytes ip -> GeoEntry JSON (and the due-time index, inside its store)
     policy: RetryPolicy
     stats: Stats
-    near: NearCache  # IP -> latest resolved-topic entry: the hot path's hits
-    hotpath: Any = None  # the running hotpath.HotPath service, once the app started it
+    near: NearCache
+    hotpath: HotPath
+    resolver: Resolver
+    cache: CacheAgent
+    timer: RetryTimer
+    guard: DeliveryGuard
+
+    @property
+    def store(self) -> IndexedStore:
+        return cast(IndexedStore, self.table.data)
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -104,12 +96,11 @@ def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         s.enriched_topic: (s.partitions, {}),
         s.resolved_topic: (s.partitions, COMPACTED),
         s.resolve_topic: (s.resolve_partitions, {}),
-        s.by_ip_topic: (s.partitions, {}),
+        s.seen_topic: (s.partitions, {}),
         s.results_topic: (s.partitions, {}),
-        # Faust creates these too, but racing its own start: a changelog missing from the metadata at the
-        # first assignment is ignored by its assignor, leaving that table without active partitions
+        # Faust creates this too, but racing its own start: a changelog missing from the metadata at the
+        # first assignment is ignored by its assignor, leaving the table without active partitions
         f"{s.app_id}-{CACHE_TABLE}-changelog": (s.partitions, COMPACTED),
-        f"{s.app_id}-{SCHEDULE_TABLE}-changelog": (s.partitions, COMPACTED),
         s.asked_topic: (s.resolve_partitions, asked_topic_config(s.pending_timeout)),
     }
 
@@ -143,36 +134,24 @@ async def ensure_topics(settings: Settings) -> None:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race: fine
                 await admin.create_topics(missing)
-        await _check_partitions(admin, settings, layout)
+        # the table's feeds must match the table; the asked log must match the resolve topic it mirrors
+        s = settings
+        names = [s.seen_topic, s.results_topic, f"{s.app_id}-{CACHE_TABLE}-changelog", s.asked_topic]
+        for item in await admin.describe_topics(names):
+            want = layout[item["topic"]][0]
+            have = len(item.get("partitions") or [])
+            if have and have != want:
+                raise ConfigError(
+                    f"topic {item['topic']} has {have} partitions but {want} are configured: the table and "
+                    "its input topics, and the resolve and asked topics, must be co-partitioned"
+                )
     finally:
         await admin.close()
 
 
-async def _check_partitions(
-    admin: AIOKafkaAdminClient, settings: Settings, layout: dict[str, tuple[int, dict[str, str]]]
-) -> None:
-    # the table's feeds must match the table; the asked log must match the resolve topic it mirrors
-    names = [settings.by_ip_topic, settings.results_topic, settings.asked_topic, settings.resolve_topic]
-    described = await admin.describe_topics(names)
-    for item in described:
-        want = layout[item["topic"]][0]
-        have = len(item.get("partitions") or [])
-        if have and have != want:
-            from .errors import ConfigError
-
-            raise ConfigError(
-                f"topic {item['topic']} has {have} partitions but {want} are configured: the table and "
-                "its input topics, and the resolve and asked topics, must be co-partitioned"
-            )
-
-
-def build(settings: Settings, *, providers: Sequence[Any] | None = None, web: bool = False) -> GeoApp:
-    """Create the Faust app with its topics, tables, agents and timer (nothing runs until it starts).
-
-    `providers` replaces the configured provider chain (tests and benchmarks pass their own).
-    """
-    from . import agents, hotpath, timers
-
+def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None, web: bool = False) -> GeoApp:
+    """Create the worker (nothing runs until `app.start()`); `providers` replaces the configured provider
+    chain (tests and benchmarks pass their own)."""
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -180,7 +159,7 @@ def build(settings: Settings, *, providers: Sequence[Any] | None = None, web: bo
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
-        processing_guarantee="at_least_once",  # exactly_once has open bugs (fact 7)
+        processing_guarantee="at_least_once",  # exactly_once has open bugs (duplicates, rebalance crashes)
         consumer_auto_offset_reset="earliest",
         web_enabled=web,
         web_bind=settings.web_host,
@@ -191,27 +170,56 @@ def build(settings: Settings, *, providers: Sequence[Any] | None = None, web: bo
         broker_commit_interval=1.0,
     )
     app.producer.buffer.max_messages = CHANGELOG_BUFFER
-    table = _raw_table(app, CACHE_TABLE, settings.partitions)
-    schedule = _raw_table(app, SCHEDULE_TABLE, settings.partitions)
-    near = NearCache(settings.near_cache_size)
-    geo = GeoApp(settings, app, table, schedule, retry_policy(settings), Stats(), near)
-    hotpath.register(geo)
-    agents.register(geo, providers)
-    timers.register(geo)
-    timers.register_progress(geo)
-    return geo
-
-
-def _raw_table(app: faust.App, name: str, partitions: int) -> Any:
-    """A RocksDB table with bytes keys (the raw UTF-8 IP) and bytes values (JSON we encode ourselves).
-
-    Faust derives a table's serialisers from its key/value types and `str` means "json", which would quote
-    the key; `bytes` means "raw" for the store, the changelog writes and the recovery reads alike. So the
-    table's key bytes equal the topics' key bytes (facts 2 and 11).
-    """
-    return app.Table(
-        name, key_type=bytes, value_type=bytes, partitions=partitions, options=dict(ROCKSDB_OPTIONS)
+    table = GeoTable(
+        app,
+        name=CACHE_TABLE,
+        key_type=bytes,  # faust's "raw": the store, the changelog and recovery all see the IP's own bytes
+        value_type=bytes,
+        partitions=settings.partitions,
+        options=dict(ROCKSDB_OPTIONS),
+        beacon=app.tables.beacon,
     )
+    app.tables.add(table)
+    policy, stats = retry_policy(settings), Stats()
+    sight = first_sight_factory(OfflineProvider(), policy)
+    near = NearCache(settings.near_cache_size)
+    router = Router(
+        near,
+        settings.max_event_bytes,
+        lambda ip, now: sight(ip, now).to_json(),
+        key_hash,
+        settings.pending_timeout,
+    )
+    guard = DeliveryGuard(app)
+    guard.install()
+    cache = CacheAgent(app, settings, table, policy, stats, sight)
+    cache.register()
+    hotpath = HotPath(settings, stats, router)
+    resolver = Resolver(settings, stats, providers)
+    for service in (hotpath, resolver):
+        _start_with(app, service)
+    store = cast(IndexedStore, table.data)  # created now; its partition databases open on assignment
+    timer = RetryTimer(app, settings, store, stats)
+    timer.register()
+    register_progress(app, stats)
+    return GeoApp(settings, app, table, policy, stats, near, hotpath, resolver, cache, timer, guard)
+
+
+def first_sight_factory(offline: OfflineProvider, policy: RetryPolicy) -> Callable[[str, float], GeoEntry]:
+    """(ip, now) -> the entry of an IP never seen before, with what the offline data knows at once."""
+
+    def sight(ip: str, now: float) -> GeoEntry:
+        kind = classify(ip)
+        geo = offline_geo(offline, ip) if kind is AddressKind.GLOBAL else None
+        return first_sight(ip, kind, geo, offline.name, now, policy)
+
+    return sight
+
+
+def _start_with(app: faust.App, service: Any) -> None:
+    """Start `service` with the app, after table recovery (faust starts the services in its private
+    `_extra_services` list then; `app.service()` takes only classes, we have instances)."""
+    app._extra_services.append(service)
 
 
 @contextlib.asynccontextmanager
@@ -224,7 +232,7 @@ async def running(geo: GeoApp, *, timeout: float = 60.0) -> AsyncIterator[GeoApp
     await geo.app.start()
     try:
         deadline = time.monotonic() + timeout
-        while not (geo.app.consumer.assignment() and _ready(geo.app)):
+        while not (geo.app.consumer.assignment() and ready(geo)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {geo.settings.app_id} got no partitions within {timeout:.0f}s")
             await asyncio.sleep(
@@ -235,6 +243,7 @@ async def running(geo: GeoApp, *, timeout: float = 60.0) -> AsyncIterator[GeoApp
         await geo.app.stop()
 
 
-def _ready(app: faust.App) -> bool:
-    recovery = app.tables.recovery  # type: ignore[attr-defined]  # concrete TableManager has it
-    return bool(recovery.completed.is_set()) and not app.rebalancing
+def ready(geo: GeoApp) -> bool:
+    """Assigned, tables recovered, not rebalancing, and the hot path started."""
+    recovery = geo.app.tables.recovery  # type: ignore[attr-defined]  # the concrete TableManager has it
+    return bool(recovery.completed.is_set()) and not geo.app.rebalancing and geo.hotpath._consumer is not None

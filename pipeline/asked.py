@@ -24,9 +24,9 @@ No Faust, aiokafka or asyncio here; time is passed in (Unix seconds, shared by e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+
+from .messages import Asked
 
 HORIZON_FRACTION = 0.5  # of the pending timeout: re-emissions that crossed a slow answer fall inside it
 KEEP_FACTOR = 3.0  # pending timeouts an ask is remembered (and kept on the topic): outlives redelivery
@@ -40,33 +40,6 @@ def asked_horizon(pending_timeout: float) -> float:
 def asked_keep(pending_timeout: float) -> float:
     """How long an ask is remembered, in memory and on the asked topic (its retention)."""
     return pending_timeout * KEEP_FACTOR
-
-
-@dataclass(frozen=True, slots=True)
-class Asked:
-    """The last attempt asked of the API for one IP, and when."""
-
-    attempt: int
-    at: float
-    answered: bool = False  # its answer reached the results topic
-
-
-def encode_asked(attempt: int, at: float, by: str = "", *, answered: bool = False) -> bytes:
-    """The asked log's record value (the key is the IP as raw UTF-8); `by` names the asking worker, for
-    operators and tests (readers ignore it)."""
-    record = {"attempt": attempt, "at": round(at, 3), "by": by, "answered": answered}
-    return json.dumps(record, separators=(",", ":")).encode()
-
-
-def decode_asked(raw: bytes | None) -> Asked | None:
-    """Inverse of `encode_asked`; None for a tombstone or a malformed record (skipped, not fatal)."""
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw)
-        return Asked(int(data["attempt"]), float(data["at"]), data.get("answered") is True)
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 class AskedLog:
@@ -121,3 +94,13 @@ class AskedLog:
         self._last.clear()
         for ip, asked in records:
             self.record(ip, asked.attempt, asked.at, answered=asked.answered)
+
+
+def request_times(records: Iterable[tuple[str, Asked]], *, since: float) -> list[float]:
+    """When the API requests behind `records` (as read back from the asked log) left, oldest first.
+
+    One request's asks share one timestamp, written before the call, so the distinct times of unanswered
+    records since `since` are the requests sent since then: what the previous owner of a resolve partition
+    spent of the current window.
+    """
+    return sorted({asked.at for _, asked in records if not asked.answered and asked.at >= since})

@@ -29,11 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     kafka.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     kafka.add_argument("--port", type=int, default=9092)
     sub.add_parser("settings", help="print every setting and the variable it comes from")
-    bench = sub.add_parser("bench", help="hot-path benchmark against a plain aiokafka loop")
-    bench.add_argument("--events", type=int, default=50_000)
+    bench = sub.add_parser("bench", help="hot-path benchmark against a plain aiokafka loop, same run")
+    bench.add_argument(
+        "--mode",
+        choices=["backlog", "hits"],
+        default="backlog",
+        help="backlog: cold workers drain N events over K IPs (default); hits: warm cache only",
+    )
+    bench.add_argument("--events", type=int, default=None, help="events (backlog 200,000; hits 50,000)")
+    bench.add_argument("--ips", type=int, default=2_000, help="distinct IPs in the backlog (2,000)")
+    bench.add_argument("--workers", type=int, default=1, help="worker processes in backlog mode (1)")
     tick = sub.add_parser("bench-timer", help="retry tick vs a full cache scan (200k entries, 1k unresolved)")
     tick.add_argument("--entries", type=int, default=200_000)
-    tick.add_argument("--unresolved", type=int, default=1_000)
+    tick.add_argument("--unresolved", type=int, default=1_000, help="entries due now (default 1,000)")
+    tick.add_argument("--not-due", type=int, default=100_000, help="unresolved entries due later (100,000)")
     budget = sub.add_parser("bench-budget", help="resolution rate as a share of the API budget (fake ip-api)")
     budget.add_argument("--ips", type=int, default=3_000)
     budget.add_argument("--window", type=float, default=6.0)
@@ -50,14 +59,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "kafka":
             return kafka_command(args.action, args.run_dir, args.port)
         if args.command == "bench":
-            from .devtools.bench_hotpath import run_bench
+            if args.mode == "hits":
+                from .devtools.bench_hotpath import run_bench
 
-            return asyncio.run(run_bench(settings, os.environ, events=args.events))
+                return asyncio.run(run_bench(settings, os.environ, events=args.events or 50_000))
+            from .devtools.bench_backlog import run_backlog_bench
+
+            events = args.events or 200_000
+            return asyncio.run(
+                run_backlog_bench(settings, os.environ, events=events, ips=args.ips, workers=args.workers)
+            )
         if args.command == "bench-timer":
             from .devtools.bench_timer import run_tick_bench
 
             return asyncio.run(
-                run_tick_bench(settings, os.environ, entries=args.entries, unresolved=args.unresolved)
+                run_tick_bench(
+                    settings,
+                    os.environ,
+                    entries=args.entries,
+                    unresolved=args.unresolved,
+                    not_due=args.not_due,
+                )
             )
         if args.command == "bench-budget":
             from .devtools.bench_budget import run_budget_bench

@@ -1,15 +1,22 @@
-"""The hot path: input events -> enriched (near-cache hit), events-by-ip (miss) or the dead-letter topic.
+"""The hot path: every input event is enriched here, once, by the worker that consumed it.
 
 Why not a Faust agent: Faust's per-event stream machinery (event objects, acks, offset tracking) costs
-about 100 µs an event, more than everything this step does. So ingest is a plain aiokafka
-consume-produce loop running inside the Faust worker as a service: its own consumer group
-(`<app>-ingest`, the input partitions are shared among workers like any group), one `route` call per
-record, sends without waiting, and a commit once the whole batch is delivered (at-least-once: a crash
-replays the batch, never loses it). A rebalance waits for the batch in hand before it revokes.
+more than everything this step does. So ingest is a plain aiokafka consume-produce loop running inside
+the worker as a service, in its own consumer group (`<app>-ingest`: the input partitions are shared among
+workers like any group's). Per input batch it routes each record with `routing.Router` (pure), appends the
+outputs to one record batch per output partition (no per-record future or partitioner call: the key hash
+is cached per IP), sends those batches, waits until every one is delivered, then commits: at-least-once,
+a crash replays the batch, never loses it. A rebalance waits for the batch in hand before it revokes.
 
-Hits are served from a near cache fed by the compacted resolved topic (every partition, every worker),
-so an event for a known IP never takes the second hop; misses go to the table's owner through the
-repartition topic, where the cache agent (the only writer of the table) decides.
+Outputs: every valid event goes to the enriched topic keyed by its IP (input-partition order per IP kept);
+an IP new to this worker also goes, once, to `<app>-ips-seen` for the table's owner; bad input goes to the
+dead-letter topic with the reason. The near cache is fed by a group-less consumer following the resolved
+topic from its beginning on every worker, and by this worker's own provisional entries.
+
+Failures: a delivery that failed for a reason that may pass (broker down, leader moving) rewinds and
+replays the batch with back-off, at most MAX_REPLAYS times before the worker stops with a clear error; a
+record that can never be written (too large, topic not authorised) goes to the dead-letter topic instead,
+or, when that too refuses it, is logged loudly with its coordinates and counted, and the batch moves on.
 """
 
 from __future__ import annotations
@@ -18,23 +25,58 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
-from collections import Counter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import ConsumerStoppedError, KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    ConsumerStoppedError,
+    CorruptRecordException,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    PolicyViolationError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
+from aiokafka.partitioner import murmur2
 from mode import Service
 
-from .routing import NearCache, Route, dead_letter, route
+from .messages import dead_letter, encode_seen
+from .routing import NearCache, Route, Router
+from .settings import Settings
+from .stats import Stats
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 2000  # records per getmany: bounds the replay after a crash and the wait of a rebalance
+INPUT_BATCH = 2000  # records per getmany: bounds the replay after a crash and the wait of a rebalance
 FETCH_WAIT_MS = 500  # an idle poll returns this often, so a stop is noticed quickly
 LINGER_MS = 5  # the producer batches sends for this long: throughput over a few ms of latency
-RETRY_DELAY = 1.0  # seconds before a failed batch (or near-cache fetch) is tried again
+OUTPUT_BATCH_BYTES = 512 * 1024  # one record batch per output partition and input batch, under 1 MiB
+REPLAY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0)  # back-off before each replay
 NEAR_WARM_WAIT = 30.0  # at start, ingest waits this long at most for the near cache to catch up
+
+
+# what the broker or the client says of a record or a topic that no retry can fix; anything else (a
+# timeout, a leader moving, the broker down) may pass, and the batch is replayed
+PERMANENT_ERRORS = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    PolicyViolationError,
+)
+
+
+def key_hash(key: bytes) -> int:
+    """Kafka's default partitioner hash (murmur2, made non-negative): `key_hash(k) % n` is k's partition."""
+    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -51,35 +93,28 @@ class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         log.info("ingest: assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 
-def register(geo: Any) -> None:
-    """Start the hot path with geo.app (after table recovery), stop it before the app's own clients."""
-
-    class BoundHotPath(HotPath):
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(geo, **kwargs)
-
-    geo.app.service(BoundHotPath)
-
-
 class HotPath(Service):
     """Ingest loop and near-cache feeder of one worker; started with the app, after table recovery."""
 
-    def __init__(self, geo: Any, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, stats: Stats, router: Router, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.geo = geo
-        geo.hotpath = self
-        self.near: NearCache = geo.near
-        self._lock = asyncio.Lock()
+        self.settings, self.stats, self.router = settings, stats, router
+        self.near: NearCache = router.near
+        self.lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._feeder: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._ends: dict[TopicPartition, int] = {}  # the resolved topic's end offsets at start
+        self.replay_delays = REPLAY_DELAYS
         self.caught_up = asyncio.Event()  # the near cache holds what was on the resolved topic at start
 
     async def on_start(self) -> None:
-        s = self.geo.settings
+        s = self.settings
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap, linger_ms=LINGER_MS, acks="all"
+            bootstrap_servers=s.kafka_bootstrap,
+            linger_ms=LINGER_MS,
+            acks="all",
+            max_batch_size=OUTPUT_BATCH_BYTES,
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap,
@@ -90,8 +125,10 @@ class HotPath(Service):
         )
         self._feeder = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest")
         await asyncio.gather(self._producer.start(), self._consumer.start(), self._feeder.start())
-        self._consumer.subscribe([s.events_topic], listener=_WaitForBatch(self._lock))
-        parts = await self._producer.partitions_for(s.resolved_topic)  # waits for the topic's metadata
+        for topic in (s.enriched_topic, s.seen_topic, s.dlq_topic):
+            await self._producer.partitions_for(topic)  # metadata before the first batch is built
+        self._consumer.subscribe([s.events_topic], listener=_WaitForBatch(self.lock))
+        parts = await self._producer.partitions_for(s.resolved_topic)
         tps = [TopicPartition(s.resolved_topic, p) for p in sorted(parts)]
         self._feeder.assign(tps)
         self._ends = {tp: end for tp, end in (await self._feeder.end_offsets(tps)).items() if end > 0}
@@ -102,10 +139,13 @@ class HotPath(Service):
         self.add_future(self._ingest())
 
     async def on_stop(self) -> None:
-        # the batch in hand is delivered and committed before the clients close
-        async with self._lock:
-            clients = [c for c in (self._consumer, self._feeder, self._producer) if c is not None]
-            await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
+        async with self.lock:
+            pass  # the batch in hand is delivered and committed before the clients close
+        # not under the lock: leaving the group revokes our partitions, and revocation waits for the lock
+        clients = [c for c in (self._consumer, self._feeder, self._producer) if c is not None]
+        await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
+
+    # -- the near cache's feed ------------------------------------------------------------------------
 
     async def _feed(self) -> None:
         """Follow the resolved topic from its beginning: the latest entry per IP is what hits are served."""
@@ -113,19 +153,17 @@ class HotPath(Service):
         started = time.monotonic()
         while not self.should_stop:
             try:
-                batch = await self._feeder.getmany(timeout_ms=FETCH_WAIT_MS, max_records=MAX_BATCH)
+                batch = await self._feeder.getmany(timeout_ms=FETCH_WAIT_MS, max_records=INPUT_BATCH)
             except ConsumerStoppedError:
                 return  # on_stop closed it
             except KafkaError as exc:  # a stale near cache serves old answers: keep trying, loudly
-                log.warning(
-                    "near cache: reading %s failed (%r); retrying", self.geo.settings.resolved_topic, exc
-                )
-                await asyncio.sleep(RETRY_DELAY)  # back-off before the next fetch, not synchronisation
+                log.warning("near cache: reading %s failed (%r); retrying", self.settings.resolved_topic, exc)
+                await self.sleep(1.0)  # back-off before the next fetch, not synchronisation
                 continue
             for records in batch.values():
                 for record in records:
                     if record.key is not None and _servable(record.value):
-                        self.near.put(record.key, record.value)
+                        self.near.learn(record.key, record.value)
             if not self.caught_up.is_set():
                 await self._check_caught_up(started)
 
@@ -136,45 +174,55 @@ class HotPath(Service):
             if await self._feeder.position(tp) < end:
                 return
         self.caught_up.set()
+        took = time.monotonic() - started
         log.info(
             "near cache: caught up with %s in %.1fs, %d entries",
-            self.geo.settings.resolved_topic,
-            time.monotonic() - started,
+            self.settings.resolved_topic,
+            took,
             len(self.near),
         )
 
+    # -- ingest ---------------------------------------------------------------------------------------
+
     async def _ingest(self) -> None:
-        """Any Kafka error rewinds the batch and retries it; anything else crashes the worker (loudly)."""
+        """Route, send and commit batch after batch; a failed delivery replays the batch with back-off."""
         assert self._consumer is not None
-        # hits served from the start: misses would all take the second hop while the near cache fills
+        # hits served from the start: a restarted worker would otherwise re-send every IP as new
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.caught_up.wait(), NEAR_WARM_WAIT)
+        replays = 0
         while not self.should_stop:
             try:
-                batch = await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=MAX_BATCH)
+                batch = await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=INPUT_BATCH)
             except ConsumerStoppedError:
                 return  # on_stop closed it
             if not batch or self.should_stop:
                 continue  # stopping: the batch is not processed, its offsets are not committed
-            async with self._lock:
+            async with self.lock:
                 try:
-                    counts = await self._process(batch)
+                    await self.process(batch)
+                    replays = 0
                 except KafkaError as exc:
-                    self.geo.stats.errors += 1
-                    size = sum(len(records) for records in batch.values())
-                    log.warning(
-                        "ingest: batch of %d not delivered or committed (%r); replaying it", size, exc
-                    )
+                    self.router.undo()
                     self._rewind(batch)
-                    counts = None
-            if counts is None:
-                await asyncio.sleep(RETRY_DELAY)  # back-off before the replay, not synchronisation
-                continue
-            stats = self.geo.stats
-            stats.consumed += counts.total()
-            stats.hits += counts[Route.ENRICHED]
-            stats.enriched += counts[Route.ENRICHED]
-            stats.dead_lettered += counts[Route.DEAD_LETTER]
+                    if replays >= len(self.replay_delays):
+                        raise RuntimeError(
+                            f"ingest: a batch failed {replays + 1} times ({exc!r}); stopping"
+                        ) from exc
+                    self.stats.replays += 1
+                    size = sum(len(records) for records in batch.values())
+                    delay = self.replay_delays[replays]
+                    log.warning(
+                        "ingest: batch of %d not delivered (%r); replay %d in %.1fs",
+                        size,
+                        exc,
+                        replays + 1,
+                        delay,
+                    )
+                    replays += 1
+                else:
+                    continue
+            await self.sleep(delay)  # back-off before the replay, outside the lock a rebalance waits on
 
     def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
         """Seek back to the batch's first offsets, so the next fetch replays it (never skips it)."""
@@ -184,41 +232,132 @@ class HotPath(Service):
             if records and tp in assigned:  # a revoked partition is replayed by its new owner
                 self._consumer.seek(tp, records[0].offset)
 
-    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> Counter[Route]:
-        """Route and send every record, wait until all are delivered, then commit the batch."""
+    async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Route every record into per-partition output batches, deliver them all, then commit."""
         assert self._consumer is not None and self._producer is not None
-        s = self.geo.settings
-        topics = {
-            Route.ENRICHED: s.enriched_topic,
-            Route.BY_IP: s.by_ip_topic,
-            Route.DEAD_LETTER: s.dlq_topic,
-        }
-        send, near, max_bytes = self._producer.send, self.near, s.max_event_bytes
-        counts: Counter[Route] = Counter()
-        deliveries = []
+        s = self.settings
+        out = _Outputs(self._producer)
+        enriched_n, seen_n, dlq_n = (out.partitions(t) for t in (s.enriched_topic, s.seen_topic, s.dlq_topic))
+        now = time.time()
+        seen_value = encode_seen(now, s.worker_label)
+        self.router.begin()
+        route, add = self.router.route, out.add
+        hits = new = dead = 0
         for tp, records in batch.items():
-            for r in records:
-                where = (tp.topic, tp.partition, r.offset)
-                try:
-                    kind, key, value = route(r.value, r.key, where, max_bytes, near)
-                except Exception as exc:  # never lose an event: anything unexpected becomes a DLQ reason
-                    log.exception("ingest failed on %s[%d]@%d", *where)
-                    self.geo.stats.errors += 1
-                    reason = f"internal error: {type(exc).__name__}"
-                    kind, key, value = Route.DEAD_LETTER, r.key, dead_letter(r.value, reason, *where)
-                deliveries.append(await send(topics[kind], value, key=key))
-                counts[kind] += 1
-        await asyncio.gather(*deliveries)
+            topic, partition = tp.topic, tp.partition
+            for record in records:
+                kind, key, value, h = route(record.value, record.key, (topic, partition, record.offset), now)
+                if kind is Route.HIT:
+                    hits += 1
+                    if not add(s.enriched_topic, h % enriched_n, key, value, record):
+                        await out.spill(s.enriched_topic, h % enriched_n, key, value, record)
+                elif kind is Route.NEW:
+                    new += 1
+                    if not add(s.enriched_topic, h % enriched_n, key, value, record):
+                        await out.spill(s.enriched_topic, h % enriched_n, key, value, record)
+                    if not add(s.seen_topic, h % seen_n, key, seen_value, record):
+                        await out.spill(s.seen_topic, h % seen_n, key, seen_value, record)
+                else:
+                    dead += 1
+                    p = key_hash(key) % dlq_n if key is not None else random.randrange(dlq_n)
+                    if not add(s.dlq_topic, p, key, value, record):
+                        await out.spill(s.dlq_topic, p, key, value, record)
+        salvaged = await out.flush(self._salvage)
         await self._consumer.commit()
-        return counts
+        stats = self.stats
+        stats.consumed += hits + new + dead
+        stats.hits += hits
+        stats.new += new
+        stats.enriched += hits + new
+        stats.dead_lettered += dead + salvaged
+
+    async def _salvage(self, topic: str, rows: list[tuple[bytes | None, bytes, Any]], exc: Exception) -> int:
+        """A batch to `topic` was refused for good: send its records one by one, dead-letter the ones that
+        are refused again, log loudly what even the dead-letter topic refuses. Returns dead letters sent."""
+        assert self._producer is not None
+        log.error("ingest: %d records to %s refused (%r): sending them one by one", len(rows), topic, exc)
+        sent = 0
+        for key, value, record in rows:
+            try:
+                await (await self._producer.send(topic, value, key=key))
+                continue
+            except PERMANENT_ERRORS as again:
+                reason = f"could not write to {topic}: {type(again).__name__}"
+            where = (record.topic, record.partition, record.offset)
+            letter = dead_letter(record.value, reason, *where, key=record.key)
+            try:
+                await (await self._producer.send(self.settings.dlq_topic, letter, key=None))
+                sent += 1
+            except PERMANENT_ERRORS as dlq_exc:
+                self.stats.errors += 1
+                log.error(
+                    "ingest: LOST %s[%d]@%d: %s; the dead-letter topic refused it too (%r)",
+                    *where,
+                    reason,
+                    dlq_exc,
+                )
+        return sent
+
+
+class _Outputs:
+    """The output of one input batch: one open record batch per (topic, partition), sent when full or at
+    the end; each sent batch keeps its rows, so a batch refused for good can be salvaged record by record."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._open: dict[tuple[str, int], tuple[Any, list[tuple[bytes | None, bytes, Any]]]] = {}
+        self._sent: list[tuple[asyncio.Future[Any], str, list[tuple[bytes | None, bytes, Any]]]] = []
+
+    def partitions(self, topic: str) -> int:
+        return len(self._producer.client.cluster.partitions_for_topic(topic) or ()) or 1
+
+    def add(self, topic: str, partition: int, key: bytes | None, value: bytes, record: Any) -> bool:
+        """Append to the open batch of (topic, partition); False when it is full (call `spill`)."""
+        found = self._open.get((topic, partition))
+        if found is None:
+            found = self._open[topic, partition] = (self._producer.create_batch(), [])
+        if found[0].append(key=key, value=value, timestamp=None) is None:
+            return False
+        found[1].append((key, value, record))
+        return True
+
+    async def spill(self, topic: str, partition: int, key: bytes | None, value: bytes, record: Any) -> None:
+        """Send the full batch of (topic, partition) and start a new one with this record."""
+        builder, rows = self._open.pop((topic, partition))
+        self._sent.append((await self._producer.send_batch(builder, topic, partition=partition), topic, rows))
+        if not self.add(topic, partition, key, value, record):
+            raise AssertionError("a record did not fit an empty batch")  # an empty batch takes any record
+
+    async def flush(self, salvage: Any) -> int:
+        """Send every open batch and wait for all deliveries; retriable failures raise (replay the input
+        batch), permanent ones are salvaged record by record. Returns how many records were dead-lettered."""
+        for (topic, partition), (builder, rows) in self._open.items():
+            self._sent.append(
+                (await self._producer.send_batch(builder, topic, partition=partition), topic, rows)
+            )
+        self._open.clear()
+        outcomes = await asyncio.gather(*(future for future, _, _ in self._sent), return_exceptions=True)
+        failed = [
+            (sent, exc) for sent, exc in zip(self._sent, outcomes, strict=True) if isinstance(exc, Exception)
+        ]
+        for _, exc in failed:
+            if not isinstance(exc, PERMANENT_ERRORS):
+                raise exc if isinstance(exc, KafkaError) else KafkaError(repr(exc))  # replay the input batch
+        dead = 0
+        for (_, topic, rows), exc in failed:
+            dead += await salvage(topic, rows, exc)
+        return dead
 
 
 def _servable(value: bytes | None) -> bool:
-    """Only final answers and recorded failures are published; anything else (or garbage) is not served."""
+    """A resolved record the near cache may serve: a JSON entry (or a tombstone); garbage is skipped."""
     if value is None:
-        return True  # a tombstone: NearCache.put forgets the IP
+        return True  # a tombstone: NearCache.learn forgets the IP
     try:
-        return bool(json.loads(value).get("status") not in (None, "pending"))
-    except (ValueError, AttributeError):
+        data = json.loads(value)
+        return (
+            isinstance(data, dict) and isinstance(data.get("ip"), str) and isinstance(data.get("status"), str)
+        )
+    except (ValueError, RecursionError):
         log.warning("near cache: ignoring a malformed resolved record %r", value[:200])
         return False

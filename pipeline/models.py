@@ -14,17 +14,24 @@ from typing import Any
 
 
 class EntryStatus(StrEnum):
-    """Where a cache entry stands; PRIVATE and INVALID are final, every other status is due again some day."""
+    """Where a cache entry stands; PRIVATE is final, every other status is due again some day."""
 
-    PENDING = "pending"  # sent to the resolver, no answer yet (country still NULL)
+    PENDING = "pending"  # first remote answer still to come; geo holds what the offline data knows (if any)
     UNRESOLVED = "unresolved"  # every provider failed transiently (country NULL); retried on schedule
     PARTIAL = "partial"  # the remote provider failed, a fallback filled the country; remote retry still due
     RESOLVED = "resolved"  # country known; refreshed when old
     PRIVATE = "private"  # non-global address (private, loopback, CGNAT, ...): final, never sent anywhere
-    INVALID = "invalid"  # a provider said the address can never resolve (reserved, invalid query): final
+    INVALID = "invalid"  # a provider said the address cannot resolve; asked again after a long wait
 
 
-FINAL_STATUSES = frozenset({EntryStatus.PRIVATE, EntryStatus.INVALID})
+FINAL_STATUSES = frozenset({EntryStatus.PRIVATE})  # never asked of any provider again
+
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "latitude": (int, float),
+    "longitude": (int, float),
+    "asn": int,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +54,13 @@ class GeoData:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeoData:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """Fields of the right type are kept, anything else (a wrong type from a foreign record) is None."""
+        kept: dict[str, Any] = {}
+        for f in fields(cls):
+            value = data.get(f.name)
+            ok = isinstance(value, _FIELD_TYPES.get(f.name, str)) and not isinstance(value, bool)
+            kept[f.name] = value if ok else None
+        return cls(**kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +84,15 @@ class TransientFailure:
     """The lookup failed for a reason that may pass (429, 5xx, timeout, malformed body); retry later.
 
     `geo` carries a fallback provider's partial answer (e.g. the offline country) when the chain had one;
-    the entry then shows a country but stays due for a retry against the primary provider.
+    the entry then shows a country but stays due for a retry against the primary provider. `asked` is
+    False when the primary provider was not asked at all (its breaker was open): that says nothing about
+    the address, so the entry's back-off does not grow.
     """
 
     reason: str
     provider: str
     geo: GeoData | None = None
+    asked: bool = True
 
 
 LookupResult = Resolved | PermanentFailure | TransientFailure
@@ -94,6 +109,7 @@ def result_to_dict(result: LookupResult) -> dict[str, Any]:
         "provider": result.provider,
         "reason": result.reason,
         "geo": result.geo.to_dict() if result.geo else None,
+        "asked": result.asked,
     }
 
 
@@ -107,7 +123,8 @@ def result_from_dict(data: dict[str, Any]) -> LookupResult:
         return PermanentFailure(str(data["reason"]), provider)
     if kind == "transient":
         geo = data.get("geo")
-        return TransientFailure(str(data["reason"]), provider, GeoData.from_dict(geo) if geo else None)
+        geo_data = GeoData.from_dict(geo) if isinstance(geo, dict) else None
+        return TransientFailure(str(data["reason"]), provider, geo_data, data.get("asked") is not False)
     raise ValueError(f"unknown result kind {kind!r}")
 
 

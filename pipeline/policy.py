@@ -1,12 +1,19 @@
 """Cache policy: every decision about a geo cache entry, as pure functions of (entry, input, now).
 
 The cache agent is the only writer of the table and stays thin: it asks these functions what the entry
-becomes and whether to ask the resolver, then writes. Keeping them pure means idempotency ("the same
-result applied twice leaves the same table") and the retry schedule are unit-tested without Kafka.
+becomes, whether to ask the resolver and whether to publish, then writes. Keeping them pure means
+idempotency ("the same result applied twice leaves the same table") and the retry schedule are
+unit-tested without Kafka.
 
 Attempts are numbered: a resolve request carries the attempt it starts, and its result carries the same
-number back. A result whose attempt is not the one in flight is a duplicate or stale (at-least-once
-redelivery, a timer re-emission that crossed an answer) and changes nothing.
+number back. An entry's `attempts` counts the answers applied, so attempt `attempts + 1` is the one in
+flight; a result for any other attempt is a duplicate or stale (at-least-once redelivery, a re-emission
+that crossed an answer) and changes nothing, but the agent publishes the current entry again: after a
+crash between the table write and the publish, the replayed input repairs the resolved topic.
+
+Statuses: `pending` means the first remote answer is still to come; its `geo` already holds what the
+offline data knows (`provider` says which). It never outlives the pending timeout: a due pending entry
+turns `partial` (offline country kept) or `unresolved` and is asked again.
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ from .models import (
     TransientFailure,
 )
 
-RETRY_LANE = "0"  # index lane of pending/unresolved/partial entries: always served first
+INDEX_PREFIX = "~"  # sorts after every IP spelling ([0-9a-f:]), so index keys never mix with entries
+RETRY_LANE = "0"  # index lane of pending/unresolved/partial/invalid entries: always served first
 REFRESH_LANE = "1"  # index lane of resolved entries waiting for their refresh: served after retries
 DUE_DIGITS = 13  # milliseconds since 1970 fit 13 digits until the year 2286: keys sort by due time
+NO_ANSWER = "no answer within the pending timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,58 +50,80 @@ class RetryPolicy:
     slow_lane_interval: float = 86400.0  # ... once a day
     pending_timeout: float = 600.0  # a request unanswered this long is assumed lost and re-emitted
     refresh_after: float = 30 * 86400.0  # resolved answers older than this are refreshed
+    invalid_retry: float = 7 * 86400.0  # "invalid" is one provider's word: asked again after a week
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What the cache agent does for one input: the entry to write (None: unchanged), whether to resolve."""
+    """What the cache agent does for one input.
+
+    `entry` is what to write (None: nothing changes); `resolve_attempt` the attempt to ask the resolver
+    for; `publish` whether to publish the entry (the new one, or the current one again) to the resolved
+    topic.
+    """
 
     entry: GeoEntry | None
-    resolve_attempt: int | None = None  # attempt number to send to the resolver, or None
+    resolve_attempt: int | None = None
+    publish: bool = False
 
 
-def next_retry_at(attempts: int, now: float, policy: RetryPolicy, rng: random.Random) -> float:
-    """Exponential back-off with jitter from the first failure, then a slow daily lane."""
-    if attempts >= policy.slow_lane_after:
-        delay = policy.slow_lane_interval
-    else:
-        exponent = min(max(0, attempts - 1), 62)  # 2**62 minutes exceeds any cap; avoids float overflow
-        delay = min(policy.cap, policy.base * 2.0**exponent)
-    # equal jitter: at least half the delay, so retries never bunch up earlier than planned
-    return now + delay / 2 + rng.uniform(0, delay / 2)
-
-
-def on_event(entry: GeoEntry | None, ip: str, kind: AddressKind, now: float, policy: RetryPolicy) -> Decision:
-    """A valid event for `ip` arrived: create the entry on first sight and ask the resolver once."""
-    if entry is not None:
-        return Decision(None)  # known (hit, pending, or waiting for its retry): nothing to write or send
+def first_sight(
+    ip: str, kind: AddressKind, offline: GeoData | None, provider: str | None, now: float, policy: RetryPolicy
+) -> GeoEntry:
+    """The entry for an IP never seen before: final `private` for non-global addresses, else `pending` with
+    what the offline data knows (the hot path serves it at once; the remote answer is still to come)."""
     if kind is not AddressKind.GLOBAL:
-        final = GeoEntry(ip, EntryStatus.PRIVATE, first_seen=now, updated_at=now, last_error=kind.value)
-        return Decision(final)
-    pending = GeoEntry(
+        return GeoEntry(ip, EntryStatus.PRIVATE, first_seen=now, updated_at=now, last_error=kind.value)
+    known = offline is not None and offline != GeoData()
+    return GeoEntry(
         ip,
         EntryStatus.PENDING,
+        geo=offline if offline is not None and known else GeoData(),
+        provider=provider if known else None,
         attempts=0,
         first_seen=now,
         updated_at=now,
         next_retry_at=now + policy.pending_timeout,
     )
-    return Decision(pending, resolve_attempt=1)
+
+
+def on_seen(entry: GeoEntry | None, fresh: GeoEntry | None) -> Decision:
+    """A worker saw the IP: create its entry (`fresh`, from `first_sight`: needed only when `entry` is None)
+    on first sight and ask once.
+
+    A known entry changes nothing, except a pending one: a worker whose own near cache lost the IP, or a
+    replay after a crash between the table write and the request, sends the request and the entry again
+    (the resolver drops what it already asked; the resolved topic is compacted).
+    """
+    if entry is None:
+        if fresh is None:
+            raise ValueError("on_seen needs the first-sight entry of an IP it does not know")
+        is_final = fresh.status in FINAL_STATUSES
+        return Decision(fresh, resolve_attempt=None if is_final else 1, publish=True)
+    if entry.status is EntryStatus.PENDING:
+        return Decision(None, resolve_attempt=entry.attempts + 1, publish=True)
+    return Decision(None)
 
 
 def on_retry(entry: GeoEntry | None, now: float, policy: RetryPolicy) -> Decision:
-    """The timer says `entry` is due: start its next attempt, unless that already happened (idempotent)."""
+    """The timer says `entry` is due: start its next attempt, unless that already happened (idempotent).
+
+    A retry that finds nothing due (a duplicate, or one that crossed an answer) still publishes the current
+    entry, so a replay repairs the resolved topic.
+    """
     if entry is None or entry.status in FINAL_STATUSES:
         return Decision(None)
     if entry.next_retry_at is None or entry.next_retry_at > now:
-        return Decision(None)  # already re-emitted by an earlier request, or answered since
-    attempt = entry.attempts + 1
-    pending = entry.evolve(
-        status=EntryStatus.PENDING if entry.status is EntryStatus.UNRESOLVED else entry.status,
-        next_retry_at=now + policy.pending_timeout,
-        updated_at=now,
+        return Decision(None, publish=True)
+    status = entry.status
+    last_error = entry.last_error
+    if status is EntryStatus.PENDING:  # the first answer never came: say so, never stay pending
+        status = EntryStatus.PARTIAL if entry.geo.country_code else EntryStatus.UNRESOLVED
+        last_error = NO_ANSWER
+    retried = entry.evolve(
+        status=status, last_error=last_error, next_retry_at=now + policy.pending_timeout, updated_at=now
     )
-    return Decision(pending, resolve_attempt=attempt)
+    return Decision(retried, resolve_attempt=entry.attempts + 1, publish=True)
 
 
 def apply_result(
@@ -117,6 +148,7 @@ def apply_result(
             next_retry_at=now + policy.refresh_after,
         )
     if isinstance(result, PermanentFailure):
+        # a provider's "invalid query" may be wrong or change: asked again after a long wait, never forever
         return entry.evolve(
             status=EntryStatus.INVALID,
             geo=GeoData(),
@@ -124,7 +156,7 @@ def apply_result(
             attempts=attempt,
             updated_at=now,
             last_error=result.reason,
-            next_retry_at=None,
+            next_retry_at=now + policy.invalid_retry,
         )
     return _transient(entry, attempt, result, now, policy, rng)
 
@@ -137,20 +169,36 @@ def _transient(
     policy: RetryPolicy,
     rng: random.Random,
 ) -> GeoEntry:
-    retry = next_retry_at(attempt, now, policy, rng)
-    if entry.status is EntryStatus.RESOLVED or (entry.geo.country_code and result.geo is None):
-        # a failed refresh keeps the answer we had; only the retry time moves
+    # a provider that was not asked (breaker open) learnt nothing about this address: no growing back-off,
+    # so the entry is due again soon and the timer serves it within the budget once the provider is back
+    retry = next_retry_at(attempt if result.asked else 1, now, policy, rng)
+    if entry.status is EntryStatus.RESOLVED:  # a failed refresh keeps the answer we had
         return entry.evolve(attempts=attempt, updated_at=now, last_error=result.reason, next_retry_at=retry)
-    status = EntryStatus.PARTIAL if result.geo and result.geo.country_code else EntryStatus.UNRESOLVED
+    fallback = result.geo if result.geo is not None and result.geo != GeoData() else None
+    if fallback is None and entry.geo.country_code:  # keep the offline answer the entry already has
+        geo, provider = entry.geo, entry.provider
+    else:
+        geo, provider = fallback or GeoData(), result.provider if fallback else None
     return entry.evolve(
-        status=status,
-        geo=result.geo or GeoData(),
-        provider=result.provider if result.geo else None,
+        status=EntryStatus.PARTIAL if geo.country_code else EntryStatus.UNRESOLVED,
+        geo=geo,
+        provider=provider,
         attempts=attempt,
         updated_at=now,
         last_error=result.reason,
         next_retry_at=retry,
     )
+
+
+def next_retry_at(attempts: int, now: float, policy: RetryPolicy, rng: random.Random) -> float:
+    """Exponential back-off with jitter from the first failure, then a slow daily lane."""
+    if attempts >= policy.slow_lane_after:
+        delay = policy.slow_lane_interval
+    else:
+        exponent = min(max(0, attempts - 1), 62)  # 2**62 minutes exceeds any cap; avoids float overflow
+        delay = min(policy.cap, policy.base * 2.0**exponent)
+    # equal jitter: at least half the delay, so retries never bunch up earlier than planned
+    return now + delay / 2 + rng.uniform(0, delay / 2)
 
 
 def schedule_key(entry: GeoEntry) -> str | None:
@@ -162,11 +210,21 @@ def schedule_key(entry: GeoEntry) -> str | None:
     if entry.next_retry_at is None or entry.status in FINAL_STATUSES:
         return None
     lane = REFRESH_LANE if entry.status is EntryStatus.RESOLVED else RETRY_LANE
-    return f"{lane}{int(entry.next_retry_at * 1000):0{DUE_DIGITS}d}|{entry.ip}"
+    return f"{INDEX_PREFIX}{lane}{int(entry.next_retry_at * 1000):0{DUE_DIGITS}d}|{entry.ip}"
+
+
+def lane_prefix(lane: str) -> str:
+    """The first bytes every index key of `lane` shares: where a scan of that lane starts."""
+    return INDEX_PREFIX + lane
 
 
 def parse_schedule_key(key: str) -> tuple[str, float, str]:
     """(lane, due time, ip) from an index key."""
-    lane, rest = key[0], key[1:]
+    lane, rest = key[len(INDEX_PREFIX)], key[len(INDEX_PREFIX) + 1 :]
     due, _, ip = rest.partition("|")
     return lane, int(due) / 1000, ip
+
+
+def is_index_key(key: bytes) -> bool:
+    """Whether a table key belongs to the due-time index rather than to an entry."""
+    return key[:1] == INDEX_PREFIX.encode()

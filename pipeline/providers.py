@@ -48,6 +48,12 @@ class OfflineProvider:
         return {ip: self.lookup(ip) for ip in ips}
 
 
+def offline_geo(provider: OfflineProvider, ip: str) -> GeoData | None:
+    """What the offline data knows about `ip` at once, or None."""
+    result = provider.lookup(ip)
+    return result.geo if isinstance(result, Resolved) else None
+
+
 class ProviderChain:
     """Ask providers in order; a transient failure of one is retried on the next, remembering the first.
 
@@ -75,11 +81,23 @@ class ProviderChain:
                 results[ip] = merge_fallback(results[ip], fallback.get(ip))
         return {ip: results.get(ip) or TransientFailure("no result", first.name) for ip in ips}
 
+    async def fallback(self, ips: Sequence[str], reason: str) -> dict[str, LookupResult]:
+        """Answer without the first provider (it cannot be asked now): each IP fails transiently with
+        `reason`, carrying what the other providers know, so its entry stays due for the first one."""
+        first, *rest = self.providers
+        failure = TransientFailure(f"{first.name} not asked: {reason}", first.name, asked=False)
+        results: dict[str, LookupResult] = dict.fromkeys(ips, failure)
+        for provider in rest:
+            answers = await provider.resolve(ips)
+            for ip in ips:
+                results[ip] = merge_fallback(results[ip], answers.get(ip))
+        return results
+
 
 def merge_fallback(primary: LookupResult, fallback: LookupResult | None) -> LookupResult:
     """Keep the primary's transient failure (so it is retried) but carry the fallback's geography."""
     if isinstance(primary, TransientFailure) and isinstance(fallback, Resolved) and primary.geo is None:
-        return TransientFailure(primary.reason, primary.provider, fallback.geo)
+        return TransientFailure(primary.reason, primary.provider, fallback.geo, primary.asked)
     return primary
 
 

@@ -1,147 +1,349 @@
-"""The resolver agent: geo-resolve -> dedupe against the asked log -> provider chain -> geo-results.
+"""The resolver: geo-resolve -> dedupe against the asked log -> provider chain -> geo-results.
 
-It takes up to 100 requests per short window, keeps the highest attempt per IP, drops what an earlier ask
-still covers (`inflight.AskedLog`), writes "asked" records for the rest and waits for their delivery, and
-only then calls the provider chain. Writing before asking is what survives a crash: a successor reading the
-asked log knows what the dead resolver may have asked, so a redelivered batch costs no second request.
-Results go to the results topic, co-partitioned with the table, where the cache agent applies them.
+A plain aiokafka consumer (group `<app>-resolve`) running inside the worker as a service, not a Faust
+agent: it must wait for the API budget, give a resolve partition up at once on a rebalance and stop within
+seconds, and a Faust agent holding unacked events can do none of that (the rebalance and the shutdown wait
+for them). One loop, per batch of up to 100 distinct IPs:
 
-The asked log is read back with a group-less consumer whenever this worker's resolve partitions change
-(start-up, rebalance, a dead worker's partitions taken over), before anything is asked.
+1. take requests for up to `resolve_batch_wait` seconds, keep the highest attempt per IP, and drop what the
+   asked log says is in flight or answered (`asked.AskedLog`); a batch of duplicates commits and ends here,
+   without touching the budget;
+2. wait for the budget, outside the lock a rebalance waits on; if the remote cannot be asked within a normal
+   pacing wait (breaker open, a long server pause), answer from the offline data at once instead: the entry
+   gets the offline country and stays due for the remote;
+3. write "asked" records and wait for the broker's ack, call the provider chain (HTTP bounded by its timeout),
+   publish the results keyed by IP (co-partitioned with the table), mark the asks answered, commit.
+
+Writing before asking is what survives a crash: a successor reading the asked log knows what the dead
+resolver may have asked. Whoever is assigned a resolve partition reads its asked log back before asking,
+and seeds the budget with the asks of the current window (they bound what the previous owner sent from
+the same egress IP): no over-budget burst after a handover, and no full window of silence either.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
-import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ConsumerStoppedError
+from mode import Service
 
 from .addresses import AddressKind, classify
-from .asked import Asked, AskedLog, asked_horizon, asked_keep, decode_asked, encode_asked
-from .ipapi import MAX_BATCH as RESOLVE_BATCH  # more in one request gives HTTP 422
-from .models import LookupResult, TransientFailure, result_to_dict
+from .asked import AskedLog, asked_horizon, asked_keep, request_times
+from .ipapi import MAX_BATCH as RESOLVE_BATCH  # more IPs in one request gives HTTP 422
+from .ipapi import IpApiProvider
+from .messages import Asked, decode_asked, decode_resolve_request, encode_asked, encode_result
+from .models import LookupResult, TransientFailure
+from .providers import GeoProvider, OfflineProvider, ProviderChain
+from .settings import Settings
+from .stats import Stats
+from .throttle import BREAKER_COOLOFF_CAP, ResolveBudget
 
 log = logging.getLogger(__name__)
 
-LOAD_TIMEOUT = 30.0  # seconds to read the asked log back; past it we ask with what we have (a few repeats)
+LOAD_TIMEOUT = 30.0  # seconds to read the asked log back; past it we assume a full window was spent
+FETCH_WAIT_MS = 500  # an idle poll returns this often, so a stop is noticed quickly
+PACE_STEP = 0.5  # seconds between budget checks while waiting: short, so a stop or rebalance is quick
+STOP_GRACE = 3.0  # seconds a call in flight may finish after a stop; then it is answered from the fallback
+CALL_TIMEOUT_FACTOR = 2.0  # a provider call may take this many HTTP timeouts before it is given up
+STOPPING = "stopping"  # why a budget wait ended without asking: the batch is abandoned, its next owner asks
 
 
-def register(geo: Any, providers: Sequence[Any] | None, resolve: Any) -> None:
-    """Declare the resolver agent on geo.app, consuming the `resolve` topic."""
-    app: faust.App = geo.app
-    s = geo.settings
-    stats = geo.stats
-    asked = AskedLog(asked_horizon(s.pending_timeout), asked_keep(s.pending_timeout))
-    loaded: dict[str, frozenset[int] | None] = {"partitions": None}
-    budget_holder: dict[str, Any] = {}
-    by = s.worker_label
+class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
 
-    async def send(topic: str, key: bytes, value: bytes, partition: int | None = None) -> Any:
-        """Queue a record on the app's producer; returns its delivery future (awaited only where the
-        order of delivery matters: the consumer flushes the producer before every offset commit)."""
-        return await app.producer.send(topic, key, value, partition, None, None)
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.resolver.generation += 1  # a batch taken before this is abandoned, not committed
+        async with self.resolver.lock:  # the call in hand (bounded by the HTTP timeout) finishes first
+            pass
 
-    @app.agent(resolve, concurrency=1, name="geo-resolver")
-    async def resolver(stream: Any) -> None:
-        chain = await _open_chain(geo, providers, budget_holder)
-        # cold start: wait out a window nobody can vouch for. No batch is held yet, so this wait does not
-        # stall a rebalance and must not give way to one (giving way here sent the first batch to a closed
-        # budget, failing it without a request)
-        await _pace(app, budget_holder.get("budget"), give_way=False)
-        try:
-            async for batch in stream.take_events(RESOLVE_BATCH, within=s.resolve_batch_wait):
-                try:
-                    await refresh_asked()
-                    await resolve_batch(chain, batch)
-                except Exception:  # fact 5; the IPs come back through the retry timer
-                    stats.errors += 1
-                    log.exception("resolver batch of %d failed", len(batch))
-                await _pace(app, budget_holder.get("budget"))
-        finally:
-            await _close_chain(budget_holder)
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.resolver.generation += 1
+        self.resolver.to_load = frozenset(tp.partition for tp in assigned)
+        log.info("resolver: assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
-    async def refresh_asked() -> None:
-        """Reload the asked log when our resolve partitions changed since the last load."""
-        mine = frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == s.resolve_topic)
-        if mine == loaded["partitions"]:
+
+class Resolver(Service):
+    """One worker's resolver: its consumer, producer, provider chain and API budget."""
+
+    def __init__(
+        self, settings: Settings, stats: Stats, providers: Sequence[GeoProvider] | None = None, **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self.settings, self.stats = settings, stats
+        self._providers = providers  # tests and benchmarks pass their own; else built from settings at start
+        self.chain: ProviderChain = ProviderChain([OfflineProvider()])
+        self.budget: ResolveBudget | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.asked = AskedLog(asked_horizon(settings.pending_timeout), asked_keep(settings.pending_timeout))
+        self.lock = asyncio.Lock()
+        self.generation = 0
+        self.to_load: frozenset[int] | None = None  # resolve partitions whose asked log is still to read
+        self.loaded: frozenset[int] = frozenset()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._stopping = asyncio.Event()
+
+    async def on_start(self) -> None:
+        s = self.settings
+        self.chain, self.budget = self._open_chain()
+        self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=f"{s.app_id}-resolve",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=RESOLVE_BATCH,
+        )
+        await asyncio.gather(self._producer.start(), self._consumer.start())
+        self._consumer.subscribe([s.resolve_topic], listener=_Handover(self))
+        self.add_future(self._run())
+
+    async def on_stop(self) -> None:
+        self._stopping.set()  # ends a budget wait at once; a call in flight gets STOP_GRACE
+        async with self.lock:
+            pass  # the batch in hand is answered and committed (or abandoned) first
+        # not under the lock: leaving the group revokes our partitions, and revocation waits for the lock
+        clients = [c for c in (self._consumer, self._producer) if c is not None]
+        await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def _open_chain(self) -> tuple[ProviderChain, ResolveBudget | None]:
+        """The provider chain and the remote's budget; the HTTP session is this service's, one per worker."""
+        if self._providers is not None:
+            return ProviderChain(self._providers), getattr(self._providers[0], "budget", None)
+        s = self.settings
+        chain: list[GeoProvider] = []
+        budget: ResolveBudget | None = None
+        for name in s.providers:
+            if name == "offline":
+                chain.append(OfflineProvider())
+                continue
+            budget = ResolveBudget(
+                asyncio.get_running_loop().time,
+                limit=s.budget_requests,
+                window=s.budget_window,
+                # an open breaker keeps the API closed for a window at first, and never for longer than an
+                # entry waits between retries: after an outage every entry is served within one retry cap
+                breaker_cooloff=min(s.budget_window, s.retry_cap),
+                breaker_cooloff_cap=min(BREAKER_COOLOFF_CAP, s.retry_cap),
+            )
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.http_timeout))
+            remote = IpApiProvider(
+                self._session,
+                budget,
+                base_url=s.ipapi_url or None,
+                api_key=s.ipapi_key,
+                fields=s.ipapi_fields,
+                lang=s.ipapi_lang,
+                timeout=s.http_timeout,
+            )
+            chain.append(remote)
+        return ProviderChain(chain), budget
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._load_asked()
+                await self.run_once()
+            except ConsumerStoppedError:
+                continue
+            except Exception:  # a bad batch must not end the resolver: its IPs come back by the timer
+                self.stats.errors += 1
+                log.exception("resolver batch failed")
+                await self._pause(1.0)  # back-off before the next batch, not synchronisation
+
+    async def run_once(self) -> None:
+        """One batch: take, dedupe, wait for the budget or fall back, resolve, publish, commit."""
+        assert self._consumer is not None
+        generation = self.generation
+        wanted, partition, first = await self._take()
+        if not wanted:
             return
         now = time.time()
-        try:
-            records = await read_asked(s.kafka_bootstrap, s.asked_topic, mine, since=now - asked.keep)
-        except Exception:  # the batch still goes out, deduped by what we know; the next batch retries
-            log.exception("reading the asked log back failed")
-            return
-        asked.replace(records)
-        asked.prune(now)
-        loaded["partitions"] = mine
-        log.info("asked log loaded for resolve partitions %s: %d IPs", sorted(mine), len(asked))
+        self.asked.prune(now)
+        chosen = self.asked.select(wanted, now)
+        self.stats.resolve_deduped += len(wanted) - len(chosen)
+        why_not = await self._wait_for_remote() if chosen and self.budget is not None else None
+        async with self.lock:
+            if generation != self.generation or why_not == STOPPING:
+                # given up (a rebalance or a stop came first): nothing committed, its next owner reads it
+                self._rewind(first)
+                return
+            if chosen:
+                await self._resolve(chosen, partition, why_not)
+            await self._consumer.commit()
 
-    async def resolve_batch(chain: Any, batch: Sequence[Any]) -> None:
+    def _rewind(self, first: dict[TopicPartition, int]) -> None:
+        """Seek back to the batch's first offsets, so whoever owns them next reads the batch again."""
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
+
+    async def _take(self) -> tuple[dict[str, int], dict[str, int], dict[TopicPartition, int]]:
+        """Up to 100 distinct IPs with their highest attempt and resolve partition, gathered for at most the
+        batch wait, and the first offset taken per partition."""
+        assert self._consumer is not None
         wanted: dict[str, int] = {}
         partition: dict[str, int] = {}
-        for event in batch:
-            try:
-                request = json.loads(event.value)
-                ip, attempt = str(request["ip"]), int(request["attempt"])
-            except (ValueError, KeyError, TypeError):
-                log.warning("dropping malformed resolve request %r", event.value[:200])
-                continue
-            # defensive: only global addresses ever reach a provider, whatever is on the topic
-            if classify(ip) is not AddressKind.GLOBAL:
-                continue
-            if attempt >= wanted.get(ip, 0):
-                wanted[ip], partition[ip] = attempt, event.message.partition
-        now = time.time()
-        asked.prune(now)
-        chosen = asked.select(wanted, now)
-        stats.resolve_deduped += len(wanted) - len(chosen)
-        if not chosen:
-            return
-        # write down what we are about to ask and wait for the broker's ack: if we die after asking, the
-        # next owner of the partition reads this and does not ask again (the asked log is co-partitioned
-        # with the resolve topic, so the record goes to the request's own partition number)
-        deliveries = [
-            await send(s.asked_topic, ip.encode(), encode_asked(attempt, now, by), partition[ip])
-            for ip, attempt in chosen.items()
-        ]
-        await asyncio.gather(*deliveries)
-        for ip, attempt in chosen.items():
-            asked.record(ip, attempt, now)
+        first: dict[TopicPartition, int] = {}
+        deadline: float | None = None
+        while len(wanted) < RESOLVE_BATCH and not self._stopping.is_set():
+            left = FETCH_WAIT_MS if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1000)
+            batch = await self._consumer.getmany(timeout_ms=left, max_records=RESOLVE_BATCH - len(wanted))
+            for tp, records in batch.items():
+                if records:
+                    first.setdefault(tp, records[0].offset)
+                for record in records:
+                    request = decode_resolve_request(record.value)
+                    if request is None:
+                        self.stats.malformed += 1
+                        where = (tp.topic, tp.partition, record.offset)
+                        sample = (record.value or b"")[:120]
+                        log.warning(
+                            "resolver: skipping %s[%d]@%d (not a resolve request): %r", *where, sample
+                        )
+                        continue
+                    # defensive: only global addresses ever reach a provider, whatever is on the topic
+                    if classify(request.ip) is not AddressKind.GLOBAL:
+                        continue
+                    if request.attempt >= wanted.get(request.ip, 0):
+                        wanted[request.ip], partition[request.ip] = request.attempt, tp.partition
+            if deadline is None:
+                if not batch:
+                    break  # idle: go round the loop (stop, rebalance, asked log)
+                deadline = time.monotonic() + self.settings.resolve_batch_wait
+            elif time.monotonic() >= deadline:
+                break
+        return wanted, partition, first
+
+    async def _wait_for_remote(self) -> str | None:
+        """None when the remote may be asked now; else why not (answer from the fallback instead)."""
+        assert self.budget is not None
+        while True:
+            if self._stopping.is_set():
+                return STOPPING
+            down = self.budget.unavailable()
+            if down is not None:
+                return down
+            delay = self.budget.delay()
+            if delay <= 0:
+                return None
+            await self._pause(min(delay, PACE_STEP))
+
+    async def _resolve(self, chosen: dict[str, int], partition: dict[str, int], why_not: str | None) -> None:
         ips = list(chosen)
-        results: dict[str, LookupResult]
-        try:
-            results = await chain.resolve(ips)
-        except Exception as exc:  # a provider bug must not lose the batch: all become transient
-            log.exception("provider chain raised")
-            results = {
-                ip: TransientFailure(f"provider error: {type(exc).__name__}", chain.name) for ip in ips
-            }
-        stats.lookups += len(ips)
-        stats.batches += 1
+        if why_not is not None:
+            results = await self.chain.fallback(ips, why_not)
+            self.stats.fallback_answers += len(ips)
+        else:
+            if self.budget is not None:
+                await self._write_asked(chosen, partition, answered=False)
+            results = await self._call(ips)
+            self.stats.lookups += len(ips)
+            self.stats.batches += 1
+        assert self._producer is not None
         deliveries = []
         for ip in ips:
-            result = results.get(ip) or TransientFailure("no result", chain.name)
-            body = {"type": "result", "attempt": chosen[ip], "result": result_to_dict(result)}
-            deliveries.append(await send(s.results_topic, ip.encode(), json.dumps(body).encode()))
-        # only once the answers are on the broker may the log say "answered": from then on a repeat of
-        # these requests (redelivery, a re-emission crossing the answer) is dropped whatever its age. Those
-        # records need no wait: if they are lost, the horizon rule costs at most one more ask
+            result = results.get(ip) or TransientFailure("no result", self.chain.name)
+            value = encode_result(chosen[ip], result)
+            deliveries.append(await self._producer.send(self.settings.results_topic, value, key=ip.encode()))
         await asyncio.gather(*deliveries)
-        answered_at = time.time()
-        for ip, attempt in chosen.items():
-            asked.record(ip, attempt, answered_at, answered=True)
-            value = encode_asked(attempt, answered_at, by, answered=True)
-            await send(s.asked_topic, ip.encode(), value, partition[ip])
+        # only once the answers are on the broker may the log say "answered": from then on a repeat of
+        # these requests (redelivery, a re-emission crossing the answer) is dropped whatever its age
+        if self.budget is not None and why_not is None:
+            await self._write_asked(chosen, partition, answered=True)
+        else:
+            for ip, attempt in chosen.items():
+                self.asked.record(ip, attempt, time.time(), answered=True)
 
-    geo.resolve_budget = budget_holder
-    geo.asked_log = asked
+    async def _call(self, ips: Sequence[str]) -> dict[str, LookupResult]:
+        """The provider chain, bounded: a stop gives a call in flight STOP_GRACE, then the fallback answers
+        for it."""
+        call = asyncio.ensure_future(self.chain.resolve(ips))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        # each HTTP request has its own timeout; this bounds a provider that ignores it (a bug, a hang)
+        limit = CALL_TIMEOUT_FACTOR * self.settings.http_timeout
+        try:
+            await asyncio.wait({call, stopping}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+            if stopping.done() and not call.done():
+                await asyncio.wait({call}, timeout=STOP_GRACE)
+            if not call.done():
+                call.cancel()
+                why = "stopped during the call" if stopping.done() else f"no answer within {limit:.0f}s"
+                return await self.chain.fallback(ips, why)
+            return call.result()
+        except Exception as exc:  # a provider bug must not lose the batch: all become transient
+            log.exception("provider chain raised")
+            return {
+                ip: TransientFailure(f"provider error: {type(exc).__name__}", self.chain.name) for ip in ips
+            }
+        finally:
+            stopping.cancel()
+
+    async def _write_asked(
+        self, chosen: dict[str, int], partition: dict[str, int], *, answered: bool
+    ) -> None:
+        """Record asks (and wait for the broker: a successor must see them) or their answers."""
+        assert self._producer is not None
+        now = time.time()
+        by = self.settings.worker_label
+        deliveries = []
+        for ip, attempt in chosen.items():
+            value = encode_asked(attempt, now, by, answered=answered)
+            # the asked log is co-partitioned with the resolve topic: the record goes to the request's own
+            # partition number, where that partition's next owner reads it back
+            deliveries.append(
+                await self._producer.send(
+                    self.settings.asked_topic, value, key=ip.encode(), partition=partition[ip]
+                )
+            )
+            self.asked.record(ip, attempt, now, answered=answered)
+        await asyncio.gather(*deliveries)
+
+    async def _load_asked(self) -> None:
+        """After an assignment: read the asked log of our resolve partitions and seed the budget."""
+        mine = self.to_load
+        if mine is None or self._stopping.is_set():
+            return
+        self.to_load = None
+        now, mono = time.time(), asyncio.get_running_loop().time()
+        try:
+            s = self.settings
+            records = await read_asked(s.kafka_bootstrap, s.asked_topic, mine, since=now - self.asked.keep)
+        except Exception:  # we cannot know what was sent: assume the worst, a full window
+            log.exception("resolver: reading the asked log back failed; waiting out one window")
+            if self.budget is not None:
+                self.budget.assume_full_window()
+            return
+        self.asked.replace(records)
+        self.asked.prune(now)
+        self.loaded = mine
+        recent: list[float] = []
+        if self.budget is not None:
+            recent = request_times(records, since=now - (self.budget.window + self.budget.slack))
+            self.budget.note_sends([mono - (now - at) for at in recent])
+        log.info(
+            "resolver: asked log loaded for resolve partitions %s: %d IPs, %d requests in the current window",
+            sorted(mine),
+            len(self.asked),
+            len(recent),
+        )
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but end at once when the service stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
 
 async def read_asked(
@@ -149,7 +351,7 @@ async def read_asked(
 ) -> list[tuple[str, Asked]]:
     """The asked records of `partitions` written since `since` (Unix seconds), read to the current end.
 
-    A plain consumer without a group: it must not join (and rebalance) the app's consumer group.
+    A plain consumer without a group: it must not join (and rebalance) a consumer group.
     """
     if not partitions:
         return []
@@ -168,8 +370,7 @@ async def read_asked(
         left = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
         while left:
             if time.monotonic() > deadline:
-                log.warning("asked log not read to the end within %.0fs; going on", LOAD_TIMEOUT)
-                break
+                raise TimeoutError(f"asked log not read to the end within {LOAD_TIMEOUT:.0f}s")
             batch = await consumer.getmany(*left, timeout_ms=500)
             for part in batch.values():
                 for record in part:
@@ -180,56 +381,3 @@ async def read_asked(
     finally:
         await consumer.stop()
     return records
-
-
-async def _open_chain(geo: Any, providers: Sequence[Any] | None, holder: dict[str, Any]) -> Any:
-    from .providers import OfflineProvider, ProviderChain
-
-    if providers is not None:
-        holder["budget"] = getattr(providers[0], "budget", None)
-        return ProviderChain(providers)
-    from .ipapi import IpApiProvider
-    from .throttle import ResolveBudget
-
-    s = geo.settings
-    chain: list[Any] = []
-    for name in s.providers:
-        if name == "offline":
-            chain.append(OfflineProvider())
-        else:
-            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.http_timeout))
-            budget = ResolveBudget(geo.app.loop.time, limit=s.budget_requests, window=s.budget_window)
-            # we cannot know what a previous owner of the resolve partition sent in the current window
-            budget.assume_full_window()
-            holder.update(session=session, budget=budget)
-            chain.append(
-                IpApiProvider(
-                    session,
-                    budget,
-                    base_url=s.ipapi_url or None,
-                    api_key=s.ipapi_key,
-                    fields=s.ipapi_fields,
-                    lang=s.ipapi_lang,
-                    timeout=s.http_timeout,
-                )
-            )
-    return ProviderChain(chain)
-
-
-async def _close_chain(holder: dict[str, Any]) -> None:
-    session = holder.pop("session", None)
-    if session is not None:
-        await session.close()
-
-
-async def _pace(app: faust.App, budget: Any, *, give_way: bool = True) -> None:
-    """Wait for the budget before taking more work, but give way to a rebalance (fact 8).
-
-    Polling in short steps lets a rebalance proceed: Faust waits for unacked messages before it hands
-    partitions over, and the take() buffer fills while we wait.
-    """
-    while budget is not None and not (give_way and app.rebalancing):
-        delay = budget.delay()
-        if delay <= 0:
-            return
-        await asyncio.sleep(min(delay, 0.5))

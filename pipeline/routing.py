@@ -1,26 +1,31 @@
-"""Turn one raw input record into where it goes: enriched (near-cache hit), events-by-ip (miss) or DLQ.
+"""The hot path's decisions for one input record: where it goes and which entry enriches it. Pure.
 
-Pure: no Faust, no Kafka. The hot path (`hotpath.py`) calls `route` per record and only sends what it
-returns; a `BadEvent`'s reason goes to the dead-letter topic together with the original bytes, so nothing
-is ever dropped silently.
+Every valid event is enriched once, by the worker that consumed it, with the best entry known there:
+- the near cache's entry (the table's latest answer, learnt from the resolved topic), when it has one;
+- otherwise a provisional entry built at once from the offline data (`policy.first_sight`): the event
+  leaves with a country when the offline data knows one, and the IP (never the event) goes to the
+  table's owner as one small "seen" record. The provisional entry enters the near cache, so the IP's
+  later events are hits and the seen record is sent once per pending period, not once per event.
+
+The hot path (`hotpath.py`) calls `Router.route` per record and only sends what it returns; a `BadEvent`'s
+reason goes to the dead-letter topic with the original bytes, so nothing is ever dropped silently.
 """
 
 from __future__ import annotations
 
-import base64
 import enum
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .addresses import normalise_ip
 from .errors import BadEvent, InvalidAddress
+from .messages import dead_letter, dead_letter_key, enriched
 
-DLQ_PREVIEW_CHARS = 1024  # readable excerpt of the original beside its full base64 copy
-# base64 of this many bytes plus the preview stays under Kafka's default 1 MiB record limit; a longer
-# original (only an oversized input can be) keeps this prefix and says how long it was
-DLQ_ORIGINAL_MAX = 512 * 1024
+SPELLINGS_MAX = 200_000  # raw IP texts remembered with their normal form (~150 B each); cleared when full
+UNKNOWN_HASH = -1  # a near-cache entry learnt from the resolved topic has its key hash computed on first use
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +36,9 @@ class ParsedEvent:
     event_json: bytes
 
 
-def parse_event(raw: bytes | None, max_bytes: int) -> ParsedEvent:
+def parse_event(
+    raw: bytes | None, max_bytes: int, normalise: Callable[[str], str] = normalise_ip
+) -> ParsedEvent:
     """Accept a JSON object with a string `ip`, or a bare IP as text (what a fail2ban action emits)."""
     if raw is None:
         raise BadEvent("empty message (null value)")
@@ -44,100 +51,153 @@ def parse_event(raw: bytes | None, max_bytes: int) -> ParsedEvent:
     stripped = text.strip()
     if not stripped:
         raise BadEvent("empty message")
-    value = _json(stripped) if stripped[0] in '{["' else _bare(stripped)
+    value = _json(stripped) if stripped[0] in '{["' else _bare(stripped, normalise)
     if isinstance(value, str):
-        ip = _ip(value)
-        return ParsedEvent(ip, json.dumps({"ip": value}, separators=(",", ":")).encode())
+        return ParsedEvent(_ip(value, normalise), json.dumps({"ip": value}, separators=(",", ":")).encode())
     if not isinstance(value, dict):
         raise BadEvent(f"JSON value must be an object or an IP string, not {type(value).__name__}")
     if "ip" not in value:
         raise BadEvent("missing field 'ip'")
     if not isinstance(value["ip"], str):
         raise BadEvent(f"field 'ip' must be a string, not {type(value['ip']).__name__}")
-    ip = _ip(value["ip"])
     # pass the object through byte for byte: re-encoding would reorder or reformat the producer's fields
-    return ParsedEvent(ip, stripped.encode())
+    return ParsedEvent(_ip(value["ip"], normalise), stripped.encode() if stripped is not text else raw)
 
 
 class Route(enum.Enum):
     """Where one input record goes."""
 
-    ENRICHED = "enriched"  # the near cache knows the IP: enriched at once, keyed by the IP
-    BY_IP = "by_ip"  # unknown here: repartitioned by IP to the table's owner (the cache agent)
+    HIT = "hit"  # enriched with the near cache's entry
+    NEW = "new"  # enriched with a provisional entry; the IP also goes to the table's owner (seen record)
     DEAD_LETTER = "dead_letter"  # bad input: original bytes and the reason
 
 
 class NearCache:
-    """IP -> the entry JSON last published on the resolved topic, at most `capacity` of them.
+    """IP -> (entry JSON, key hash, when this worker last sent it as seen), at most `capacity` of them.
 
-    Why it exists: a hit served here costs a dict lookup, while the table's owner is another partition
-    and another hop away. Every entry on the resolved topic is one the table holds, and an event for a
-    known entry never changes the table (`policy.on_event`), so serving it here gives what the cache agent
-    would. Bounded: the entry updated longest ago is evicted first; a miss only takes the slower path.
+    Why it exists: a hit served here costs a dict lookup, while the table's owner is another partition and
+    another hop away. Entries come from the resolved topic (every change the table's owner publishes) and
+    from this worker's own provisional entries. Least recently USED goes first, so a hot IP stays however
+    long ago its answer changed. The key hash (murmur2 of the IP, which picks the output partition) is kept
+    beside the entry because computing it in Python costs more than the rest of a hit.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[bytes, bytes] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[bytes, int, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, ip: bytes) -> bytes | None:
-        return self._entries.get(ip)
+    def get(self, ip: bytes) -> tuple[bytes, int, float] | None:
+        """(entry JSON, key hash or UNKNOWN_HASH, seen-sent time or 0.0); marks the IP as just used."""
+        found = self._entries.get(ip)
+        if found is not None:
+            self._entries.move_to_end(ip)
+        return found
 
-    def put(self, ip: bytes, entry: bytes | None) -> None:
-        """Remember the latest entry for `ip`; None (a tombstone) forgets it."""
-        self._entries.pop(ip, None)
-        if entry is None or self.capacity <= 0:
+    def entry(self, ip: bytes) -> bytes | None:
+        """The entry JSON alone, without marking the IP as used (for views and tests)."""
+        found = self._entries.get(ip)
+        return found[0] if found else None
+
+    def put(self, ip: bytes, entry: bytes, key_hash: int = UNKNOWN_HASH, seen_at: float = 0.0) -> None:
+        if self.capacity <= 0:
             return
-        self._entries[ip] = entry
+        self._entries[ip] = (entry, key_hash, seen_at)
+        self._entries.move_to_end(ip)
         if len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
+    def learn(self, ip: bytes, entry: bytes | None) -> None:
+        """Take the table's latest entry for `ip` (None, a tombstone, forgets it); keeps a known key hash.
 
-def route(
-    raw: bytes | None,
-    key: bytes | None,
-    where: tuple[str, int, int],
-    max_bytes: int,
-    near: NearCache,
-) -> tuple[Route, bytes | None, bytes]:
-    """(route, key, value) for one input record; `where` is its (topic, partition, offset)."""
-    try:
-        parsed = parse_event(raw, max_bytes)
-    except BadEvent as exc:
-        return Route.DEAD_LETTER, key, dead_letter(raw, exc.reason, *where)
-    ip = parsed.ip.encode()
-    hit = near.get(ip)
-    if hit is None:
-        return Route.BY_IP, ip, parsed.event_json
-    return Route.ENRICHED, ip, enriched(ip, hit, parsed.event_json)
+        Once the owner published the IP it has the entry, so this worker stops re-sending it as seen.
+        """
+        if entry is None:
+            self._entries.pop(ip, None)
+            return
+        found = self._entries.get(ip)
+        self.put(ip, entry, found[1] if found else UNKNOWN_HASH)
 
 
-def enriched(ip: bytes, entry_json: bytes, event_json: bytes) -> bytes:
-    """The enriched event, built by concatenation: no JSON is parsed or encoded again."""
-    return b'{"ip":"' + ip + b'","geo":' + entry_json + b',"event":' + event_json + b"}"
+class Router:
+    """Routes input records for one worker: parse, validate, normalise, enrich from the near cache or a
+    provisional entry, and say when the IP must (again) go to the table's owner."""
+
+    def __init__(
+        self,
+        near: NearCache,
+        max_bytes: int,
+        provisional: Callable[[str, float], bytes],
+        key_hash: Callable[[bytes], int],
+        resend_after: float,
+    ) -> None:
+        self.near = near
+        self.max_bytes = max_bytes
+        self._provisional = provisional  # (normalised ip, now) -> entry JSON
+        self._key_hash = key_hash  # murmur2 of the key bytes, made non-negative (Kafka's partitioner)
+        self._resend_after = resend_after  # seconds an own provisional entry waits for the owner's answer
+        self._spellings: dict[str, str] = {}
+        self.fresh: list[bytes] = []  # IPs routed NEW since `begin`: undone if their batch is not delivered
+
+    def begin(self) -> None:
+        """A new input batch starts."""
+        self.fresh.clear()
+
+    def undo(self) -> None:
+        """The batch was not delivered: forget its first sights, so the replay sends those IPs again."""
+        for ip in self.fresh:
+            found = self.near.get(ip)
+            if found is not None and found[2]:  # still our own provisional entry
+                self.near.learn(ip, None)
+        self.fresh.clear()
+
+    def route(
+        self, raw: bytes | None, key: bytes | None, where: tuple[str, int, int], now: float
+    ) -> tuple[Route, bytes | None, bytes, int]:
+        """(route, output key, output value, key hash) for one record; `where` is (topic, partition, offset).
+
+        The key hash is the IP's (HIT, NEW) and meaningless for DEAD_LETTER, whose key is the input's own.
+        """
+        try:
+            parsed = parse_event(raw, self.max_bytes, self._normalise)
+        except BadEvent as exc:
+            return Route.DEAD_LETTER, dead_letter_key(key), dead_letter(raw, exc.reason, *where, key=key), 0
+        ip = parsed.ip.encode()
+        found = self.near.get(ip)
+        if found is not None:
+            entry, key_hash, seen_at = found
+            if key_hash == UNKNOWN_HASH:
+                key_hash = self._key_hash(ip)
+                self.near.put(ip, entry, key_hash, seen_at)
+            if seen_at and now - seen_at >= self._resend_after:
+                # our own provisional entry never got the owner's answer: the seen record may be lost
+                self.near.put(ip, entry, key_hash, now)
+                self.fresh.append(ip)
+                return Route.NEW, ip, enriched(ip, entry, parsed.event_json), key_hash
+            return Route.HIT, ip, enriched(ip, entry, parsed.event_json), key_hash
+        entry = self._provisional(parsed.ip, now)
+        key_hash = self._key_hash(ip)
+        self.near.put(ip, entry, key_hash, now)
+        self.fresh.append(ip)
+        return Route.NEW, ip, enriched(ip, entry, parsed.event_json), key_hash
+
+    def _normalise(self, text: str) -> str:
+        """`normalise_ip`, remembered per spelling: the same few addresses recur in every batch."""
+        found = self._spellings.get(text)
+        if found is None:
+            found = normalise_ip(text)  # raises InvalidAddress: invalid spellings are not remembered
+            if len(self._spellings) >= SPELLINGS_MAX:
+                self._spellings.clear()
+            self._spellings[text] = found
+        return found
 
 
-def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int, offset: int) -> bytes:
-    """The dead-letter record: the reason, where the input came from, and the original bytes."""
-    record: dict[str, Any] = {"reason": reason, "topic": topic, "partition": partition, "offset": offset}
-    if raw is None:
-        record["original_b64"] = None
-    else:
-        record["original_b64"] = base64.b64encode(raw[:DLQ_ORIGINAL_MAX]).decode()
-        record["original_preview"] = raw[:DLQ_PREVIEW_CHARS].decode("utf-8", errors="replace")
-        if len(raw) > DLQ_ORIGINAL_MAX:
-            record["original_truncated"] = True
-            record["original_size"] = len(raw)
-    return json.dumps(record, separators=(",", ":")).encode()
-
-
-def _bare(text: str) -> Any:
+def _bare(text: str, normalise: Callable[[str], str]) -> Any:
     """Bare text is an IP; when it is not, say whether it was another JSON scalar (wrong type) or garbage."""
     try:
-        normalise_ip(text)
+        normalise(text)
     except InvalidAddress as exc:
         try:
             scalar = json.loads(text)
@@ -159,8 +219,8 @@ def _json(text: str) -> Any:
         raise BadEvent("invalid JSON") from None
 
 
-def _ip(value: str) -> str:
+def _ip(value: str, normalise: Callable[[str], str]) -> str:
     try:
-        return normalise_ip(value)
+        return normalise(value)
     except InvalidAddress as exc:
         raise BadEvent(f"invalid ip: {exc.reason}") from None

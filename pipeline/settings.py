@@ -105,9 +105,9 @@ class Settings:
             )
 
     @property
-    def by_ip_topic(self) -> str:
-        """Internal topic: valid events repartitioned by normalised IP (co-partitioned with the table)."""
-        return f"{self.app_id}-events-by-ip"
+    def seen_topic(self) -> str:
+        """Internal topic: IPs workers saw for the first time, keyed by IP (co-partitioned with the table)."""
+        return f"{self.app_id}-ips-seen"
 
     @property
     def results_topic(self) -> str:

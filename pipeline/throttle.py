@@ -177,6 +177,23 @@ class ResolveBudget:
         self._ntransport += 1
         self._fail(now, backoff=True)
 
+    def note_sends(self, times: list[float]) -> None:
+        """Count requests someone else sent at `times` (on this budget's clock), e.g. the previous owner of
+        the resolve partition, as read from the asked log: the next send waits until they age out."""
+        now = self._refresh()
+        merged = sorted([*self._sends, *(t for t in times if now - self._span < t <= now)])
+        self._sends = deque(merged[-self.limit :], maxlen=self.limit)
+
+    def unavailable(self) -> str | None:
+        """Why the API cannot be asked within a normal pacing wait (breaker open, a pause longer than a
+        window), or None. A caller holding work answers it from a fallback instead of waiting."""
+        delay = self.delay()
+        if self.breaker is Breaker.OPEN:
+            return f"circuit breaker open for {delay:.0f}s more"
+        if delay > self._span:
+            return f"rate limited for {delay:.0f}s more"
+        return None
+
     def assume_full_window(self) -> None:
         """Assume `limit` requests were just sent by someone else, so the next send waits a full window.
 

@@ -1,4 +1,4 @@
-"""Session fixtures shared by every tier.
+"""Session fixtures shared by every tier, and the one async test style of the agent and integration tiers.
 
 The Kafka broker is started at most once per session and only when a test asks for `kafka_bootstrap`, so
 unit-only runs never touch Java. Point KAFKA_BOOTSTRAP_SERVERS at a running broker to reuse it instead.
@@ -6,12 +6,15 @@ unit-only runs never touch Java. Point KAFKA_BOOTSTRAP_SERVERS at a running brok
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +57,14 @@ def kafka_bootstrap(local_kafka: BrokerInfo | None) -> str:
     if local_kafka is None:
         return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     return local_kafka.bootstrap
+
+
+# `async def` tests run in a fresh event loop each (no plugin needed: one hook, ten lines)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs: dict[str, Any] = {name: pyfuncitem.funcargs[name] for name in names}
+    asyncio.run(pyfuncitem.obj(**kwargs))
+    return True

@@ -1,4 +1,4 @@
-"""`geo-pipeline bench`: the hot path (cache hits) against a plain aiokafka loop, same run, same broker.
+"""`geo-pipeline bench --mode hits`: the hot path (cache hits) against a plain aiokafka loop, same run.
 
 Why a baseline: absolute events/s depend on the machine and the broker, so a number alone says little. A
 consume-parse-produce-commit loop over the same messages is the least work any Kafka consumer in Python
@@ -64,7 +64,7 @@ async def _run_bench(settings: Settings, run: str, events: int) -> int:
         flush=True,
     )
     try:
-        await _create_topics(bootstrap, [base_in, base_out])
+        await create_topics(bootstrap, [base_in, base_out])
         await publish(bootstrap, base_in, payloads, label="baseline input")
         before = await baseline(bootstrap, base_in, base_out, events, "baseline (before)")
         geo = build(settings)
@@ -90,7 +90,7 @@ async def _run_bench(settings: Settings, run: str, events: int) -> int:
         )
         return 0
     finally:
-        await _delete_topics(bootstrap, run)
+        await delete_topics(bootstrap, run)
 
 
 async def baseline(bootstrap: str, source: str, dest: str, count: int, label: str) -> Rate:
@@ -204,7 +204,7 @@ async def _wait_near(geo: GeoApp, ips: set[str]) -> None:
     print(f"  near cache: {len(ips)} IPs ready in {time.monotonic() - started:.1f}s", flush=True)
 
 
-async def _create_topics(bootstrap: str, names: list[str]) -> None:
+async def create_topics(bootstrap: str, names: list[str]) -> None:
     """The baseline's topics get the pipeline's partition count, so both read and write in parallel alike."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -214,7 +214,7 @@ async def _create_topics(bootstrap: str, names: list[str]) -> None:
         await admin.close()
 
 
-async def _delete_topics(bootstrap: str, run: str) -> None:
+async def delete_topics(bootstrap: str, run: str) -> None:
     """Best effort: a shared dev broker should not collect a dozen topics per benchmark run."""
     try:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -1,12 +1,13 @@
 """Timer benchmark: one retry tick over a large cache, beside a full scan of that cache, in the same run.
 
 A worker (offline provider) starts on a broker; its RocksDB partition stores are then filled directly
-through Faust's store API (`store._db_for_partition(p).put(...)`), which bypasses the changelog: fine for
-a read benchmark, and the only way to load 200,000 entries in seconds (table writes outside an agent
-raise). Keys are spread round-robin over the active partitions, not by the Kafka partitioner, so the cache
-agent finds no entry for the tick's retry requests and leaves the index alone: every timed tick sees the
-same due entries. The tick is `timers.run_tick` as the timer calls it (index scan plus re-emission up to
-capacity); the full scan is the seed system's approach, every table value parsed to find NULL countries.
+through the geo table's store (`IndexedStore.load_local`: entries and index keys, no changelog):
+fine for a read benchmark, and the only way to load 200,000 entries in seconds (table writes outside an
+agent raise). Keys are spread round-robin over the active partitions, not by the Kafka partitioner, so
+the cache agent finds no entry for the tick's retry requests and leaves the index alone: every timed
+tick sees the same due entries. The tick is `RetryTimer.run_tick` as the timer calls it (index read plus
+re-emission up to capacity); the full scan is the seed system's approach, every table value parsed to find
+NULL countries.
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ import asyncio
 import statistics
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from ..app import GeoApp, build, running
 from ..models import EntryStatus, GeoData, GeoEntry
-from ..policy import schedule_key
 from ..settings import Settings
-from ..timers import run_tick
 from .scratch import scratch
 
 TICK_RUNS = 5
@@ -30,18 +28,20 @@ PROGRESS_EVERY = 50_000
 YIELD_EVERY = 5_000  # puts between yields, so the worker's heartbeats and agents keep running
 
 
-def bench_entry(i: int, now: float, unresolved: bool) -> GeoEntry:
-    """Entry number `i`: a distinct public-looking IPv4; resolved ones due for refresh in about 30 days."""
+def bench_entry(i: int, now: float, kind: str) -> GeoEntry:
+    """Entry number `i`: a distinct public-looking IPv4; `kind` "due" (unresolved, due now), "later"
+    (unresolved, retried within hours: the retry lane's long tail) or "resolved" (refresh in ~30 days)."""
     n = 0x0B000000 + i * 7  # from 11.0.0.0 upward, distinct per i
     ip = f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
-    if unresolved:
+    if kind in ("due", "later"):
         return GeoEntry(
             ip,
             EntryStatus.UNRESOLVED,
             attempts=3,
             first_seen=now - 7200,
             updated_at=now - 600,
-            next_retry_at=now - 1 - (i % 600),  # due now, at different times
+            # due now at different times, or later within 4 hours
+            next_retry_at=now - 1 - (i % 600) if kind == "due" else now + 60 + (i % 14_400),
             last_error="http 429",
         )
     geo = GeoData("US", "United States", "Region 1", f"City {i % 997}", 40.0, -74.0, 15169, "GOOGLE")
@@ -58,9 +58,15 @@ def bench_entry(i: int, now: float, unresolved: bool) -> GeoEntry:
 
 
 async def run_tick_bench(
-    base: Settings, environ: Mapping[str, str], *, entries: int = 200_000, unresolved: int = 1_000
+    base: Settings,
+    environ: Mapping[str, str],
+    *,
+    entries: int = 200_000,
+    unresolved: int = 1_000,
+    not_due: int = 100_000,
 ) -> int:
-    """Fill the cache with `entries` (of which `unresolved` are due now), time a tick and a full scan."""
+    """Fill the cache with `entries`: `unresolved` of them due now, `not_due` unresolved but due later (a
+    long retry lane a tick must not walk), the rest resolved; time a tick and a full scan."""
     with scratch(
         "bench-timer",
         base,
@@ -71,15 +77,17 @@ async def run_tick_bench(
         settings = run.settings
         print(
             f"bench-timer: broker {settings.kafka_bootstrap}, app {settings.app_id}, "
-            f"{settings.partitions} partitions, {entries:,} entries of which {unresolved:,} unresolved"
+            f"{settings.partitions} partitions, {entries:,} entries: {unresolved:,} due now, "
+            f"{not_due:,} unresolved but due later, the rest resolved"
         )
         geo = build(settings)
         async with running(geo):
             now = time.time()
-            await _fill(geo, entries, unresolved, now)
+            await _fill(geo, entries, unresolved, not_due, now)
             ticks: list[dict[str, float]] = []
             for _ in range(TICK_RUNS):
-                ticks.append(await run_tick(geo, {}, now))
+                geo.timer.recently.clear()  # every timed tick does the same work
+                ticks.append(await geo.timer.run_tick(now))
             scans: list[tuple[float, int, int]] = []
             for _ in range(SCAN_RUNS):
                 scans.append(_full_scan(geo))
@@ -112,39 +120,34 @@ async def run_tick_bench(
         return 0
 
 
-def _active_partitions(geo: GeoApp, table: Any) -> list[int]:
-    actives = geo.app.assignor.assigned_actives()
-    topic = table.changelog_topic_name
-    return sorted(tp.partition for tp in actives if tp.topic == topic)
+def _active_partitions(geo: GeoApp) -> list[int]:
+    return [partition for partition, _ in geo.store.active_partitions()]
 
 
-async def _fill(geo: GeoApp, entries: int, unresolved: int, now: float) -> None:
-    cache, index = geo.table.data, geo.schedule.data
-    parts = _active_partitions(geo, geo.table)
-    index_parts = _active_partitions(geo, geo.schedule)
-    if parts != index_parts or not parts:
-        raise RuntimeError(f"unexpected assignment: cache {parts}, index {index_parts}")
-    cache_dbs = [cache._db_for_partition(p) for p in parts]
-    index_dbs = [index._db_for_partition(p) for p in parts]
+async def _fill(geo: GeoApp, entries: int, unresolved: int, not_due: int, now: float) -> None:
+    parts = _active_partitions(geo)
+    if not parts:
+        raise RuntimeError("the worker has no active partition of the geo table")
     started = time.perf_counter()
-    step = max(1, entries // unresolved) if unresolved else 0  # unresolved ones spread through the range
-    made_unresolved = 0
+    step = max(1, entries // unresolved) if unresolved else 0  # due ones spread through the range
+    made_due = made_not_due = 0
+    chunk: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in parts}
     for i in range(entries):
-        is_unresolved = bool(step) and i % step == 0 and made_unresolved < unresolved
-        made_unresolved += is_unresolved
-        entry = bench_entry(i, now, is_unresolved)
-        k = i % len(parts)
-        key = entry.ip.encode()
-        cache_dbs[k].put(key, entry.to_json())
-        index_key = schedule_key(entry)
-        if index_key is not None:
-            index_dbs[k].put(index_key.encode(), b"")
+        is_due = bool(step) and i % step == 0 and made_due < unresolved
+        is_not_due = not is_due and made_not_due < not_due
+        made_due += is_due
+        made_not_due += is_not_due
+        entry = bench_entry(i, now, "due" if is_due else "later" if is_not_due else "resolved")
+        chunk[parts[i % len(parts)]].append((entry.ip.encode(), entry.to_json()))
         done = i + 1
-        if done % YIELD_EVERY == 0:
+        if done % YIELD_EVERY == 0 or done == entries:
+            for partition, items in chunk.items():
+                geo.store.load_local(partition, items)
+                items.clear()
             await asyncio.sleep(0)
         if done % PROGRESS_EVERY == 0 or done == entries:
             print(
-                f"  filled {done:,}/{entries:,} ({made_unresolved:,} unresolved) "
+                f"  filled {done:,}/{entries:,} ({made_due:,} due, {made_not_due:,} retrying later) "
                 f"in {time.perf_counter() - started:.1f}s",
                 flush=True,
             )

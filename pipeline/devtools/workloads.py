@@ -131,6 +131,7 @@ async def publish(
     *,
     mixed_keys: bool = False,
     partitions: int = 0,
+    partition: int | None = None,
     seed: int = 2,
     label: str = "",
 ) -> float:
@@ -138,7 +139,8 @@ async def publish(
 
     With `mixed_keys`, keys are None, random or per-event and, given `partitions`, each record goes to an
     explicit random partition, as producers with other partitioners would send them: the pipeline must not
-    rely on the producer's key or partitioner. A `label` prints one line with the publish rate.
+    rely on the producer's key or partitioner. `partition` sends everything to that one partition (a
+    defined input order). A `label` prints one line with the publish rate.
     """
     rng = random.Random(seed)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
@@ -148,8 +150,8 @@ async def publish(
         futures = []
         for i, value in enumerate(values):
             key = [None, b"k%d" % rng.randint(0, 99), str(i).encode()][i % 3] if mixed_keys else None
-            partition = rng.randrange(partitions) if mixed_keys and partitions else None
-            futures.append(await producer.send(topic, value, key=key, partition=partition))
+            target = rng.randrange(partitions) if mixed_keys and partitions else partition
+            futures.append(await producer.send(topic, value, key=key, partition=target))
         for future in futures:
             await future
     finally:

@@ -54,7 +54,10 @@ async def test_two_workers_share_partitions_and_never_resolve_an_ip_twice(
             assert len(out.dlq) == len(invalid)
         logs = [w.log_path.read_text(errors="replace") for w in workers]
         assert all("progress:" in log or "summary:" in log for log in logs)
-        assert all("enriched=0 " not in _last_summary(log) for log in logs), "a worker got no partitions"
+        # the table's partitions are shared: each worker's cache agent created entries
+        assert all(" created=0 " not in _last_summary(log) for log in logs), (
+            "a worker got no table partitions"
+        )
     seen = api.ips_seen()
     assert set(seen) == set(public) and max(seen.values()) == 1
     assert api.count_429 == 0 and api.max_in_window() <= 15
@@ -87,7 +90,10 @@ async def test_killed_worker_due_entries_are_retried_by_the_survivor(
                 kafka_bootstrap, settings.events_topic, [json.dumps({"ip": ip}).encode() for ip in public]
             )
 
-            await wait_all(out, public, lambda e: e["status"] == "unresolved", 120, "NULL")
+            failed = ("partial", "unresolved")  # the offline country at most
+            await wait_all(
+                out, public, lambda e: e["status"] in failed and e["attempts"] >= 1, 120, "unanswered"
+            )
             victim = await resolver_owner(settings, workers)
             survivor = workers[1 - workers.index(victim)]
             victim.kill()  # while the API still answers 429: every answered ask comes after the crash

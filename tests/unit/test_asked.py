@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.asked import Asked, AskedLog, asked_horizon, asked_keep, decode_asked, encode_asked
+from pipeline.asked import AskedLog, asked_horizon, asked_keep, request_times
+from pipeline.messages import Asked, decode_asked, encode_asked
 
 HORIZON = 15.0
 KEEP = 90.0
@@ -121,3 +122,16 @@ def test_a_request_never_starves(asks: list[tuple[int, float]], data: st.DataObj
     later = data.draw(st.floats(last.at + HORIZON + 1e-6, last.at + KEEP, allow_nan=False))  # float slack
     assert log.should_ask("8.8.8.8", last.attempt, later)
     assert not log.should_ask("8.8.8.8", last.attempt, last.at + HORIZON / 2)
+
+
+def test_request_times_are_the_distinct_ask_times_since_a_moment() -> None:
+    """One request's asks share a time: the distinct unanswered times since `since` are the requests sent,
+    answered records (written after the call) and older asks are not counted."""
+    records = [
+        ("1.1.1.1", Asked(1, 100.0)),
+        ("2.2.2.2", Asked(1, 100.0)),
+        ("3.3.3.3", Asked(2, 130.0)),
+        ("1.1.1.1", Asked(1, 131.0, answered=True)),
+        ("4.4.4.4", Asked(1, 40.0)),
+    ]
+    assert request_times(records, since=60.0) == [100.0, 130.0]

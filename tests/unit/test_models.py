@@ -80,9 +80,9 @@ def test_geo_entry_from_json_tolerates_missing_optional_fields_and_unknown_geo_k
     assert entry == GeoEntry("8.8.8.8", EntryStatus.UNRESOLVED, geo=GeoData(country_code="US"))
 
 
-def test_final_statuses_are_private_and_invalid() -> None:
-    """Only PRIVATE and INVALID are final."""
-    assert {EntryStatus.PRIVATE, EntryStatus.INVALID} == FINAL_STATUSES
+def test_only_private_is_final() -> None:
+    """Only PRIVATE is final: even INVALID is asked again some day (a provider's "invalid" can be wrong)."""
+    assert {EntryStatus.PRIVATE} == FINAL_STATUSES
 
 
 @pytest.mark.parametrize(
@@ -157,3 +157,13 @@ def test_property_geo_entry_json_round_trip(entry: GeoEntry) -> None:
 def test_property_result_round_trip(result: LookupResult) -> None:
     """Any lookup result survives result_to_dict -> JSON -> result_from_dict unchanged."""
     assert result_from_dict(json.loads(json.dumps(result_to_dict(result)))) == result
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("country_code", 7), ("city", ["x"]), ("latitude", "1.5"), ("asn", 1.5), ("asn", True), ("org", None)],
+)
+def test_geo_data_from_dict_drops_values_of_the_wrong_type(field: str, value: object) -> None:
+    """A field of the wrong type in a foreign or corrupt record becomes None instead of entering an entry."""
+    assert getattr(GeoData.from_dict({field: value, "country_name": "Germany"}), field) is None
+    assert GeoData.from_dict({field: value, "country_name": "Germany"}).country_name == "Germany"

@@ -21,13 +21,18 @@ from pipeline.models import (
 )
 from pipeline.policy import (
     DUE_DIGITS,
+    NO_ANSWER,
     REFRESH_LANE,
     RETRY_LANE,
+    Decision,
     RetryPolicy,
     apply_result,
+    first_sight,
+    is_index_key,
+    lane_prefix,
     next_retry_at,
-    on_event,
     on_retry,
+    on_seen,
     parse_schedule_key,
     schedule_key,
 )
@@ -46,7 +51,7 @@ def rng() -> random.Random:
 
 
 def pending(attempts: int = 0, now: float = NOW) -> GeoEntry:
-    """An entry with attempt `attempts + 1` in flight, as on_event/on_retry leave it."""
+    """An entry with attempt `attempts + 1` in flight and no answer yet, as first_sight leaves it."""
     return GeoEntry(
         IP,
         S.PENDING,
@@ -70,62 +75,88 @@ def resolved(attempts: int = 1, now: float = NOW) -> GeoEntry:
     )
 
 
-# --- on_event -------------------------------------------------------------------------------------------
+# --- first_sight and on_seen ---------------------------------------------------------------------------
 
 
-def test_on_event_first_sight_of_global_ip_writes_pending_and_starts_attempt_1() -> None:
-    """A global IP seen for the first time becomes PENDING and is sent to the resolver as attempt 1."""
-    decision = on_event(None, IP, AddressKind.GLOBAL, NOW, POLICY)
-    assert decision.resolve_attempt == 1
-    entry = decision.entry
-    assert entry is not None
-    assert (entry.ip, entry.status, entry.attempts) == (IP, S.PENDING, 0)
+def test_first_sight_of_global_ip_is_pending_with_the_offline_answer() -> None:
+    """A global IP seen for the first time is PENDING with the offline country and names the offline data."""
+    entry = first_sight(IP, AddressKind.GLOBAL, OFFLINE_US, "offline", NOW, POLICY)
+    assert (entry.ip, entry.status, entry.attempts, entry.provider) == (IP, S.PENDING, 0, "offline")
+    assert entry.geo == OFFLINE_US
     assert entry.first_seen == entry.updated_at == NOW
     assert entry.next_retry_at == NOW + POLICY.pending_timeout
-    assert entry.country_code is None
+
+
+@pytest.mark.parametrize("offline", [None, GeoData()], ids=["unknown", "empty"])
+def test_first_sight_without_offline_data_is_pending_with_no_country_and_no_provider(
+    offline: GeoData | None,
+) -> None:
+    """When the offline data knows nothing the pending entry has no country and no provider."""
+    entry = first_sight(IP, AddressKind.GLOBAL, offline, "offline", NOW, POLICY)
+    assert (entry.status, entry.country_code, entry.provider) == (S.PENDING, None, None)
 
 
 @pytest.mark.parametrize("kind", [k for k in AddressKind if k is not AddressKind.GLOBAL])
-def test_on_event_non_global_kind_is_final_private_and_never_resolved(kind: AddressKind) -> None:
-    """A non-global address becomes a final PRIVATE entry naming its kind, and no lookup is requested."""
-    decision = on_event(None, "10.0.0.1", kind, NOW, POLICY)
-    assert decision.resolve_attempt is None
-    entry = decision.entry
-    assert entry is not None
+def test_first_sight_non_global_kind_is_final_private(kind: AddressKind) -> None:
+    """A non-global address becomes a final PRIVATE entry naming its kind, never scheduled."""
+    entry = first_sight("10.0.0.1", kind, OFFLINE_US, "offline", NOW, POLICY)
     assert entry.status is S.PRIVATE
     assert entry.last_error == kind.value
     assert entry.next_retry_at is None
     assert schedule_key(entry) is None
 
 
+def test_on_seen_first_sight_writes_publishes_and_starts_attempt_1() -> None:
+    """The first seen record of a global IP writes its entry, publishes it and asks for attempt 1."""
+    fresh = first_sight(IP, AddressKind.GLOBAL, OFFLINE_US, "offline", NOW, POLICY)
+    assert on_seen(None, fresh) == Decision(fresh, resolve_attempt=1, publish=True)
+
+
+def test_on_seen_first_sight_of_private_ip_publishes_and_asks_nothing() -> None:
+    """A private IP's entry is written and published, and no provider is ever asked."""
+    fresh = first_sight("10.0.0.1", AddressKind.PRIVATE, None, "offline", NOW, POLICY)
+    assert on_seen(None, fresh) == Decision(fresh, resolve_attempt=None, publish=True)
+
+
+def test_on_seen_of_a_pending_entry_asks_and_publishes_again_without_writing() -> None:
+    """A seen record for an IP whose first answer is still pending (a replay after a crash, another
+    worker) repeats the request for the same attempt and the publish; the table is not written."""
+    assert on_seen(pending(), None) == Decision(None, resolve_attempt=1, publish=True)
+
+
 @pytest.mark.parametrize(
     "entry",
     [
-        pending(),
         resolved(),
         GeoEntry(IP, S.UNRESOLVED, attempts=3, next_retry_at=NOW + 100),
+        GeoEntry(IP, S.PARTIAL, geo=OFFLINE_US, attempts=1, next_retry_at=NOW + 100),
         GeoEntry(IP, S.PRIVATE),
-        GeoEntry(IP, S.INVALID, attempts=1),
+        GeoEntry(IP, S.INVALID, attempts=1, next_retry_at=NOW + 100),
     ],
     ids=lambda e: e.status.value,
 )
-def test_on_event_known_entry_writes_nothing_and_sends_nothing(entry: GeoEntry) -> None:
-    """An event for an IP already in the table changes nothing and asks the resolver nothing."""
-    decision = on_event(entry, IP, AddressKind.GLOBAL, NOW, POLICY)
-    assert decision.entry is None
-    assert decision.resolve_attempt is None
+def test_on_seen_of_an_answered_entry_does_nothing(entry: GeoEntry) -> None:
+    """A seen record for an IP whose entry has an answer changes nothing and sends nothing."""
+    assert on_seen(entry, None) == Decision(None)
+
+
+def test_on_seen_without_an_entry_needs_the_first_sight_entry() -> None:
+    """Calling on_seen for an unknown IP without its first-sight entry is a programming error."""
+    with pytest.raises(ValueError):
+        on_seen(None, None)
 
 
 # --- on_retry -------------------------------------------------------------------------------------------
 
 
-def test_on_retry_due_unresolved_entry_becomes_pending_with_next_attempt() -> None:
-    """A due UNRESOLVED entry becomes PENDING and starts attempt n+1 with a fresh pending timeout."""
+def test_on_retry_due_unresolved_entry_starts_the_next_attempt_and_keeps_its_status() -> None:
+    """A due UNRESOLVED entry starts attempt n+1 with a fresh pending timeout, stays UNRESOLVED (its
+    country is still unknown) and is published."""
     entry = GeoEntry(IP, S.UNRESOLVED, attempts=3, next_retry_at=NOW - 1, last_error="timeout")
     decision = on_retry(entry, NOW, POLICY)
-    assert decision.resolve_attempt == 4
+    assert decision.resolve_attempt == 4 and decision.publish
     assert decision.entry is not None
-    assert decision.entry.status is S.PENDING
+    assert decision.entry.status is S.UNRESOLVED
     assert decision.entry.attempts == 3  # attempts counts answered attempts only
     assert decision.entry.next_retry_at == NOW + POLICY.pending_timeout
     assert decision.entry.updated_at == NOW
@@ -137,12 +168,10 @@ def test_on_retry_exactly_due_entry_is_retried() -> None:
     assert on_retry(entry, NOW, POLICY).resolve_attempt == 2
 
 
-@pytest.mark.parametrize("status", [S.PARTIAL, S.RESOLVED, S.PENDING])
-def test_on_retry_due_partial_resolved_or_lost_pending_keeps_its_status(status: EntryStatus) -> None:
-    """A due PARTIAL/RESOLVED (refresh) or timed-out PENDING entry keeps its status and geo while re-asked."""
-    entry = GeoEntry(
-        IP, status, geo=US if status is not S.PENDING else GeoData(), attempts=2, next_retry_at=NOW - 5
-    )
+@pytest.mark.parametrize("status", [S.PARTIAL, S.RESOLVED, S.INVALID])
+def test_on_retry_due_partial_resolved_or_invalid_keeps_its_status(status: EntryStatus) -> None:
+    """A due PARTIAL, RESOLVED (refresh) or INVALID (expired) entry keeps status and geo while re-asked."""
+    entry = GeoEntry(IP, status, geo=US, attempts=2, next_retry_at=NOW - 5)
     decision = on_retry(entry, NOW, POLICY)
     assert decision.resolve_attempt == 3
     assert decision.entry is not None
@@ -150,26 +179,37 @@ def test_on_retry_due_partial_resolved_or_lost_pending_keeps_its_status(status: 
     assert decision.entry.geo == entry.geo
 
 
-def test_on_retry_not_yet_due_does_nothing() -> None:
-    """A retry request for an entry not yet due (re-emitted already, or answered since) changes nothing."""
+@pytest.mark.parametrize(("geo", "status"), [(OFFLINE_US, S.PARTIAL), (GeoData(), S.UNRESOLVED)])
+def test_on_retry_of_a_timed_out_pending_entry_never_stays_pending(geo: GeoData, status: EntryStatus) -> None:
+    """A pending entry whose answer never came is no longer pending once due: PARTIAL when it has the
+    offline country, else UNRESOLVED, saying why; the same attempt is asked again."""
+    entry = pending().evolve(geo=geo)
+    decision = on_retry(entry, NOW + POLICY.pending_timeout, POLICY)
+    assert decision.entry is not None and decision.resolve_attempt == 1
+    assert decision.entry.status is status and decision.entry.geo == geo
+    assert decision.entry.last_error == NO_ANSWER
+
+
+def test_on_retry_not_yet_due_republishes_and_starts_nothing() -> None:
+    """A retry for an entry not yet due (re-emitted already, or answered since) writes nothing, asks
+    nothing, and publishes the current entry again (a replay repairs the resolved topic)."""
     entry = GeoEntry(IP, S.UNRESOLVED, attempts=2, next_retry_at=NOW + 1)
-    decision = on_retry(entry, NOW, POLICY)
-    assert decision.entry is None and decision.resolve_attempt is None
+    assert on_retry(entry, NOW, POLICY) == Decision(None, publish=True)
 
 
 @pytest.mark.parametrize(
     "entry",
-    [
-        None,
-        GeoEntry(IP, S.PRIVATE, next_retry_at=NOW - 10),
-        GeoEntry(IP, S.INVALID, next_retry_at=NOW - 10),
-        GeoEntry(IP, S.UNRESOLVED, next_retry_at=None),
-    ],
-    ids=["missing", "private", "invalid", "no-due-time"],
+    [None, GeoEntry(IP, S.PRIVATE, next_retry_at=NOW - 10)],
+    ids=["missing", "private"],
 )
-def test_on_retry_missing_final_or_undated_entry_does_nothing(entry: GeoEntry | None) -> None:
-    """Missing entries, final entries and entries with no due time are never retried."""
-    decision = on_retry(entry, NOW, POLICY)
+def test_on_retry_missing_or_final_entry_does_nothing(entry: GeoEntry | None) -> None:
+    """Missing entries and final entries are never retried or published."""
+    assert on_retry(entry, NOW, POLICY) == Decision(None)
+
+
+def test_on_retry_undated_entry_is_never_retried() -> None:
+    """An entry with no due time is not retried."""
+    decision = on_retry(GeoEntry(IP, S.UNRESOLVED, next_retry_at=None), NOW, POLICY)
     assert decision.entry is None and decision.resolve_attempt is None
 
 
@@ -195,23 +235,24 @@ def test_apply_result_resolved_sets_geo_and_schedules_refresh() -> None:
     assert after.last_error is None
     assert after.updated_at == NOW + 2
     assert after.next_retry_at == NOW + 2 + POLICY.refresh_after
-    assert schedule_key(after) is not None and schedule_key(after).startswith(REFRESH_LANE)  # type: ignore[union-attr]
+    assert schedule_key(after) is not None and schedule_key(after).startswith(lane_prefix(REFRESH_LANE))  # type: ignore[union-attr]
 
 
-def test_apply_result_permanent_is_final_invalid_with_reason_and_never_scheduled() -> None:
-    """A PermanentFailure makes the entry INVALID (final) with its reason, no due time and no index key."""
+def test_apply_result_permanent_is_invalid_with_reason_and_asked_again_after_a_long_wait() -> None:
+    """A PermanentFailure makes the entry INVALID with its reason and no geo; it is not final: it expires
+    after `invalid_retry` (one wrong answer cannot blind the cache for an IP)."""
     after = apply_result(pending(), 1, PermanentFailure("reserved range", "ipapi"), NOW, POLICY, rng())
     assert after is not None
     assert after.status is S.INVALID
     assert after.last_error == "reserved range"
     assert after.provider == "ipapi"
     assert after.geo == GeoData()
-    assert after.next_retry_at is None
-    assert schedule_key(after) is None
+    assert after.next_retry_at == NOW + POLICY.invalid_retry
+    assert schedule_key(after) is not None and schedule_key(after).startswith(lane_prefix(RETRY_LANE))  # type: ignore[union-attr]
 
 
 def test_apply_result_transient_without_geo_is_unresolved_with_next_retry() -> None:
-    """A TransientFailure without geo makes the entry UNRESOLVED and due at the back-off time."""
+    """A TransientFailure without geo makes a countryless entry UNRESOLVED and due at the back-off time."""
     after = apply_result(pending(), 1, TransientFailure("HTTP 503", "ipapi"), NOW, POLICY, rng())
     assert after is not None
     assert after.status is S.UNRESOLVED
@@ -220,7 +261,16 @@ def test_apply_result_transient_without_geo_is_unresolved_with_next_retry() -> N
     assert after.provider is None
     assert after.next_retry_at == next_retry_at(1, NOW, POLICY, rng())
     assert NOW + POLICY.base / 2 <= after.next_retry_at <= NOW + POLICY.base
-    assert schedule_key(after) is not None and schedule_key(after).startswith(RETRY_LANE)  # type: ignore[union-attr]
+    assert schedule_key(after) is not None and schedule_key(after).startswith(lane_prefix(RETRY_LANE))  # type: ignore[union-attr]
+
+
+def test_apply_result_transient_on_a_pending_entry_with_offline_country_keeps_it_as_partial() -> None:
+    """A pending entry that already carries the offline country stays PARTIAL (never pending) with that
+    country when the remote fails without a fallback."""
+    entry = pending().evolve(geo=OFFLINE_US, provider="offline")
+    after = apply_result(entry, 1, TransientFailure("HTTP 503", "ipapi"), NOW, POLICY, rng())
+    assert after is not None
+    assert (after.status, after.geo, after.provider) == (S.PARTIAL, OFFLINE_US, "offline")
 
 
 def test_apply_result_transient_with_fallback_geo_is_partial_and_still_due() -> None:
@@ -233,7 +283,7 @@ def test_apply_result_transient_with_fallback_geo_is_partial_and_still_due() -> 
     assert after.country_code == "US"
     assert after.provider == "ipapi"
     assert after.next_retry_at is not None and after.next_retry_at > NOW
-    assert schedule_key(after).startswith(RETRY_LANE)  # type: ignore[union-attr]
+    assert schedule_key(after).startswith(lane_prefix(RETRY_LANE))  # type: ignore[union-attr]
 
 
 def test_apply_result_transient_with_empty_fallback_geo_is_unresolved() -> None:
@@ -272,11 +322,16 @@ def test_apply_result_stale_or_duplicate_attempt_returns_none(attempt: int) -> N
 
 
 def test_apply_result_on_missing_or_final_entry_returns_none() -> None:
-    """Results for an unknown IP or a final entry change nothing."""
+    """Results for an unknown IP or a final (private) entry change nothing."""
     assert apply_result(None, 1, Resolved(US, "ipapi"), NOW, POLICY, rng()) is None
-    for status in (S.PRIVATE, S.INVALID):
-        entry = GeoEntry(IP, status)
-        assert apply_result(entry, 1, Resolved(US, "ipapi"), NOW, POLICY, rng()) is None
+    assert apply_result(GeoEntry(IP, S.PRIVATE), 1, Resolved(US, "ipapi"), NOW, POLICY, rng()) is None
+
+
+def test_apply_result_on_an_expired_invalid_entry_can_resolve_it() -> None:
+    """An INVALID entry asked again (its retry expired) takes a Resolved answer."""
+    entry = GeoEntry(IP, S.INVALID, provider="ipapi", attempts=1, next_retry_at=NOW - 1)
+    after = apply_result(entry, 2, Resolved(US, "ipapi"), NOW, POLICY, rng())
+    assert after is not None and after.status is S.RESOLVED
 
 
 @pytest.mark.parametrize(
@@ -297,8 +352,8 @@ def test_apply_result_same_result_twice_changes_nothing_the_second_time(result: 
 
 
 def test_full_cycle_transient_retry_then_resolved() -> None:
-    """event -> transient -> retry when due -> resolved walks the attempts 1, 2 and ends RESOLVED."""
-    first = on_event(None, IP, AddressKind.GLOBAL, NOW, POLICY)
+    """seen -> transient -> retry when due -> resolved walks the attempts 1, 2 and ends RESOLVED."""
+    first = on_seen(None, first_sight(IP, AddressKind.GLOBAL, None, "offline", NOW, POLICY))
     assert first.entry is not None and first.resolve_attempt == 1
     failed = apply_result(first.entry, 1, TransientFailure("timeout", "ipapi"), NOW + 1, POLICY, rng())
     assert failed is not None and failed.next_retry_at is not None
@@ -369,15 +424,24 @@ def test_schedule_key_retry_lane_sorts_before_refresh_lane() -> None:
     refresh = GeoEntry("1.1.1.1", S.RESOLVED, geo=US, next_retry_at=NOW)
     retry_key, refresh_key = schedule_key(retry), schedule_key(refresh)
     assert retry_key is not None and refresh_key is not None
-    assert retry_key[0] == RETRY_LANE and refresh_key[0] == REFRESH_LANE
+    assert retry_key.startswith(lane_prefix(RETRY_LANE)) and refresh_key.startswith(lane_prefix(REFRESH_LANE))
     assert retry_key < refresh_key
 
 
-@pytest.mark.parametrize("status", [S.PENDING, S.UNRESOLVED, S.PARTIAL])
+@pytest.mark.parametrize("status", [S.PENDING, S.UNRESOLVED, S.PARTIAL, S.INVALID])
 def test_schedule_key_non_resolved_statuses_use_retry_lane(status: EntryStatus) -> None:
-    """PENDING, UNRESOLVED and PARTIAL entries are indexed in the retry lane."""
+    """PENDING, UNRESOLVED, PARTIAL and INVALID entries are indexed in the retry lane."""
     key = schedule_key(GeoEntry(IP, status, next_retry_at=NOW))
-    assert key is not None and key.startswith(RETRY_LANE)
+    assert key is not None and key.startswith(lane_prefix(RETRY_LANE))
+
+
+def test_index_keys_sort_after_every_ip_spelling() -> None:
+    """Index keys never mix with entry keys: they sort after any IPv4 or IPv6 text (and the store's
+    offset key), so the entries of a partition are a prefix of its key order."""
+    key = schedule_key(GeoEntry(IP, S.UNRESOLVED, next_retry_at=NOW))
+    assert key is not None and is_index_key(key.encode())
+    for ip in ("255.255.255.255", "ffff:ffff::", "::", "__faust\x00offset__"):
+        assert ip < key and not is_index_key(ip.encode())
 
 
 def test_schedule_key_earlier_due_sorts_first_within_a_lane() -> None:
@@ -386,14 +450,15 @@ def test_schedule_key_earlier_due_sorts_first_within_a_lane() -> None:
     ips = ["9.9.9.9", "1.1.1.1", "ffff::1", "2001:4860::1", "0.0.0.1", "8.8.8.8"]
     pairs = zip(ips, dues, strict=True)
     keys = [schedule_key(GeoEntry(ip, S.UNRESOLVED, next_retry_at=d)) for ip, d in pairs]
-    assert all(k is not None and len(k.partition("|")[0]) == 1 + DUE_DIGITS for k in keys)
+    assert all(
+        k is not None and len(k.partition("|")[0]) == len(lane_prefix(RETRY_LANE)) + DUE_DIGITS for k in keys
+    )
     assert keys == sorted(keys)  # type: ignore[type-var]
 
 
-@pytest.mark.parametrize("status", [S.PRIVATE, S.INVALID])
-def test_schedule_key_final_entries_have_no_key(status: EntryStatus) -> None:
-    """Final entries are never in the index, even if a due time were set."""
-    assert schedule_key(GeoEntry(IP, status, next_retry_at=NOW)) is None
+def test_schedule_key_final_entries_have_no_key() -> None:
+    """Final (private) entries are never in the index, even if a due time were set."""
+    assert schedule_key(GeoEntry(IP, S.PRIVATE, next_retry_at=NOW)) is None
 
 
 def test_schedule_key_entry_without_due_time_has_no_key() -> None:
@@ -477,16 +542,19 @@ def test_property_folding_same_result_twice_equals_folding_once(
 
 @PURE
 @given(entry=live_entries, reason=st.text(max_size=20), seed=st.integers(min_value=0, max_value=2**16))
-def test_property_permanent_failure_is_never_scheduled(entry: GeoEntry, reason: str, seed: int) -> None:
-    """Whatever the entry was, a permanent failure leaves it INVALID, undated and out of the index."""
+def test_property_permanent_failure_is_asked_again_only_after_the_invalid_wait(
+    entry: GeoEntry, reason: str, seed: int
+) -> None:
+    """Whatever the entry was, a permanent failure leaves it INVALID in the retry lane, not due again before
+    `invalid_retry` has passed, and due after it."""
     after = apply_result(
         entry, entry.attempts + 1, PermanentFailure(reason, "ipapi"), NOW, POLICY, random.Random(seed)
     )
     assert after is not None
     assert after.status is S.INVALID
-    assert after.next_retry_at is None
-    assert schedule_key(after) is None
-    assert on_retry(after, NOW + 10 * POLICY.slow_lane_interval, POLICY).resolve_attempt is None
+    assert after.next_retry_at == NOW + POLICY.invalid_retry
+    assert on_retry(after, NOW + POLICY.invalid_retry - 1, POLICY).resolve_attempt is None
+    assert on_retry(after, NOW + POLICY.invalid_retry, POLICY).resolve_attempt == entry.attempts + 2
 
 
 def test_next_retry_at_is_capped_even_for_huge_attempt_counts() -> None:
@@ -494,3 +562,14 @@ def test_next_retry_at_is_capped_even_for_huge_attempt_counts() -> None:
     policy = RetryPolicy(slow_lane_after=10_000)
     due = next_retry_at(1100, NOW, policy, random.Random(0))
     assert NOW + policy.cap / 2 <= due <= NOW + policy.cap
+
+
+def test_apply_result_not_asked_does_not_grow_the_back_off() -> None:
+    """A failure where the remote was never asked (breaker open) schedules the retry at the first back-off
+    step whatever the attempt number: the entry is served soon after the remote is back."""
+    entry = GeoEntry(IP, S.UNRESOLVED, attempts=6, next_retry_at=NOW)
+    result = TransientFailure("ipapi not asked: circuit breaker open", "ipapi", OFFLINE_US, asked=False)
+    after = apply_result(entry, 7, result, NOW, POLICY, rng())
+    assert after is not None and after.next_retry_at is not None
+    assert NOW + POLICY.base / 2 <= after.next_retry_at <= NOW + POLICY.base
+    assert after.status is S.PARTIAL and after.attempts == 7

@@ -239,3 +239,14 @@ def test_tick_capacity_is_at_least_one_and_never_exceeds_budget(
     capacity = tick_capacity(requests, window, interval, share)
     assert capacity >= 1
     assert capacity <= max(1, requests * RESOLVE_BATCH * interval / window * share + 1e-6)
+
+
+def test_chain_fallback_answers_without_asking_the_first_provider() -> None:
+    """When the first provider cannot be asked, every IP fails transiently with the reason, carrying what
+    the other providers know, and the first provider sees no call."""
+    first = FakeProvider("ipapi", {"8.8.8.8": Resolved(FULL, "ipapi")})
+    offline = FakeProvider("offline", {"8.8.8.8": Resolved(OFFLINE_US, "offline")})
+    results = asyncio.run(ProviderChain([first, offline]).fallback(["8.8.8.8", "9.9.9.9"], "breaker open"))
+    assert first.calls == []
+    assert results["8.8.8.8"] == TransientFailure("ipapi not asked: breaker open", "ipapi", OFFLINE_US, False)
+    assert results["9.9.9.9"] == TransientFailure("ipapi not asked: breaker open", "ipapi", asked=False)

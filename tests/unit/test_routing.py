@@ -1,5 +1,5 @@
-"""parse_event, route and dead_letter: valid inputs normalised and passed through, bad inputs named exactly,
-hits served from the near cache, misses repartitioned by IP."""
+"""parse_event, the Router and the near cache: valid inputs normalised and passed through, bad inputs named
+exactly, hits served from the near cache, first sights enriched at once and sent to the owner once."""
 
 from __future__ import annotations
 
@@ -11,18 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import BadEvent, PipelineError
+from pipeline.messages import DLQ_ORIGINAL_MAX, DLQ_PREVIEW_CHARS, dead_letter, enriched
 from pipeline.models import EntryStatus, GeoData, GeoEntry
-from pipeline.routing import (
-    DLQ_ORIGINAL_MAX,
-    DLQ_PREVIEW_CHARS,
-    NearCache,
-    ParsedEvent,
-    Route,
-    dead_letter,
-    enriched,
-    parse_event,
-    route,
-)
+from pipeline.routing import UNKNOWN_HASH, NearCache, ParsedEvent, Route, Router, parse_event
 
 MAX = 64 * 1024
 PURE = settings(database=None)
@@ -248,49 +239,130 @@ def test_enriched_ipv6_key() -> None:
     assert doc["geo"]["status"] == "pending"
 
 
-# --- route and the near cache ----------------------------------------------------------------------------
+# --- the router and the near cache ----------------------------------------------------------------------
+
+RESEND = 600.0
+
+
+def provisional(ip: str, now: float) -> bytes:
+    """A stand-in for the offline first-sight entry: pending, with a country."""
+    geo = GeoData(country_code="DE", country_name="Germany")
+    return GeoEntry(ip, EntryStatus.PENDING, geo=geo, provider="offline", first_seen=now).to_json()
+
+
+def router(capacity: int = 10) -> Router:
+    return Router(NearCache(capacity), MAX, provisional, lambda key: len(key) * 1000 + key[-1], RESEND)
 
 
 def test_route_serves_a_known_ip_from_the_near_cache() -> None:
-    """A valid event whose IP the near cache knows is enriched at once, keyed by the normalised IP."""
-    near = NearCache(10)
+    """A valid event whose IP the near cache knows is enriched with that entry, keyed by the normalised IP."""
+    r = router()
     entry = GeoEntry("8.8.8.8", EntryStatus.RESOLVED, geo=FULL, provider="ipapi", attempts=1).to_json()
-    near.put(b"8.8.8.8", entry)
-    kind, key, value = route(b'{"ip":"::ffff:8.8.8.8","n":1}', b"any", WHERE, MAX, near)
-    assert (kind, key) == (Route.ENRICHED, b"8.8.8.8")
+    r.near.learn(b"8.8.8.8", entry)
+    kind, key, value, key_hash = r.route(b'{"ip":"::ffff:8.8.8.8","n":1}', b"any", WHERE, 100.0)
+    assert (kind, key, key_hash) == (Route.HIT, b"8.8.8.8", 7000 + ord("8"))
     assert value == enriched(b"8.8.8.8", entry, b'{"ip":"::ffff:8.8.8.8","n":1}')
 
 
-def test_route_sends_an_unknown_ip_to_its_table_owner() -> None:
-    """An IP the near cache does not know is repartitioned: key = normalised IP, value = the event."""
-    kind, key, value = route(b" 2001:DB8::1 ", None, WHERE, MAX, NearCache(10))
-    assert (kind, key, value) == (Route.BY_IP, b"2001:db8::1", b'{"ip":"2001:DB8::1"}')
+def test_route_enriches_a_first_sight_at_once_with_the_provisional_entry() -> None:
+    """An IP the near cache does not know is enriched at once with its provisional (offline) entry and
+    marked NEW, so the hot path also sends it to the table's owner."""
+    kind, key, value, _ = router().route(b" 2001:DB8::1 ", None, WHERE, 100.0)
+    doc = json.loads(value)
+    assert (kind, key) == (Route.NEW, b"2001:db8::1")
+    assert doc["geo"]["status"] == "pending" and doc["geo"]["geo"]["country_code"] == "DE"
+    assert doc["event"] == {"ip": "2001:DB8::1"}
+
+
+def test_route_sends_an_ip_once_per_pending_period_not_once_per_event() -> None:
+    """Later events of a new IP are hits on its provisional entry; after the pending period without an
+    answer from the owner the next event sends the IP again, once."""
+    r = router()
+    kinds = [r.route(b"8.8.8.8", None, WHERE, now)[0] for now in (100.0, 101.0, 102.0)]
+    assert kinds == [Route.NEW, Route.HIT, Route.HIT]
+    assert r.route(b"8.8.8.8", None, WHERE, 100.0 + RESEND)[0] is Route.NEW
+    assert r.route(b"8.8.8.8", None, WHERE, 101.0 + RESEND)[0] is Route.HIT
+
+
+def test_route_stops_resending_once_the_owner_published_the_ip() -> None:
+    """Once the resolved topic brought the owner's entry, the IP is never sent as seen again."""
+    r = router()
+    r.route(b"8.8.8.8", None, WHERE, 100.0)
+    r.near.learn(b"8.8.8.8", GeoEntry("8.8.8.8", EntryStatus.PENDING).to_json())
+    assert r.route(b"8.8.8.8", None, WHERE, 100.0 + 10 * RESEND)[0] is Route.HIT
 
 
 def test_route_dead_letters_bad_input_with_the_original_key_and_where_it_came_from() -> None:
     """Bad input keeps the producer's key; the DLQ record names the reason, topic, partition and offset."""
-    kind, key, value = route(b'{"ip": 7}', b"k", WHERE, MAX, NearCache(10))
+    kind, key, value, _ = router().route(b'{"ip": 7}', b"k", WHERE, 100.0)
     record = json.loads(value)
     assert (kind, key) == (Route.DEAD_LETTER, b"k")
     assert (record["topic"], record["partition"], record["offset"]) == WHERE
     assert record["reason"] == "field 'ip' must be a string, not int"
 
 
-def test_near_cache_evicts_the_entry_updated_longest_ago() -> None:
-    """Past capacity the oldest update goes; updating an entry makes it the newest."""
+def test_route_remembers_spellings_and_gives_the_same_key_for_each() -> None:
+    """Different spellings of one address give one key; an invalid spelling is not remembered as valid."""
+    r = router()
+    keys = {r.route(raw, None, WHERE, 100.0)[1] for raw in (b"::ffff:8.8.8.8", b"8.8.8.8", b"::FFFF:8.8.8.8")}
+    assert keys == {b"8.8.8.8"}
+    assert r.route(b"8.8.8.08", None, WHERE, 100.0)[0] is Route.DEAD_LETTER
+    assert r.route(b"8.8.8.08", None, WHERE, 100.0)[0] is Route.DEAD_LETTER
+
+
+def test_near_cache_evicts_the_entry_used_longest_ago() -> None:
+    """Past capacity the least recently used entry goes: reading an entry keeps it, however old."""
     near = NearCache(2)
-    near.put(b"a", b"1")
-    near.put(b"b", b"2")
-    near.put(b"a", b"3")
-    near.put(b"c", b"4")
-    assert (near.get(b"a"), near.get(b"b"), near.get(b"c"), len(near)) == (b"3", None, b"4", 2)
+    near.learn(b"a", b"1")
+    near.learn(b"b", b"2")
+    near.get(b"a")
+    near.learn(b"c", b"3")
+    assert (near.entry(b"a"), near.entry(b"b"), near.entry(b"c"), len(near)) == (b"1", None, b"3", 2)
+
+
+def test_near_cache_learning_keeps_the_key_hash_and_clears_the_own_mark() -> None:
+    """A newer entry from the resolved topic replaces the value, keeps the cached key hash and ends this
+    worker's own seen mark (the owner has the IP now)."""
+    near = NearCache(5)
+    near.put(b"a", b"old", 42, 100.0)
+    near.learn(b"a", b"new")
+    assert near.get(b"a") == (b"new", 42, 0.0)
+    near.learn(b"b", b"x")
+    assert near.get(b"b") == (b"x", UNKNOWN_HASH, 0.0)
 
 
 def test_near_cache_tombstone_forgets_and_zero_capacity_keeps_nothing() -> None:
     """A None entry (tombstone) removes the IP; a capacity of 0 disables the cache."""
     near = NearCache(5)
-    near.put(b"a", b"1")
-    near.put(b"a", None)
+    near.learn(b"a", b"1")
+    near.learn(b"a", None)
     off = NearCache(0)
-    off.put(b"a", b"1")
+    off.learn(b"a", b"1")
     assert (near.get(b"a"), off.get(b"a"), len(off)) == (None, None, 0)
+
+
+@PURE
+@given(
+    st.lists(st.sampled_from([b"8.8.8.8", b"1.1.1.1", b"9.9.9.9", b"bad", b"::ffff:1.1.1.1"]), max_size=60)
+)
+def test_property_each_ip_is_new_once_within_a_pending_period(raws: list[bytes]) -> None:
+    """Whatever the order of events, each valid IP is routed NEW exactly once within one pending period
+    and every valid event is enriched (HIT or NEW)."""
+    r = router(capacity=100)
+    routed = [r.route(raw, None, WHERE, 100.0 + i) for i, raw in enumerate(raws)]
+    new_keys = [key for kind, key, _, _ in routed if kind is Route.NEW]
+    assert len(new_keys) == len(set(new_keys))
+    valid = [raw for raw in raws if raw != b"bad"]
+    assert sum(kind is not Route.DEAD_LETTER for kind, *_ in routed) == len(valid)
+
+
+def test_undo_forgets_the_first_sights_of_a_batch_that_was_not_delivered() -> None:
+    """After `undo` the IPs first seen in the failed batch are new again, so the replay sends them; IPs the
+    owner had already published stay."""
+    r = router()
+    r.near.learn(b"9.9.9.9", GeoEntry("9.9.9.9", EntryStatus.RESOLVED).to_json())
+    r.begin()
+    assert [r.route(raw, None, WHERE, 100.0)[0] for raw in (b"8.8.8.8", b"9.9.9.9")] == [Route.NEW, Route.HIT]
+    r.undo()
+    r.begin()
+    assert [r.route(raw, None, WHERE, 101.0)[0] for raw in (b"8.8.8.8", b"9.9.9.9")] == [Route.NEW, Route.HIT]

@@ -15,7 +15,7 @@ def test_defaults_run_the_demo_on_one_machine() -> None:
     s = Settings.from_env({})
     assert (s.kafka_bootstrap, s.partitions, s.resolve_partitions) == ("127.0.0.1:9092", 8, 1)
     assert (s.budget_requests, s.budget_window, s.providers) == (15, 60.0, ("ipapi", "offline"))
-    assert (s.by_ip_topic, s.results_topic) == ("geo-pipeline-events-by-ip", "geo-pipeline-geo-results")
+    assert (s.seen_topic, s.results_topic) == ("geo-pipeline-ips-seen", "geo-pipeline-geo-results")
     assert s.web_host == "127.0.0.1"
 
 

@@ -370,3 +370,57 @@ def test_rejects_nonsense_configuration(kwargs: dict[str, float]) -> None:
     """A budget with no requests, no window or negative slack is refused at construction."""
     with pytest.raises(ValueError):
         ResolveBudget(FakeClock(), **{**FREE_TIER, **kwargs})  # type: ignore[arg-type]
+
+
+def test_noted_sends_of_a_previous_owner_count_against_the_window() -> None:
+    """Requests someone else sent 10 s ago (read back from the asked log) use the window: with 15 of them
+    the next send waits until they are window+slack old, not a whole window from now."""
+    clock = FakeClock()
+    budget = make(clock)
+    budget.note_sends([clock.now - 10.0] * LIMIT)
+    assert budget.delay() == pytest.approx(SPAN - 10.0)
+
+
+def test_noted_sends_leave_the_rest_of_the_window_usable() -> None:
+    """Five requests a previous owner sent leave ten for the new owner at once: no full-window wait."""
+    clock = FakeClock()
+    budget = make(clock)
+    budget.note_sends([clock.now - 30.0 + i for i in range(5)])
+    for _ in range(LIMIT - 5):
+        assert budget.delay() == 0.0
+        send_ok(budget)
+    assert budget.delay() == pytest.approx(SPAN - 30.0)
+
+
+def test_noted_sends_outside_the_window_or_in_the_future_are_ignored() -> None:
+    """Sends older than window+slack or timestamped after now (clock skew) do not block anything."""
+    clock = FakeClock()
+    budget = make(clock)
+    budget.note_sends([clock.now - SPAN - 1.0] * LIMIT + [clock.now + 5.0] * LIMIT)
+    assert budget.delay() == 0.0 and budget.sent_in_window == 0
+
+
+def test_unavailable_says_why_while_the_breaker_is_open_and_not_during_normal_pacing() -> None:
+    """A full window (normal pacing) is waited out; an open breaker is reported, so work in hand is
+    answered from a fallback instead of waiting minutes."""
+    clock = FakeClock()
+    budget = make(clock, breaker_threshold=3)
+    for _ in range(LIMIT):
+        send_ok(budget)
+    assert budget.delay() > 0 and budget.unavailable() is None
+    clock.advance(SPAN)
+    for _ in range(3):
+        budget.on_sent()
+        budget.on_response(503, None, None)
+    reason = budget.unavailable()
+    assert reason is not None and "breaker open" in reason
+
+
+def test_unavailable_for_a_server_pause_longer_than_a_window() -> None:
+    """A 429 whose X-Ttl asks for more than a window of silence makes the remote unavailable for now."""
+    clock = FakeClock()
+    budget = make(clock)
+    budget.on_sent()
+    budget.on_response(429, 0, 600.0)
+    reason = budget.unavailable()
+    assert reason is not None and "rate limited" in reason

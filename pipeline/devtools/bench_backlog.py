@@ -1,0 +1,153 @@
+"""`geo-pipeline bench` (backlog mode): a cold worker drains a backlog, beside a plain aiokafka loop.
+
+The case users live in after downtime or a burst: N events over K distinct IPs already waiting in the input
+topic, workers starting with an empty cache, the offline provider only. Measured in one run on one broker:
+- the baseline, a plain consume-parse-produce-commit loop over the same events, before and after;
+- the pipeline: W worker processes (separate processes, like production; the benchmark's own reading
+  must not share their interpreter), timed from the first to the last enriched record by the records' own
+  timestamps (set by the worker when it appends them);
+- what users get: the share of enriched events carrying a country among IPs the offline data knows, the
+  share served by a near-cache hit (every other event was an IP's first sight in its worker), and each
+  worker's peak RSS.
+The enriched topic is read after the workers are done, so the measurement does not compete with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from ..app import ensure_topics
+from ..settings import Settings
+from .bench_hotpath import PARTITIONS, Rate, baseline, create_topics, delete_topics
+from .processes import WorkerProcess, worker_processes
+from .scratch import scratch
+from .workloads import public_ips, publish, tagged_events
+
+PROGRESS_EVERY = 2.0  # seconds between progress lines
+START_TIMEOUT = 120.0  # for the workers to start and join
+
+
+async def run_backlog_bench(
+    base: Settings, environ: Mapping[str, str], *, events: int = 200_000, ips: int = 2_000, workers: int = 1
+) -> int:
+    """Publish the backlog, run baseline / W workers / baseline, print rates, ratio, coverage and RSS."""
+    with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as run:
+        return await _run(run.settings, run.run, run.tmp, events, ips, workers)
+
+
+async def _run(settings: Settings, run: str, tmp: Path, events: int, n_ips: int, n_workers: int) -> int:
+    bootstrap = settings.kafka_bootstrap
+    base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
+    ips = public_ips(n_ips, seed=13, offline_known=False)
+    payloads = tagged_events(ips, events, f"b-{run}")
+    print(
+        f"bench (backlog): broker {bootstrap}, {events:,} events over {len(ips):,} IPs, cold start, "
+        f"{n_workers} worker process(es), {PARTITIONS} partitions, offline provider, topics *-{run}",
+        flush=True,
+    )
+    try:
+        await create_topics(bootstrap, [base_in, base_out])
+        await publish(bootstrap, base_in, payloads, label="baseline input")
+        before = await baseline(bootstrap, base_in, base_out, events, "baseline (before)")
+        await ensure_topics(settings)
+        await publish(bootstrap, settings.events_topic, payloads, label="backlog")
+        with worker_processes(settings, tmp / "workers", n_workers) as procs:
+            peaks = await _drain(settings, procs, events)
+        pipeline, with_country, known, served = await _read_enriched(settings, events, f'"b-{run}"'.encode())
+        new = await _count(bootstrap, settings.seen_topic)
+        after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
+    finally:
+        await delete_topics(bootstrap, run)
+    mean = (before.per_second + after.per_second) / 2
+    print("\nsummary:")
+    for rate in (before, after, pipeline):
+        print(f"  {rate.line()}")
+    print(f"  baseline mean: {mean:,.0f} events/s")
+    print(f"  ratio pipeline/baseline: {pipeline.per_second / mean:.2f}  (goal >= 0.5 with one worker)")
+    share = with_country / max(1, known)
+    print(f"  with a country: {with_country:,} of {known:,} events whose IP has offline data: {share:.2%}")
+    hits = served - new
+    print(f"  near-cache hits: {hits:,} of {served:,}, {hits / max(1, served):.1%}; first sights {new:,}")
+    print(f"  peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)}")
+    return 0 if served == events else 1
+
+
+async def _drain(settings: Settings, procs: list[WorkerProcess], events: int) -> list[float]:
+    """Wait until the workers committed the whole input (cheap polling of the group's offsets), showing
+    progress; returns each worker's peak RSS in MiB."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    started = shown = time.monotonic()
+    peaks = [0.0] * len(procs)
+    try:
+        while True:
+            committed = await admin.list_consumer_group_offsets(f"{settings.app_id}-ingest")
+            done = sum(meta.offset for tp, meta in committed.items() if tp.topic == settings.events_topic)
+            for i, proc in enumerate(procs):
+                if proc.proc.poll() is not None:
+                    raise RuntimeError(f"worker {i} exited with {proc.proc.returncode}:\n{proc.tail()}")
+                peaks[i] = max(peaks[i], proc.peak_rss_mib() or 0.0)
+            if done >= events:
+                return peaks
+            now = time.monotonic()
+            if now - started > START_TIMEOUT + events / 500:
+                raise TimeoutError(f"workers committed {done:,}/{events:,} events")
+            if now - shown >= PROGRESS_EVERY:
+                shown = now
+                print(f"  {now - started:5.1f}s committed {done:,}/{events:,} input events", flush=True)
+            await asyncio.sleep(0.5)  # polling the group's committed offsets: there is no event to wait on
+    finally:
+        await admin.close()
+
+
+async def _read_enriched(settings: Settings, events: int, marker: bytes) -> tuple[Rate, int, int, int]:
+    """(rate by record timestamps, events with a country, events whose IP the offline data knows, total)."""
+    import iptocc  # the offline data, to know which IPs could have a country at all
+
+    consumer = AIOKafkaConsumer(
+        settings.enriched_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    seen = with_country = known = 0
+    lo = hi = None
+    knows: dict[str, bool] = {}
+    deadline = time.monotonic() + 120
+    try:
+        while seen < events and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
+            for records in batch.values():
+                for record in records:
+                    if marker not in record.value:
+                        continue
+                    seen += 1
+                    lo = record.timestamp if lo is None else min(lo, record.timestamp)
+                    hi = record.timestamp if hi is None else max(hi, record.timestamp)
+                    doc = json.loads(record.value)
+                    ip = doc["ip"]
+                    if ip not in knows:
+                        knows[ip] = bool(iptocc.country_code(ip))
+                    known += knows[ip]
+                    with_country += knows[ip] and bool(doc["geo"]["geo"]["country_code"])
+    finally:
+        await consumer.stop()
+    rate = Rate("pipeline (backlog, cold start)", seen, ((hi or 0) - (lo or 0)) / 1000)
+    return rate, with_country, known, seen
+
+
+async def _count(bootstrap: str, topic: str) -> int:
+    """Records on `topic` (every partition's end offset: nothing is ever deleted from it during a run)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # a topic the workers created needs fresh metadata
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return int(sum((await consumer.end_offsets(tps)).values()))
+    finally:
+        await consumer.stop()

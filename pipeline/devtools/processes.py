@@ -1,0 +1,117 @@
+"""Pipeline workers as real processes (`python -m pipeline worker`), for benchmarks and fault tests.
+
+Two Faust apps in one process share module state and stall after one stops, and a worker sharing its
+process with the benchmark's own readers would be measured with their work; so multi-worker runs, crash
+tests and the backlog benchmark run each worker as its own process, configured only through the
+environment, like production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..settings import Settings
+from .broker import free_port
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds `pipeline/`: a source checkout or site-packages
+READY = b"[^Worker]: Ready"  # the line faust's Worker logs once the app has started
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes `Settings.from_env` rebuild `settings` (the API key aside)."""
+    env: dict[str, str] = {}
+    for name, value in settings.describe():
+        if name == "GEO_IPAPI_KEY" or value in ("None", ""):
+            continue
+        if name == "GEO_PROVIDERS":
+            value = ",".join(settings.providers)
+        env[name] = value
+    return env
+
+
+class WorkerProcess:
+    """One worker process with its own data dir, web port and log file."""
+
+    def __init__(self, settings: Settings, data_dir: Path, log: Path, **env: str) -> None:
+        environ = {
+            **os.environ,
+            **settings_env(settings),
+            "GEO_DATA_DIR": str(data_dir),
+            "GEO_WEB_PORT": str(free_port()),
+            "PYTHONPATH": str(PACKAGE_ROOT),
+            **env,
+        }
+        self.data_dir = data_dir
+        self.log_path = log
+        self._log = open(log, "ab")  # noqa: SIM115 - held for the child's lifetime
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "worker"],
+            env=environ,
+            cwd=PACKAGE_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.started = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ready(self) -> bool:
+        """Started and assigned; AssertionError with the log's tail when the process died instead."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+        return READY in self.log_path.read_bytes()
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def peak_rss_mib(self) -> float | None:
+        """The process's peak resident set so far (VmHWM), in MiB; None once it has exited."""
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no clean shutdown, no final commit."""
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def terminate(self, timeout: float = 30.0) -> float:
+        """SIGTERM, as `docker stop` and Kubernetes send it; returns the seconds the worker took to exit
+        (SIGKILL after `timeout`)."""
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        self.terminate()
+        self._log.close()
+
+
+@contextlib.contextmanager
+def worker_processes(settings: Settings, workdir: Path, n: int) -> Iterator[list[WorkerProcess]]:
+    """`n` worker processes on `settings`, each with its own data dir and log under `workdir`; all stopped
+    (SIGTERM) on exit. Topics must exist first (`app.ensure_topics`)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    workers = [WorkerProcess(settings, workdir / f"w{i}", workdir / f"w{i}.log") for i in range(n)]
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()

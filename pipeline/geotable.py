@@ -1,0 +1,220 @@
+"""The geo table: one changelog-backed RocksDB table holding every entry and, beside it, its due-time index.
+
+Why the index lives inside the entries' own store: the retry timer must find due entries without reading
+the table (a million rows take seconds to scan), so it reads keys sorted by due time. Kept as a second
+table, the index had its own changelog written apart from the entries', and a crash between the two writes
+left an entry with no index key (never retried) or a key with no entry (re-emitted forever). Here the index
+is derived data: the store computes an entry's index key from the entry itself and writes both in one
+RocksDB write batch, for the agent's writes and for changelog recovery alike, and the changelog carries
+entries only. Entry and index cannot disagree, whatever crashes when.
+
+Layout of each partition's RocksDB (keys sort bytewise):
+    <ip>                      -> entry JSON (models.GeoEntry)
+    ~0<due ms, 13 digits>|<ip> -> b""   retry lane (pending, unresolved, partial, invalid)
+    ~1<due ms, 13 digits>|<ip> -> b""   refresh lane (resolved)
+    ~~index-v1                -> b""   this partition's index was built (older stores are indexed once)
+
+Faust internals relied on (faust-streaming 0.15.x, `faust/stores/rocksdb.py`): `Store._set`, `_del` and
+`apply_changelog_batch` are the only paths that write a partition database; `_open_for_partition` opens
+one; `_dbs_for_actives` yields the databases of this worker's active partitions (standbys excluded);
+`_visible_keys`/`_visible_items` serve `table.keys()/items()/len()`; `Collection._new_store_by_url`
+builds the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import faust
+import rocksdict
+from faust.stores.rocksdb import Store
+from faust.streams import current_event
+
+from .models import GeoEntry
+from .policy import INDEX_PREFIX, REFRESH_LANE, RETRY_LANE, lane_prefix, parse_schedule_key, schedule_key
+
+log = logging.getLogger(__name__)
+
+INDEX_MARKER = (INDEX_PREFIX + INDEX_PREFIX + "index-v1").encode()
+_INDEX_START = INDEX_PREFIX.encode()
+LANES = (RETRY_LANE, REFRESH_LANE)
+
+
+def index_key(value: bytes | None) -> bytes | None:
+    """The index key an entry value implies (None for final entries, tombstones and garbage)."""
+    if not value:
+        return None
+    try:
+        key = schedule_key(GeoEntry.from_json(value))
+    except (ValueError, KeyError, TypeError):
+        return None  # a value that is not an entry is served as it is but never scheduled
+    return key.encode() if key else None
+
+
+def _lane(key: bytes) -> str:
+    return chr(key[len(_INDEX_START)])
+
+
+class IndexedStore(Store):
+    """Faust's RocksDB store, keeping each entry's index key in the same partition database, atomically."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lane_counts: dict[int, Counter[str]] = {}  # partition -> index keys per lane
+
+    # -- writes: every path that changes a partition database -----------------------------------------
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        event = current_event()
+        assert event is not None  # faust's own contract: tables are written inside stream iteration
+        partition = event.message.partition
+        db = self._db_for_partition(partition)
+        self._key_index[key] = partition
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        self._reindex(partition, batch, key, db.get(key), value)
+        batch.put(key, value)
+        db.write(batch)
+
+    def _del(self, key: bytes) -> None:
+        for partition, db in list(self._dbs.items()):
+            old = db.get(key)
+            if old is None:
+                continue
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            self._reindex(partition, batch, key, old, None)
+            batch.delete(key)
+            db.write(batch)
+
+    def apply_changelog_batch(self, batch: Iterable[Any], to_key: Any, to_value: Any) -> None:
+        """Recovery: apply changelog records and derive their index keys in the same write batches."""
+        batches: dict[int, Any] = {}
+        latest: dict[tuple[int, bytes], bytes | None] = {}  # values written earlier in this batch
+        offsets: dict[Any, int] = {}
+        for event in batch:
+            msg = event.message
+            offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
+            partition, key, value = msg.partition, msg.key, msg.value
+            db = self._db_for_partition(partition)
+            write = batches.setdefault(partition, rocksdict.WriteBatch(raw_mode=True))
+            old = latest[partition, key] if (partition, key) in latest else db.get(key)
+            self._reindex(partition, write, key, old, value)
+            if value is None:
+                write.delete(key)
+            else:
+                write.put(key, value)
+            latest[partition, key] = value
+        for partition, write in batches.items():
+            self._db_for_partition(partition).write(write)
+        for tp, offset in offsets.items():
+            self.set_persisted_offset(tp, offset)
+
+    def load_local(self, partition: int, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Write entries (and their index keys) into one partition's database WITHOUT the changelog: only
+        for benchmarks that need a large table in seconds; a restart from the changelog would not see them."""
+        db = self._db_for_partition(partition)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in items:
+            self._reindex(partition, batch, key, db.get(key), value)
+            batch.put(key, value)
+        db.write(batch)
+
+    def _reindex(self, partition: int, batch: Any, key: bytes, old: bytes | None, new: bytes | None) -> None:
+        before, after = index_key(old), index_key(new)
+        if before == after:
+            return
+        counts = self.lane_counts.setdefault(partition, Counter())
+        if before is not None:
+            batch.delete(before)
+            counts[_lane(before)] -= 1
+        if after is not None:
+            batch.put(after, b"")
+            counts[_lane(after)] += 1
+
+    def _open_for_partition(self, partition: int) -> Any:
+        db = super()._open_for_partition(partition)
+        if db.get(INDEX_MARKER) is None:
+            self._build_index(partition, db)
+        counts = Counter[str]()
+        for lane in LANES:
+            prefix = lane_prefix(lane).encode()
+            counts[lane] = sum(1 for _ in _keys_with_prefix(db, prefix))
+        self.lane_counts[partition] = counts
+        return db
+
+    def _build_index(self, partition: int, db: Any) -> None:
+        """Index a partition written before the index existed (or by a store without it): once, at open."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        indexed = 0
+        for key, value in db.items():
+            if key.startswith(_INDEX_START):
+                break
+            derived = index_key(value)
+            if derived is not None and key != self.offset_key:
+                batch.put(derived, b"")
+                indexed += 1
+        batch.put(INDEX_MARKER, b"")
+        db.write(batch)
+        if indexed:
+            log.info("geo table partition %d: built the due-time index for %d entries", partition, indexed)
+
+    # -- reads: entries for the table API, index keys for the timer -----------------------------------
+
+    def _visible_keys(self, db: Any) -> Iterator[bytes]:
+        for key, _ in self._visible_items(db):
+            yield key
+
+    def _visible_items(self, db: Any) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in db.items():
+            if key.startswith(_INDEX_START):
+                return  # index keys sort after every entry
+            if key != self.offset_key:
+                yield key, value
+
+    def active_partitions(self) -> list[tuple[int, Any]]:
+        """(partition, database) of this worker's active partitions: standbys are another worker's job."""
+        actives = {id(db) for db in self._dbs_for_actives()}
+        return [(p, db) for p, db in sorted(self._dbs.items()) if id(db) in actives]
+
+    def due(self, lane: str, now: float, limit: int) -> Iterator[tuple[float, str]]:
+        """(due time, ip) of entries in `lane` due at `now`, oldest first, at most `limit` per partition;
+        reads only the keys it returns plus one per partition (the first not yet due)."""
+        prefix = lane_prefix(lane).encode()
+        for _, db in self.active_partitions():
+            for taken, key in enumerate(_keys_with_prefix(db, prefix)):
+                _, due_at, ip = parse_schedule_key(key.decode())
+                if due_at > now or taken >= limit:
+                    break
+                yield due_at, ip
+
+    def lane_size(self, lane: str) -> int:
+        """Index keys in `lane` across this worker's active partitions (kept as counts, never scanned)."""
+        actives = {p for p, _ in self.active_partitions()}
+        return sum(counts[lane] for p, counts in self.lane_counts.items() if p in actives)
+
+
+def _keys_with_prefix(db: Any, prefix: bytes) -> Iterator[bytes]:
+    for key in db.keys(from_key=prefix):
+        if not key.startswith(prefix):
+            return
+        yield key
+
+
+class GeoTable(faust.Table[bytes, bytes]):
+    """A faust Table whose store is the `IndexedStore` (RocksDB); bytes keys and values, JSON by us."""
+
+    def _new_store_by_url(self, url: Any) -> IndexedStore:
+        return IndexedStore(
+            url,
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            loop=self.loop,
+            options=self.options,
+        )

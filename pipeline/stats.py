@@ -1,0 +1,39 @@
+"""Per-worker counters behind the progress line and the summary (in memory, reset at start)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Stats:
+    """What one worker did since it started; every part of the worker adds to its own fields."""
+
+    consumed: int = 0  # input records read by the hot path
+    enriched: int = 0  # enriched events written (hits + new)
+    hits: int = 0  # enriched with the near cache's entry
+    new: int = 0  # enriched with a provisional entry; the IP went to the table's owner
+    dead_lettered: int = 0
+    replays: int = 0  # input batches rewound and replayed after a failed delivery or commit
+    seen_applied: int = 0  # seen records the cache agent handled
+    entries_created: int = 0
+    resolve_sent: int = 0  # resolve requests the cache agent emitted
+    results_applied: int = 0  # results that changed an entry
+    resolved_published: int = 0
+    malformed: int = 0  # internal records skipped because they do not parse
+    lookups: int = 0  # IPs sent to a provider by this worker's resolver
+    batches: int = 0  # provider calls
+    fallback_answers: int = 0  # IPs answered from the offline data because the remote could not be asked
+    resolve_deduped: int = 0  # resolve requests dropped because an ask for them was in flight or answered
+    errors: int = 0
+    ticks: list[dict[str, float]] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"in={self.consumed} enriched={self.enriched} hits={self.hits} new={self.new} "
+            f"dlq={self.dead_lettered} seen={self.seen_applied} "
+            f"created={self.entries_created} resolve_sent={self.resolve_sent} lookups={self.lookups} "
+            f"batches={self.batches} fallback={self.fallback_answers} deduped={self.resolve_deduped} "
+            f"results={self.results_applied} published={self.resolved_published} "
+            f"malformed={self.malformed} replays={self.replays} errors={self.errors}"
+        )

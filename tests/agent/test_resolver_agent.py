@@ -1,0 +1,146 @@
+"""The resolver's loop with in-memory clients and a fake clock: it never waits on a provider it cannot ask,
+never waits for the budget with nothing to ask, and writes what it asks before asking."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from pipeline.messages import ResolveRequest, decode_asked, decode_results_message, encode_resolve_request
+from pipeline.models import GeoData, LookupResult, Resolved, TransientFailure
+from pipeline.providers import ProviderChain
+from pipeline.resolver import Resolver
+from pipeline.settings import Settings
+from pipeline.stats import Stats
+from pipeline.throttle import Breaker, ResolveBudget
+from tests.support.fakes import FakeConsumer, FakeProducer, records
+
+SETTINGS = Settings.from_env({}, app_id="a", partitions=4, resolve_batch_wait=0.05)
+IPS = ["8.8.8.8", "1.1.1.1", "9.9.9.9"]
+US = GeoData(country_code="US")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Remote:
+    """A remote provider that answers everything and counts its calls."""
+
+    name = "ipapi"
+    max_batch = 100
+
+    def __init__(self, budget: ResolveBudget) -> None:
+        self.budget = budget
+        self.calls: list[list[str]] = []
+
+    async def resolve(self, ips: Sequence[str]) -> dict[str, LookupResult]:
+        self.budget.on_sent()
+        self.budget.on_response(200, None, None)
+        self.calls.append(list(ips))
+        return {ip: Resolved(US, self.name) for ip in ips}
+
+
+class Offline:
+    name = "offline"
+    max_batch = 1000
+
+    async def resolve(self, ips: Sequence[str]) -> dict[str, LookupResult]:
+        return {ip: Resolved(GeoData(country_code="DE"), self.name) for ip in ips}
+
+
+def resolver(attempt: int = 1) -> tuple[Resolver, FakeConsumer, FakeProducer, Remote]:
+    requests = [encode_resolve_request(ResolveRequest(ip, attempt, "w")) for ip in IPS]
+    consumer = FakeConsumer([records(SETTINGS.resolve_topic, 0, list(requests))])
+    producer = FakeProducer({SETTINGS.results_topic: 4, SETTINGS.asked_topic: 1})
+    service = Resolver(SETTINGS, Stats())
+    budget = ResolveBudget(Clock(), limit=15, window=60.0, breaker_threshold=2)
+    remote = Remote(budget)
+    service.chain, service.budget = ProviderChain([remote, Offline()]), budget
+    service._consumer, service._producer = consumer, producer  # type: ignore[assignment]
+    return service, consumer, producer, remote
+
+
+def results(producer: FakeProducer) -> dict[str, object]:
+    out = {}
+    for topic, key, value in producer.singles:
+        if topic == SETTINGS.results_topic and key is not None:
+            out[key.decode()] = decode_results_message(value)
+    return out
+
+
+async def test_asks_are_written_before_the_call_and_marked_answered_after() -> None:
+    """A normal batch: an asked record per IP, one call, a result per IP, answered records, one commit."""
+    service, consumer, producer, remote = resolver()
+    await asyncio.wait_for(service.run_once(), 5)
+    asked = [decode_asked(v) for t, _, v in producer.singles if t == SETTINGS.asked_topic]
+    assert [a.answered for a in asked if a] == [False] * 3 + [True] * 3
+    assert remote.calls == [sorted(IPS, key=IPS.index)]
+    assert {ip: r.result for ip, r in results(producer).items()} == {ip: Resolved(US, "ipapi") for ip in IPS}  # type: ignore[attr-defined]
+    assert consumer.commits == 1
+
+
+async def test_a_batch_of_duplicates_commits_without_waiting_for_the_budget() -> None:
+    """Requests the asked log already answered are dropped and committed at once, even while the budget
+    would make an ask wait most of a minute."""
+    service, consumer, producer, remote = resolver()
+    for ip in IPS:
+        service.asked.record(ip, 1, time.time(), answered=True)
+    assert service.budget is not None
+    service.budget.note_sends([service.budget._clock()] * 15)  # the window is spent
+    assert service.budget.delay() > 50
+    await asyncio.wait_for(service.run_once(), 2)
+    assert consumer.commits == 1 and remote.calls == [] and producer.singles == []
+    assert service.stats.resolve_deduped == 3
+
+
+async def test_while_the_breaker_is_open_requests_are_answered_from_the_offline_data_at_once() -> None:
+    """With the remote's breaker open the batch is answered at once from the fallback (not asked, so no
+    asked records and no back-off growth), and committed: nothing waits minutes holding requests."""
+    service, consumer, producer, remote = resolver()
+    assert service.budget is not None
+    for _ in range(2):
+        service.budget.on_sent()
+        service.budget.on_response(503, None, None)
+    assert service.budget.breaker is Breaker.OPEN
+    await asyncio.wait_for(service.run_once(), 2)
+    assert remote.calls == [] and consumer.commits == 1
+    answers = results(producer)
+    assert set(answers) == set(IPS)
+    for message in answers.values():
+        result = message.result  # type: ignore[attr-defined]
+        assert (
+            isinstance(result, TransientFailure)
+            and not result.asked
+            and result.geo == GeoData(country_code="DE")
+        )
+    assert not [t for t, _, _ in producer.singles if t == SETTINGS.asked_topic]
+    assert service.stats.fallback_answers == 3
+
+
+async def test_a_stop_while_waiting_for_the_budget_abandons_the_batch_for_its_next_owner() -> None:
+    """Stopping during a budget wait gives the batch up at once: nothing asked, nothing committed, the
+    consumer rewound to the batch's first offset (its next owner reads it)."""
+    service, consumer, producer, remote = resolver()
+    assert service.budget is not None
+    service.budget.note_sends([service.budget._clock()] * 15)
+    running = asyncio.ensure_future(service.run_once())
+    await asyncio.sleep(0.2)
+    service._stopping.set()
+    await asyncio.wait_for(running, 2)
+    assert remote.calls == [] and consumer.commits == 0 and producer.singles == []
+    assert consumer.seeks and consumer.seeks[0][1] == 0
+
+
+async def test_malformed_requests_are_skipped_and_counted_without_dropping_the_rest() -> None:
+    """A request that does not parse is skipped with a counter; the good ones in its batch are resolved."""
+    service, consumer, producer, _ = resolver()
+    consumer.batches[0][next(iter(consumer.batches[0]))][1].value = b"{not json"
+    await asyncio.wait_for(service.run_once(), 5)
+    assert service.stats.malformed == 1
+    assert set(results(producer)) == {"8.8.8.8", "9.9.9.9"}

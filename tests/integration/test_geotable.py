@@ -1,0 +1,163 @@
+"""The geo table's RocksDB store: the due-time index is derived from the entries, on every write path.
+
+These run against real RocksDB partition databases (rocksdict) through Faust's own store class, without a
+broker: agent writes go through `_set` with a current event, recovery through `apply_changelog_batch`,
+exactly the two paths Faust uses.
+"""
+
+from __future__ import annotations
+
+import random
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+import pytest
+from faust.streams import _current_event
+from faust.types import TP
+
+from pipeline.geotable import INDEX_MARKER, GeoTable, IndexedStore, index_key
+from pipeline.models import EntryStatus, GeoData, GeoEntry
+from pipeline.policy import REFRESH_LANE, RETRY_LANE, is_index_key
+
+pytestmark = pytest.mark.integration
+
+NOW = 1_800_000_000.0
+TOPIC = "t-geo-cache-changelog"
+
+
+@dataclass
+class FakeMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes | None
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass
+class FakeEvent:
+    message: FakeMessage
+
+
+def make_store(tmp_path: Path, partitions: int = 2) -> IndexedStore:
+    app = faust.App("t", store="rocksdb://", datadir=str(tmp_path))
+    table = GeoTable(app, name="geo-cache", key_type=bytes, value_type=bytes, partitions=partitions)
+    store: IndexedStore = table.data  # type: ignore[assignment]
+    store._dbs_for_actives = lambda: iter(store._dbs.values())  # type: ignore[method-assign]  # all active
+    return store
+
+
+def entry(ip: str, status: EntryStatus, due: float | None) -> bytes:
+    geo = GeoData(country_code="US") if status is EntryStatus.RESOLVED else GeoData()
+    return GeoEntry(ip, status, geo=geo, next_retry_at=due).to_json()
+
+
+def agent_write(store: IndexedStore, partition: int, key: bytes, value: bytes | None) -> None:
+    """Write as the cache agent does: inside an event's iteration (the store reads the event's partition)."""
+    event: Any = FakeEvent(FakeMessage(TOPIC, partition, 0, key, value))
+    token = _current_event.set(weakref.ref(event))
+    try:
+        if value is None:
+            store._del(key)
+        else:
+            store._set(key, value)
+    finally:
+        _current_event.reset(token)
+
+
+def all_keys(store: IndexedStore, partition: int) -> set[bytes]:
+    """Entry and index keys (not the index marker, nor the offset faust records after recovery)."""
+    db = store._db_for_partition(partition)
+    return {key for key in db.keys() if key not in (INDEX_MARKER, store.offset_key)}  # noqa: SIM118 - an Rdict
+
+
+def derived_index(store: IndexedStore, partition: int) -> set[bytes]:
+    """The index keys the partition's entries imply."""
+    db = store._db_for_partition(partition)
+    keys = {index_key(value) for key, value in db.items() if not is_index_key(key)}
+    return {key for key in keys if key is not None}
+
+
+def index_keys(store: IndexedStore, partition: int) -> set[bytes]:
+    return {key for key in all_keys(store, partition) if is_index_key(key)}
+
+
+def test_agent_writes_keep_exactly_one_index_key_per_scheduled_entry(tmp_path: Path) -> None:
+    """Creating, rescheduling, finalising and deleting entries leaves the index equal to what the entries
+    imply, with lane counts to match."""
+    store = make_store(tmp_path)
+    agent_write(store, 0, b"1.1.1.1", entry("1.1.1.1", EntryStatus.PENDING, NOW))
+    agent_write(store, 0, b"2.2.2.2", entry("2.2.2.2", EntryStatus.RESOLVED, NOW + 99))
+    agent_write(store, 0, b"1.1.1.1", entry("1.1.1.1", EntryStatus.UNRESOLVED, NOW + 60))
+    agent_write(store, 0, b"3.3.3.3", entry("3.3.3.3", EntryStatus.PRIVATE, None))
+    assert index_keys(store, 0) == derived_index(store, 0)
+    assert len(index_keys(store, 0)) == 2
+    assert (store.lane_counts[0][RETRY_LANE], store.lane_counts[0][REFRESH_LANE]) == (1, 1)
+    agent_write(store, 0, b"1.1.1.1", None)
+    assert (
+        index_keys(store, 0)
+        == derived_index(store, 0)
+        == {index_key(entry("2.2.2.2", EntryStatus.RESOLVED, NOW + 99))}
+    )
+    assert store.lane_counts[0][RETRY_LANE] == 0
+
+
+def test_recovery_batches_derive_the_same_index_as_the_agent_writes(tmp_path: Path) -> None:
+    """A store rebuilt from the changelog (many writes of one key in one batch, tombstones included) ends
+    with the same keys, entries and index, as the store the agent wrote."""
+    rng = random.Random(5)
+    written = make_store(tmp_path / "agent")
+    changelog: list[FakeMessage] = []
+    for offset in range(2000):
+        partition = rng.randrange(2)
+        ip = f"10.0.{partition}.{rng.randrange(40)}"
+        status = rng.choice(list(EntryStatus))
+        value = None if rng.random() < 0.1 else entry(ip, status, NOW + rng.randrange(10_000))
+        agent_write(written, partition, ip.encode(), value)
+        changelog.append(FakeMessage(TOPIC, partition, offset, ip.encode(), value))
+    rebuilt = make_store(tmp_path / "recovered")
+    for start in range(0, len(changelog), 300):  # recovery applies the changelog in batches
+        rebuilt.apply_changelog_batch([FakeEvent(m) for m in changelog[start : start + 300]], None, None)
+    for partition in (0, 1):
+        assert all_keys(rebuilt, partition) == all_keys(written, partition)
+        assert index_keys(rebuilt, partition) == derived_index(rebuilt, partition)
+        assert rebuilt.lane_counts[partition] == written.lane_counts[partition]
+
+
+def test_a_partition_written_without_an_index_is_indexed_when_opened(tmp_path: Path) -> None:
+    """Entries written by an older store (no index, no marker) get index keys when the partition opens."""
+    store = make_store(tmp_path)
+    db = store._db_for_partition(0)
+    db.put(b"1.1.1.1", entry("1.1.1.1", EntryStatus.UNRESOLVED, NOW))
+    db.delete(INDEX_MARKER)
+    store._dbs.pop(0)
+    db.close()
+    reopened = make_store(tmp_path)
+    assert index_keys(reopened, 0) == derived_index(reopened, 0) != set()
+    assert reopened.lane_counts[0][RETRY_LANE] == 1
+
+
+def test_due_reads_only_due_keys_oldest_first_and_table_reads_skip_the_index(tmp_path: Path) -> None:
+    """`due` yields due entries of a lane oldest first, stops at the first not yet due and honours the
+    limit; the table's own iteration and size see entries only."""
+    store = make_store(tmp_path, partitions=1)
+    for i, due in enumerate([NOW - 5, NOW - 50, NOW + 5, NOW - 1]):
+        agent_write(store, 0, f"10.0.0.{i}".encode(), entry(f"10.0.0.{i}", EntryStatus.UNRESOLVED, due))
+    assert list(store.due(RETRY_LANE, NOW, 10)) == [
+        (NOW - 50, "10.0.0.1"),
+        (NOW - 5, "10.0.0.0"),
+        (NOW - 1, "10.0.0.3"),
+    ]
+    assert len(list(store.due(RETRY_LANE, NOW, 2))) == 2
+    assert list(store.due(REFRESH_LANE, NOW, 10)) == []
+    items: Iterator[tuple[bytes, bytes]] = store._visible_items(store._db_for_partition(0))
+    assert sorted(key for key, _ in items) == [f"10.0.0.{i}".encode() for i in range(4)]
+    assert store.lane_size(RETRY_LANE) == 4

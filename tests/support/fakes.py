@@ -1,0 +1,112 @@
+"""In-memory stand-ins for the aiokafka clients, for agent tests of the hot path and the resolver.
+
+They model what those services rely on and nothing else: a consumer whose `getmany` hands out prepared
+batches and remembers seeks and commits; a producer whose record batches are real aiokafka BatchBuilders
+and whose deliveries succeed or fail as a test says. Integration tests use the real broker instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.producer.message_accumulator import BatchBuilder
+
+
+@dataclass
+class Record:
+    """The fields of an aiokafka ConsumerRecord the services read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def records(
+    topic: str, partition: int, values: list[bytes | None], start: int = 0
+) -> dict[TopicPartition, list[Record]]:
+    """One batch of `values` on one partition, offsets from `start`."""
+    tp = TopicPartition(topic, partition)
+    return {tp: [Record(topic, partition, start + i, None, v) for i, v in enumerate(values)]}
+
+
+@dataclass
+class FakeConsumer:
+    """Hands out `batches` one per `getmany`, then nothing; a seek back puts that batch in front again."""
+
+    batches: list[dict[TopicPartition, list[Record]]]
+    commits: int = 0
+    seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
+    _given: list[dict[TopicPartition, list[Record]]] = field(default_factory=list)
+
+    async def getmany(self, *partitions: Any, timeout_ms: int = 0, max_records: int | None = None) -> Any:
+        await asyncio.sleep(0)
+        if not self.batches:
+            return {}
+        batch = self.batches.pop(0)
+        self._given.append(batch)
+        return batch
+
+    def assignment(self) -> set[TopicPartition]:
+        return {tp for batch in self._given + self.batches for tp in batch}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Seeking back replays the batch that started at `offset` (as the broker would)."""
+        self.seeks.append((tp, offset))
+        for batch in reversed(self._given):
+            if tp in batch and batch[tp] and batch[tp][0].offset == offset:
+                self.batches.insert(0, batch)
+                return
+
+    async def commit(self) -> None:
+        self.commits += 1
+
+
+class FakeCluster:
+    def __init__(self, partitions: dict[str, int]) -> None:
+        self.counts = partitions
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.counts.get(topic, 1)))
+
+
+class FakeProducer:
+    """Counts delivered records per topic; `fail(topic)` decides per delivery whether it fails, and how."""
+
+    def __init__(
+        self, partitions: dict[str, int], fail: Callable[[str], Exception | None] = lambda topic: None
+    ) -> None:
+        self.client = type("Client", (), {"cluster": FakeCluster(partitions)})()
+        self.fail = fail
+        self.delivered: Counter[str] = Counter()  # records per topic whose delivery succeeded
+        self.singles: list[tuple[str, bytes | None, bytes]] = []  # records sent one by one, delivered
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(512 * 1024, 0)
+
+    def _deliver(self, topic: str, count: int) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        error = self.fail(topic)
+        if error is None:
+            self.delivered[topic] += count
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+        return future
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        return self._deliver(topic, batch.record_count())
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> Any:
+        future = self._deliver(topic, 1)
+        if future.exception() is None:
+            self.singles.append((topic, key, value))
+        return future
