@@ -111,8 +111,8 @@ def text(item: dict[str, Any], name: str) -> str | None:
 
 
 def country_code(value: object) -> str | None:
-    """Two ASCII letters, upper-cased; None when missing or empty; InvalidItem for anything else."""
-    if value is None or value == "":
+    """Two ASCII letters, upper-cased; None when missing or blank; InvalidItem for anything else."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str) and _COUNTRY.fullmatch(value.strip()):
         return value.strip().upper()

@@ -72,6 +72,7 @@ HOSTILE = [
     ("non-ASCII letter country code", {"countryCode": "ÜS"}, invalid("countryCode is not two letters")),
     ("lower-case country code is upper-cased", {"countryCode": " us "}, geo(country_code="US")),
     ("empty country code is None", {"countryCode": ""}, geo(country_code=None)),
+    ("blank country code is None", {"countryCode": " \t"}, geo(country_code=None)),
     ("lat 1e308", {"lat": 1e308}, invalid("lat out of range")),
     ("lon -1e308", {"lon": -1e308}, invalid("lon out of range")),
     ("lat 10**400 as a JSON int", {"lat": 10**400}, invalid("lat out of range")),

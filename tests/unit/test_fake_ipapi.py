@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pipeline.answers import MAX_TEXT
 from pipeline.devtools.fake_ipapi import (
     MAX_ITEMS,
     Faults,
@@ -346,7 +347,7 @@ def test_each_hostile_kind_gets_the_outcome_it_promises(kind: Hostile) -> None:
         assert isinstance(result, TransientFailure) and result.reason.startswith("ip-api: ")
     else:
         assert isinstance(result, Resolved) and result.geo.country_code == "US"
-        assert all(len(v) <= 256 for v in result.geo.to_dict().values() if isinstance(v, str))
+        assert all(len(v) <= MAX_TEXT for v in result.geo.to_dict().values() if isinstance(v, str))
 
 
 def test_hostile_rate_spoils_success_items_and_replays_by_seed() -> None:
