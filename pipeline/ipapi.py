@@ -1,9 +1,11 @@
 """The ip-api.com batch protocol: pure request building and response parsing, and the provider around it.
 
 The pure half (`build_batch`, `batch_url`, `parse_rate_headers`, `parse_batch`) decides everything about
-the protocol and is unit-tested with tables of cases. `IpApiProvider` only moves bytes: it asks the
-`ResolveBudget` whether it may send, sends one POST with a bounded timeout, feeds the budget the
-`X-Rl`/`X-Ttl` headers and turns every outcome into a `LookupResult`; it never raises for a lookup problem.
+the protocol and is unit-tested with tables of cases; `parse_batch` leaves each answer item to
+`pipeline.answers`, which validates what an untrusted plain-HTTP answer may put into the cache.
+`IpApiProvider` only moves bytes: it asks the `ResolveBudget` whether it may send, sends one POST with a
+bounded timeout, feeds the budget the `X-Rl`/`X-Ttl` headers and turns every outcome into a
+`LookupResult`; it never raises for a lookup problem.
 
 The API key is a `pipeline.secret.Secret`. The URL that carries it is built at request time and never
 stored, logged or put in a reason; aiohttp exception texts can contain the URL, so reasons name only the
@@ -18,13 +20,13 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
-from .models import GeoData, LookupResult, PermanentFailure, Resolved, TransientFailure
+from .answers import item_result, parse_int
+from .models import LookupResult, PermanentFailure, Resolved, TransientFailure
 from .secret import Secret
 from .throttle import ResolveBudget
 
@@ -37,7 +39,6 @@ PRO_URL = "https://pro.ip-api.com/batch"  # the paid tier, HTTPS, key in the que
 REQUIRED_FIELDS = ("status", "message", "query")  # needed to classify an item and match it to its IP
 REQUIRED_MASK = 16384 | 32768 | 8192  # the same three as ip-api's numeric field bits
 DEFAULT_FIELDS = "status,message,query,country,countryCode,regionName,city,lat,lon,isp,org,as,asname"
-PERMANENT_MESSAGES = frozenset({"private range", "reserved range", "invalid query"})  # retrying cannot help
 REQUEST_TIMEOUT = 10.0  # seconds for the whole request; a stuck call must not hold the resolver (fact 8)
 MAX_BODY_BYTES = 1 << 20  # 100 items are ~30 KiB; anything near 1 MiB is not ip-api talking
 
@@ -90,24 +91,27 @@ def parse_rate_headers(headers: Mapping[str, str]) -> tuple[int | None, float | 
 def parse_batch(ips: Sequence[str], body: bytes, provider: str = PROVIDER_NAME) -> dict[str, LookupResult]:
     """One result per IP in `ips`, matched to answer items by `query`; never raises.
 
-    An IP the answer does not mention is a TransientFailure ("missing from response"); a body that is not a
-    JSON list of objects fails every IP transiently ("malformed response"). Items are matched by the
-    normalised `query` (so case and IPv6 spelling do not matter), or by position when an item has no
-    query and the answer has exactly one item per IP. When two items answer the same IP the more useful
-    wins (success, then permanent, then transient). A "success" with an empty countryCode (rare:
-    unallocated space) is still Resolved with what is there, country None: retrying would not change it.
+    A body that is not a JSON list, or a list of more than twice as many items as IPs (ip-api answers one
+    per query; a repeat is tolerated, a flood is not ip-api), fails every IP transiently ("malformed
+    response"). Otherwise each item is validated on its own (`pipeline.answers`): a bad item fails only
+    its IP ("ip-api: invalid item: ..."), and an IP no item answers is "missing from response". Items are
+    matched by the normalised `query` (so case and IPv6 spelling do not matter), or by position when an
+    item has no string query and the answer has exactly one item per IP. When two items answer the same IP
+    the more useful wins (success, then permanent, then transient). A "success" with an empty countryCode
+    (rare: unallocated space) is still Resolved with what is there, country None: retrying would not
+    change it.
     """
-    wanted = {_key(ip) for ip in ips}
     try:
-        items = json.loads(body)
-    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        items = json.loads(body, parse_int=parse_int)
+    except (ValueError, RecursionError):  # ValueError covers UnicodeDecodeError and JSONDecodeError
         items = None
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+    if not isinstance(items, list) or len(items) > 2 * len(ips):
         return {ip: TransientFailure("malformed response", provider) for ip in ips}
+    wanted = {_key(ip) for ip in ips}
     found: dict[str, LookupResult] = {}
     positional = len(items) == len(ips)
     for index, item in enumerate(items):
-        query = item.get("query")
+        query = item.get("query") if isinstance(item, dict) else None
         if isinstance(query, str):
             key = _key(query)
         elif positional:
@@ -116,7 +120,7 @@ def parse_batch(ips: Sequence[str], body: bytes, provider: str = PROVIDER_NAME) 
             continue
         if key not in wanted:
             continue  # an answer for an IP we did not ask about
-        result = _item_result(item, provider)
+        result = item_result(item, provider)
         if key not in found or _RANK[type(result)] < _RANK[type(found[key])]:
             found[key] = result
     missing = TransientFailure("missing from response", provider)
@@ -231,49 +235,3 @@ def _key(ip: str) -> str:
         return ipaddress.ip_address(text).compressed
     except ValueError:
         return text.lower()
-
-
-def _item_result(item: dict[str, Any], provider: str) -> LookupResult:
-    status = item.get("status")
-    message = _text(item.get("message")) or ""
-    if status == "success":
-        return Resolved(_geo(item), provider)
-    if status == "fail" and message.lower() in PERMANENT_MESSAGES:
-        return PermanentFailure(message.lower(), provider)
-    if status == "fail":
-        return TransientFailure(f"ip-api: {message or 'fail without message'}", provider)
-    return TransientFailure("malformed item", provider)
-
-
-def _geo(item: dict[str, Any]) -> GeoData:
-    asn, as_rest = _split_as(_text(item.get("as")))
-    return GeoData(
-        country_code=_text(item.get("countryCode")),
-        country_name=_text(item.get("country")),
-        region=_text(item.get("regionName")),
-        city=_text(item.get("city")),
-        latitude=_number(item.get("lat")),
-        longitude=_number(item.get("lon")),
-        asn=asn,
-        as_name=_text(item.get("asname")) or as_rest,
-        isp=_text(item.get("isp")),
-        org=_text(item.get("org")),
-    )
-
-
-def _split_as(text: str | None) -> tuple[int | None, str | None]:
-    """Split ip-api's `as` field: "AS15169 Google LLC" -> (15169, "Google LLC"); else (None, None)."""
-    if not text or text[:2].upper() != "AS":
-        return None, None
-    number, _, rest = text[2:].partition(" ")
-    return (int(number), rest.strip() or None) if number.isdigit() else (None, None)
-
-
-def _text(value: object) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None

@@ -2,17 +2,22 @@
 
 Nothing else in the package reads `os.environ`. Every value has a default that runs the demo on one
 machine; `Settings.describe()` lists them for `geo-pipeline settings` and the README, with the API key
-redacted.
+redacted. `from_env` refuses, at start, values that cannot work (out of range, contradicting each other,
+a key over plain HTTP, a budget the free tier would punish) with one ConfigError naming each variable
+and its fix.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .secret import Secret
@@ -24,6 +29,10 @@ FREE_TIER_WINDOW = 60.0  # ... per 60 s window, per source IP
 
 # an enriched record is the event plus about 1 KiB of geo: keep it under Kafka's default 1 MiB limit
 MAX_EVENT_BYTES_CEILING = 512 * 1024
+MAX_PARTITIONS = 10_000  # per topic; beyond this a value is a typo, and each partition costs a RocksDB store
+MAX_NEAR_CACHE = 50_000_000  # entries: ~25 GiB at ~0.5 KiB each, more than any one worker should hold
+MAX_HTTP_TIMEOUT = 300.0  # s: ip-api answers within a second; a call held longer stalls its whole batch
+MAX_DURATION = 10 * 365 * 86400.0  # s: longest delay; due keys hold 13-digit milliseconds (policy.py)
 
 
 @dataclass(frozen=True)
@@ -90,19 +99,62 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if self.partitions < 1 or self.resolve_partitions < 1:
-            raise ConfigError("GEO_PARTITIONS and GEO_RESOLVE_PARTITIONS must be at least 1")
-        if self.budget_requests < 1 or self.budget_window <= 0:
-            raise ConfigError("GEO_BUDGET_REQUESTS must be >= 1 and GEO_BUDGET_WINDOW > 0")
-        if not 64 <= self.max_event_bytes <= MAX_EVENT_BYTES_CEILING:
-            raise ConfigError(f"GEO_MAX_EVENT_BYTES must be between 64 and {MAX_EVENT_BYTES_CEILING}")
-        if self.near_cache_size < 0:
-            raise ConfigError("GEO_NEAR_CACHE_SIZE must be >= 0 (0 turns the near cache off)")
+        """Refuse settings that cannot work: one ConfigError naming each bad variable and how to fix it."""
+        env = {f.name: f.metadata["env"] for f in fields(self)}
+        problems = [limit.problem(env[name], getattr(self, name)) for name, limit in _LIMITS.items()]
+        found = [p for p in [*problems, *self._relation_problems(), *self._endpoint_problems()] if p]
+        if len(found) == 1:
+            raise ConfigError(found[0])
+        if found:
+            raise ConfigError(f"{len(found)} settings cannot work:\n  " + "\n  ".join(found))
+
+    def _relation_problems(self) -> list[str]:
+        problems = []
+        if self.retry_cap < self.retry_base:
+            problems.append(
+                f"GEO_RETRY_CAP={self.retry_cap:g} is below GEO_RETRY_BASE={self.retry_base:g}: the back-off "
+                "cap must be at least the first delay; raise GEO_RETRY_CAP or lower GEO_RETRY_BASE"
+            )
+        if self.pending_timeout < 2 * self.http_timeout:
+            # the resolver drops a repeat asked less than half a pending timeout ago: that half must outlast
+            # one whole call, or a request still in flight is asked again
+            problems.append(
+                f"GEO_PENDING_TIMEOUT={self.pending_timeout:g} is shorter than two GEO_HTTP_TIMEOUTs "
+                f"(2 x {self.http_timeout:g} s): a request still in flight would be asked again; raise "
+                f"GEO_PENDING_TIMEOUT to at least {2 * self.http_timeout:g} or lower GEO_HTTP_TIMEOUT"
+            )
         unknown = set(self.providers) - {"ipapi", "offline"}
         if unknown or not self.providers:
-            raise ConfigError(
-                f"GEO_PROVIDERS: unknown provider(s) {sorted(unknown)}; use ipapi and/or offline"
-            )
+            problems.append(f"GEO_PROVIDERS: unknown provider(s) {sorted(unknown)}; use ipapi and/or offline")
+        return problems
+
+    def _endpoint_problems(self) -> list[str]:
+        """The URL must be usable, a key must not travel in clear, the free tier's budget must hold."""
+        if self.ipapi_url:
+            url = urlsplit(self.ipapi_url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                return [
+                    "GEO_IPAPI_URL must be an http:// or https:// URL with a host, e.g. "
+                    "http://127.0.0.1:8080 for the fake API, or empty for ip-api.com"
+                ]
+            if self.ipapi_key is not None and url.scheme == "http" and not _loopback(url.hostname):
+                return [
+                    f"GEO_IPAPI_KEY is set but GEO_IPAPI_URL is plain http://{url.hostname}: the key would "
+                    "travel in clear; use https:// (or leave GEO_IPAPI_URL empty for pro.ip-api.com)"
+                ]
+            return []
+        if self.ipapi_key is not None or "ipapi" not in self.providers or not self.budget_window >= 1:
+            return []  # a key means pro (no budget from us); a bad window is reported on its own
+        # ip-api counts fixed 60 s windows; a sliding budget of r per w can put r * ceil(60 / w) into one
+        worst = self.budget_requests * math.ceil(FREE_TIER_WINDOW / self.budget_window - 1e-9)
+        if worst <= FREE_TIER_REQUESTS:
+            return []
+        return [
+            f"GEO_BUDGET_REQUESTS={self.budget_requests} per GEO_BUDGET_WINDOW={self.budget_window:g} s "
+            f"can send {worst} requests in one of ip-api's {FREE_TIER_WINDOW:g} s windows, over the free "
+            f"tier's {FREE_TIER_REQUESTS} (429s, then a ban): use at most {FREE_TIER_REQUESTS} per "
+            f"{FREE_TIER_WINDOW:g} s (the defaults), or set GEO_IPAPI_KEY for the pro endpoint"
+        ]
 
     @property
     def seen_topic(self) -> str:
@@ -148,3 +200,55 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "providers": _words,
     "ipapi_key": Secret,
 }
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """The range a numeric setting must lie in (NaN and infinities never do) and why."""
+
+    low: float
+    high: float
+    hint: str
+    unit: str = ""
+    above_low: bool = False  # the low end itself is refused (a duration of 0)
+
+    def problem(self, env: str, value: float) -> str:
+        inside = self.low < value <= self.high if self.above_low else self.low <= value <= self.high
+        if inside:
+            return ""
+        lowest = f"more than {self.low:g}" if self.above_low else f"at least {self.low:g}"
+        highest = f"at most {self.high:g}{self.unit}"
+        shown = repr(value) if isinstance(value, int) else f"{value:g}"  # :g overflows on a huge int
+        return f"{env}={shown} is out of range: use {lowest} and {highest} ({self.hint})"
+
+
+_S = " s"
+_LIMITS: dict[str, _Limit] = {
+    "partitions": _Limit(1, MAX_PARTITIONS, "partitions of the table and its topics"),
+    "resolve_partitions": _Limit(1, MAX_PARTITIONS, "one per egress IP, each with its own API budget"),
+    "replication": _Limit(1, 100, "copies of each partition, at most your broker count"),
+    "max_event_bytes": _Limit(64, MAX_EVENT_BYTES_CEILING, "an enriched record must fit Kafka's 1 MiB"),
+    "near_cache_size": _Limit(0, MAX_NEAR_CACHE, "entries of ~0.5 KiB each; 0 turns the near cache off"),
+    "slow_lane_after": _Limit(1, 1_000_000, "failed attempts before an address is retried daily"),
+    "web_port": _Limit(0, 65535, "a TCP port; 0 picks a free one"),
+    "budget_requests": _Limit(1, 1_000_000, "API requests per GEO_BUDGET_WINDOW"),
+    "budget_window": _Limit(1, MAX_DURATION, "seconds the budget counts over; ip-api's is 60", _S),
+    "http_timeout": _Limit(0, MAX_HTTP_TIMEOUT, "one whole ip-api call; the default is 10", _S, True),
+    "resolve_batch_wait": _Limit(0, 60, "how long the resolver waits to fill a batch", _S),
+    "retry_interval": _Limit(0, 86400, "how often the retry timer looks for due entries", _S, True),
+    "retry_base": _Limit(0, MAX_DURATION, "the first retry delay", _S, True),
+    "retry_cap": _Limit(0, MAX_DURATION, "the longest back-off delay", _S, True),
+    "slow_lane_interval": _Limit(0, MAX_DURATION, "the slow lane's retry delay", _S, True),
+    "pending_timeout": _Limit(0, MAX_DURATION, "how long an unanswered request is waited for", _S, True),
+    "refresh_after": _Limit(0, MAX_DURATION, "age at which a resolved answer is refreshed", _S, True),
+}
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is this machine (a key sent there never crosses a network)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

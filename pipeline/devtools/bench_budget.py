@@ -14,7 +14,6 @@ server opened. The budget also keeps 1 s of slack per window (throttle.SLACK), w
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections import Counter
@@ -49,20 +48,22 @@ async def run_budget_bench(
     """Resolve a backlog of `ips` distinct IPs against the fake API and print the share of the budget."""
 
     config = ServerConfig(window=window)
-    with scratch(
-        "bench-budget",
-        base,
-        environ,
-        providers=("ipapi",),
-        budget_window=window,
-        budget_requests=config.batch_limit,
-        # a batch failed without a request ("rate budget exhausted") comes back within seconds, so
-        # the share measures pacing, not the retry back-off; such failures are counted and printed
-        retry_interval=1.0,
-        retry_base=1.0,
-    ) as run:
-        async with IpApiServer(config) as api:
-            settings = dataclasses.replace(run.settings, ipapi_url=api.url)
+    # the fake API first: settings with its short window are valid only together with its URL
+    async with IpApiServer(config) as api:
+        with scratch(
+            "bench-budget",
+            base,
+            environ,
+            providers=("ipapi",),
+            ipapi_url=api.url,
+            budget_window=window,
+            budget_requests=config.batch_limit,
+            # a batch failed without a request ("rate budget exhausted") comes back within seconds, so
+            # the share measures pacing, not the retry back-off; such failures are counted and printed
+            retry_interval=1.0,
+            retry_base=1.0,
+        ) as run:
+            settings = run.settings
             bootstrap = settings.kafka_bootstrap
             allowed = config.batch_limit * MAX_BATCH / window
             ceiling = config.batch_limit * MAX_BATCH / (window + SLACK)

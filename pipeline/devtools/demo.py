@@ -8,7 +8,6 @@ every public IP has its geography; then prints samples and a summary and stops e
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -29,9 +28,10 @@ DEMO_TIMEOUT = 180.0  # give up (and say so) if the demo has not converged by th
 async def run_demo(base: Settings, environ: Mapping[str, str], *, events: int) -> int:
 
     options = {"budget_window": DEMO_WINDOW, "retry_interval": 5.0, "retry_base": 5.0, "partitions": 4}
-    with scratch("demo", base, environ, **options) as run:
-        async with IpApiServer(ServerConfig(window=DEMO_WINDOW)) as api:
-            settings = dataclasses.replace(run.settings, ipapi_url=api.url)
+    # the fake API first: settings with its short window are valid only together with its URL
+    async with IpApiServer(ServerConfig(window=DEMO_WINDOW)) as api:
+        with scratch("demo", base, environ, ipapi_url=api.url, **options) as run:
+            settings = run.settings
             print(
                 f"demo: broker {settings.kafka_bootstrap}, fake ip-api {api.url} "
                 f"(15 requests / {DEMO_WINDOW:.0f}s), topics demo-*-{run.run}"

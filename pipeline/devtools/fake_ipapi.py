@@ -15,7 +15,8 @@ and bans like ip-api can check that, so integration tests, benchmarks and the de
   A global IP iptocc has no country for (unallocated) is a "success" with text fields "" and lat/lon 0, as
   ip-api answers it: retrying would not change it. Other fields are synthetic, see `expected_answer`.
 - `fields` (names or numeric mask; absent means all) per item, else from the query string; `lang` is
-  accepted and ignored (names stay English). `Faults` is mutable while running.
+  accepted and ignored (names stay English). `Faults` is mutable while running; `hostile_rate` spoils
+  success items with the values of `pipeline.devtools.hostile` (oversized, markup, controls, bad numbers).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from typing import Any, NamedTuple, Self
 
 import iptocc
 from aiohttp import web
+
+from .hostile import spoil
 
 Clock = Callable[[], float]
 MAX_ITEMS = 100  # ip-api's batch limit; one more item is a 422
@@ -183,6 +186,7 @@ class Faults:
     timeout_seconds: float = 30.0
     malformed_rate: float = 0.0  # truncated JSON body with status 200
     partial_rate: float = 0.0  # drop about half of the batch items (at least one)
+    hostile_rate: float = 0.0  # spoil this share of success items (hostile.KINDS; its own seeded Random)
     force_429: bool = False  # every request 429 with X-Rl 0, no violation: a rate-limited period
 
 
@@ -224,6 +228,9 @@ class IpApiServer:
         self.faults = faults or Faults()
         self.clock = clock
         self.rng = random.Random(self.config.seed)
+        # hostile items draw from their own Random, so every other fault replays as it did before
+        self.hostile_rng = random.Random(f"hostile:{self.config.seed}")
+        self.hostile: list[tuple[str, str]] = []  # (query, kind) of every spoiled item served, in order
         limits = {"batch": self.config.batch_limit, "json": self.config.json_limit}
         self.limiter = RateLimiter(limits, self.config.window, self.config.ban_after, clock)
         self.log: list[LoggedRequest] = []
@@ -336,6 +343,8 @@ class IpApiServer:
         if endpoint == "batch" and answers and cut < f.partial_rate:
             dropped = set(self.rng.sample(range(len(answers)), max(1, len(answers) // 2)))
             answers = [a for i, a in enumerate(answers) if i not in dropped]
+        answers, spoiled = spoil(answers, f.hostile_rate, self.hostile_rng)
+        self.hostile.extend(spoiled)
         text = json.dumps(answers if endpoint == "batch" else answers[0])
         if malformed < f.malformed_rate:
             text = text[: max(1, len(text) // 2)]

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pipeline.answers import MAX_TEXT
 from pipeline.devtools.fake_ipapi import (
     MAX_ITEMS,
     Faults,
@@ -26,6 +27,9 @@ from pipeline.devtools.fake_ipapi import (
     expected_answer,
     parse_fields,
 )
+from pipeline.devtools.hostile import KINDS, Hostile
+from pipeline.ipapi import parse_batch
+from pipeline.models import Resolved, TransientFailure
 
 pytestmark = pytest.mark.timeout(30)
 REPO = Path(__file__).resolve().parents[2]
@@ -332,6 +336,38 @@ def test_partial_and_malformed_faults() -> None:
                 json.loads(await resp.text())
 
     serve(body, faults=Faults(partial_rate=1.0))
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
+def test_each_hostile_kind_gets_the_outcome_it_promises(kind: Hostile) -> None:
+    """A spoiled answer fails its IP transiently exactly for `rejected` kinds, and else resolves cleaned."""
+    item = kind.spoil(expected_answer("8.8.8.8"))
+    result = parse_batch(["8.8.8.8"], json.dumps([item]).encode())["8.8.8.8"]
+    if kind.rejected:
+        assert isinstance(result, TransientFailure) and result.reason.startswith("ip-api: ")
+    else:
+        assert isinstance(result, Resolved) and result.geo.country_code == "US"
+        assert all(len(v) <= MAX_TEXT for v in result.geo.to_dict().values() if isinstance(v, str))
+
+
+def test_hostile_rate_spoils_success_items_and_replays_by_seed() -> None:
+    """hostile_rate spoils success items only, records (query, kind) for each, and a seed replays the same."""
+    public = [f"8.8.{i}.8" for i in range(1, 31)]
+    outcomes: list[dict[str, object]] = []
+
+    async def body(server: IpApiServer, session: aiohttp.ClientSession) -> None:
+        _, _, items = await post(session, server.url + "/batch", [*public, "10.0.0.1"])
+        assert items[-1] == expected_answer("10.0.0.1")  # a fail item is never spoiled
+        outcomes.append(parse_batch([*public, "10.0.0.1"], json.dumps(items).encode()))
+
+    runs = [serve(body, ServerConfig(seed=seed), faults=Faults(hostile_rate=1.0)) for seed in (7, 7, 8)]
+    assert [query for query, _ in runs[0].hostile] == public
+    assert runs[0].hostile == runs[1].hostile != runs[2].hostile
+    rejected = {kind.name for kind in KINDS if kind.rejected}
+    for query, kind in runs[0].hostile:
+        assert isinstance(outcomes[0][query], TransientFailure) == (kind in rejected), (query, kind)
+    some = serve(body, ServerConfig(seed=7), faults=Faults(hostile_rate=0.3))
+    assert 0 < len(some.hostile) < len(public)
 
 
 def test_forced_429_is_an_outage_not_a_violation() -> None:

@@ -146,10 +146,12 @@ def test_parse_success_maps_every_field() -> None:
 @pytest.mark.parametrize(
     ("as_field", "asname", "asn", "as_name"),
     [("AS15169 Google LLC", None, 15169, "Google LLC"), ("AS13335", "", 13335, None), ("", None, None, None),
-     ("Cloudflare", None, None, None), ("ASxyz foo", None, None, None)],
+     ("as64512  Private\tNet ", None, 64512, "Private Net"), (None, "X", None, "X")],
 )  # fmt: skip
-def test_parse_as_field(as_field: str, asname: str | None, asn: int | None, as_name: str | None) -> None:
-    """The `as` field "AS15169 Google LLC" gives ASN 15169, named by asname or else by the rest."""
+def test_parse_as_field(
+    as_field: str | None, asname: str | None, asn: int | None, as_name: str | None
+) -> None:
+    """The `as` field "AS15169 Google LLC" gives ASN 15169, named by asname or else by the rest (cleaned)."""
     item = {"status": "success", "countryCode": "US", "as": as_field, "asname": asname, "query": "1.1.1.1"}
     result = parse_batch(["1.1.1.1"], body(item))["1.1.1.1"]
     assert isinstance(result, Resolved)
@@ -158,7 +160,7 @@ def test_parse_as_field(as_field: str, asname: str | None, asn: int | None, as_n
 
 def test_parse_success_without_country_is_resolved_with_none() -> None:
     """A success with empty countryCode (unallocated space) is Resolved with country None, not retried."""
-    item = {"status": "success", "countryCode": "", "country": "", "lat": "x", "query": "1.2.3.4"}
+    item = {"status": "success", "countryCode": "", "country": "", "city": " ", "query": "1.2.3.4"}
     result = parse_batch(["1.2.3.4"], body(item))["1.2.3.4"]
     assert result == Resolved(GeoData(), "ipapi")
 
@@ -187,13 +189,26 @@ def test_parse_partial_answer_marks_missing_ips_transient() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"", b"not json", b'{"status": "success"}', b'["8.8.8.8"]', b"[1, {}]", b"\xff\xfe", b"null"]
+    "raw",
+    [b"", b"not json", b'{"status": "success"}', b"\xff\xfe", b"null", b"[" * 100_000, body(*[{}] * 5)],
 )
 def test_parse_malformed_body_fails_every_ip(raw: bytes) -> None:
-    """A body that is not a JSON list of objects makes every IP a transient 'malformed response'."""
+    """A body that is not a JSON list, nests too deep or has over twice the items asked fails every IP."""
     results = parse_batch(["8.8.8.8", "1.1.1.1"], raw)
     assert set(results.values()) == {TransientFailure("malformed response", "ipapi")}
     assert list(results) == ["8.8.8.8", "1.1.1.1"]
+
+
+def test_parse_bad_items_fail_only_their_own_ip() -> None:
+    """A non-object or unknown-status item fails its IP alone; an unmatched one leaves its IP missing."""
+    results = parse_batch(["8.8.8.8", "1.1.1.1"], b"[1, {}]")
+    assert results == {
+        "8.8.8.8": TransientFailure("ip-api: invalid item: not an object", "ipapi"),
+        "1.1.1.1": TransientFailure("ip-api: invalid item: status is not success or fail", "ipapi"),
+    }
+    results = parse_batch(["8.8.8.8", "1.1.1.1"], body("8.8.8.8", GOOGLE))
+    assert isinstance(results["8.8.8.8"], Resolved)
+    assert results["1.1.1.1"] == TransientFailure("missing from response", "ipapi")
 
 
 def test_parse_matches_query_ignoring_case_and_ipv6_spelling() -> None:

@@ -25,6 +25,7 @@ def test_values_are_parsed_by_type() -> None:
         {
             "GEO_PARTITIONS": "4",
             "GEO_BUDGET_WINDOW": "6.5",
+            "GEO_IPAPI_URL": "http://127.0.0.1:8080",
             "GEO_DATA_DIR": "/tmp/x",
             "GEO_PROVIDERS": " offline , ipapi ",
             "GEO_APP_ID": "",
@@ -34,21 +35,113 @@ def test_values_are_parsed_by_type() -> None:
     assert (s.providers, s.app_id) == (("offline", "ipapi"), "geo-pipeline")
 
 
+FAKE = {"GEO_IPAPI_URL": "http://127.0.0.1:8080"}  # a local fake API: the free tier's budget does not apply
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
         ({"GEO_PARTITIONS": "eight"}, "GEO_PARTITIONS='eight' is not valid"),
-        ({"GEO_PARTITIONS": "0"}, "must be at least 1"),
-        ({"GEO_BUDGET_REQUESTS": "0"}, "GEO_BUDGET_REQUESTS must be >= 1"),
+        ({"GEO_HTTP_TIMEOUT": "ten"}, "GEO_HTTP_TIMEOUT='ten' is not valid"),
+        ({"GEO_PARTITIONS": "0"}, "GEO_PARTITIONS=0 is out of range: use at least 1 and at most 10000"),
+        ({"GEO_PARTITIONS": "10001"}, "GEO_PARTITIONS=10001 is out of range"),
+        ({"GEO_RESOLVE_PARTITIONS": "0"}, "GEO_RESOLVE_PARTITIONS=0 is out of range"),
+        ({"GEO_RESOLVE_PARTITIONS": "20000"}, "GEO_RESOLVE_PARTITIONS=20000 is out of range"),
+        ({"GEO_REPLICATION": "0"}, "GEO_REPLICATION=0 is out of range"),
+        ({"GEO_NEAR_CACHE_SIZE": "-1"}, "GEO_NEAR_CACHE_SIZE=-1 is out of range: use at least 0"),
+        ({"GEO_NEAR_CACHE_SIZE": "50000001"}, "GEO_NEAR_CACHE_SIZE=50000001 is out of range"),
+        (
+            {"GEO_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES_CEILING + 1)},
+            "GEO_MAX_EVENT_BYTES=524289 is out of range",
+        ),
+        ({"GEO_MAX_EVENT_BYTES": "10"}, "GEO_MAX_EVENT_BYTES=10 is out of range"),
+        ({"GEO_SLOW_LANE_AFTER": "0"}, "GEO_SLOW_LANE_AFTER=0 is out of range"),
+        ({"GEO_SLOW_LANE_INTERVAL": "-5"}, "GEO_SLOW_LANE_INTERVAL=-5 is out of range: use more than 0"),
+        ({"GEO_BUDGET_REQUESTS": "0"}, "GEO_BUDGET_REQUESTS=0 is out of range"),
+        ({**FAKE, "GEO_BUDGET_WINDOW": "0.5"}, "GEO_BUDGET_WINDOW=0.5 is out of range: use at least 1"),
+        ({"GEO_BUDGET_WINDOW": "0"}, "GEO_BUDGET_WINDOW=0 is out of range"),
+        ({"GEO_HTTP_TIMEOUT": "0"}, "GEO_HTTP_TIMEOUT=0 is out of range: use more than 0 and at most 300 s"),
+        ({"GEO_HTTP_TIMEOUT": "-1"}, "GEO_HTTP_TIMEOUT=-1 is out of range"),
+        ({"GEO_HTTP_TIMEOUT": "301"}, "GEO_HTTP_TIMEOUT=301 is out of range"),
+        ({"GEO_HTTP_TIMEOUT": "nan"}, "GEO_HTTP_TIMEOUT=nan is out of range"),
+        ({"GEO_REFRESH_AFTER": "inf"}, "GEO_REFRESH_AFTER=inf is out of range"),
+        ({"GEO_RETRY_INTERVAL": "0"}, "GEO_RETRY_INTERVAL=0 is out of range"),
+        ({"GEO_RETRY_INTERVAL": "-1"}, "GEO_RETRY_INTERVAL=-1 is out of range"),
+        ({"GEO_RETRY_BASE": "0"}, "GEO_RETRY_BASE=0 is out of range"),
+        ({"GEO_RETRY_CAP": "-1"}, "GEO_RETRY_CAP=-1 is out of range"),
+        ({"GEO_RETRY_CAP": "30"}, "GEO_RETRY_CAP=30 is below GEO_RETRY_BASE=60: .* raise GEO_RETRY_CAP"),
+        ({"GEO_PENDING_TIMEOUT": "15"}, "GEO_PENDING_TIMEOUT=15 is shorter than two GEO_HTTP_TIMEOUTs"),
+        ({"GEO_REFRESH_AFTER": "0"}, "GEO_REFRESH_AFTER=0 is out of range"),
+        ({"GEO_RESOLVE_BATCH_WAIT": "-1"}, "GEO_RESOLVE_BATCH_WAIT=-1 is out of range"),
+        ({"GEO_WEB_PORT": "70000"}, "GEO_WEB_PORT=70000 is out of range"),
         ({"GEO_PROVIDERS": "maxmind"}, "unknown provider"),
-        ({"GEO_NEAR_CACHE_SIZE": "-1"}, "GEO_NEAR_CACHE_SIZE must be >= 0"),
-        ({"GEO_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES_CEILING + 1)}, "GEO_MAX_EVENT_BYTES must be between"),
+        ({"GEO_BUDGET_REQUESTS": "30"}, "can send 30 requests in one of ip-api's 60 s windows"),
+        ({"GEO_BUDGET_WINDOW": "30"}, "GEO_BUDGET_REQUESTS=15 per GEO_BUDGET_WINDOW=30 s can send 30"),
+        ({"GEO_BUDGET_REQUESTS": "4", "GEO_BUDGET_WINDOW": "17"}, "can send 16 requests"),
+        ({"GEO_BUDGET_REQUESTS": "16", "GEO_BUDGET_WINDOW": "120"}, "can send 16 requests"),
+        ({"GEO_IPAPI_KEY": "k", "GEO_IPAPI_URL": "http://geo.example.com"}, "the key would travel in clear"),
+        ({"GEO_IPAPI_URL": "ftp://geo.example.com"}, "GEO_IPAPI_URL must be an http:// or https:// URL"),
+        ({"GEO_IPAPI_URL": "127.0.0.1:8080"}, "GEO_IPAPI_URL must be an http:// or https:// URL"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_variable(environ: dict[str, str], message: str) -> None:
-    """A malformed or out-of-range value is one ConfigError that names the variable."""
+    """A malformed or unworkable value is a ConfigError that names the variable and says what to use."""
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(environ)
+
+
+def test_several_problems_are_reported_together() -> None:
+    """Every unworkable value is named in one error, so a bad environment is fixed in one go."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"GEO_PARTITIONS": "0", "GEO_HTTP_TIMEOUT": "0", "GEO_RETRY_BASE": "-1"})
+    text = str(caught.value)
+    assert text.startswith("3 settings cannot work:")
+    assert all(var in text for var in ("GEO_PARTITIONS=0", "GEO_HTTP_TIMEOUT=0", "GEO_RETRY_BASE=-1"))
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"GEO_BUDGET_REQUESTS": "10"},  # stricter than the free tier
+        {"GEO_BUDGET_REQUESTS": "5", "GEO_BUDGET_WINDOW": "20"},  # the same rate, and no window sees 16
+        {"GEO_BUDGET_REQUESTS": "1", "GEO_BUDGET_WINDOW": "4"},
+        {"GEO_BUDGET_REQUESTS": "15", "GEO_BUDGET_WINDOW": "61"},
+        {**FAKE, "GEO_BUDGET_WINDOW": "6"},  # the fake API's short window
+        {**FAKE, "GEO_BUDGET_WINDOW": "1", "GEO_BUDGET_REQUESTS": "100"},
+        {"GEO_PROVIDERS": "offline", "GEO_BUDGET_WINDOW": "6"},  # ip-api is never called
+        {"GEO_IPAPI_KEY": "k", "GEO_BUDGET_REQUESTS": "1000"},  # pro: HTTPS, the plan's budget
+        {"GEO_IPAPI_KEY": "k", "GEO_IPAPI_URL": "https://geo.example.com"},
+        {"GEO_IPAPI_KEY": "k", "GEO_IPAPI_URL": "http://127.0.0.1:8080"},  # loopback: never on a wire
+        {"GEO_IPAPI_KEY": "k", "GEO_IPAPI_URL": "http://localhost:8080"},
+        {"GEO_IPAPI_KEY": "k", "GEO_IPAPI_URL": "http://[::1]:8080"},
+        {"GEO_PENDING_TIMEOUT": "20", "GEO_HTTP_TIMEOUT": "10"},  # exactly two HTTP timeouts
+        {"GEO_HTTP_TIMEOUT": "300", "GEO_PENDING_TIMEOUT": "600"},
+        {"GEO_RETRY_BASE": "60", "GEO_RETRY_CAP": "60"},
+        {"GEO_NEAR_CACHE_SIZE": "0", "GEO_PARTITIONS": "10000", "GEO_WEB_PORT": "0"},
+        {"GEO_NEAR_CACHE_SIZE": "50000000", "GEO_RESOLVE_BATCH_WAIT": "0"},
+    ],
+)
+def test_workable_values_are_accepted(environ: dict[str, str]) -> None:
+    """Stricter budgets, local fake APIs, keys over HTTPS or loopback and edge values all pass."""
+    Settings.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # tests/support/pipeline.py outage_settings, plus test_workers' pending timeouts
+        {"retry_interval": 1.0, "retry_base": 2.0, "retry_cap": 8.0, "pending_timeout": 30.0},
+        # tests/integration/test_resolver.py, faults test
+        {"http_timeout": 2.0, "retry_interval": 1.0, "retry_base": 1.0, "retry_cap": 5.0},
+        # pipeline/devtools bench_budget (window 3 s in CI) and demo
+        {"budget_window": 3.0, "budget_requests": 15, "retry_interval": 1.0, "retry_base": 1.0},
+        {"budget_window": 10.0, "retry_interval": 5.0, "retry_base": 5.0, "partitions": 4},
+    ],
+)
+def test_test_and_devtool_configurations_are_accepted(overrides: dict[str, object]) -> None:
+    """The short windows and retries the integration tests and dev tools use pass with a fake API URL."""
+    values = {"providers": ("ipapi",), "ipapi_url": "http://127.0.0.1:45678", "budget_window": 6.0}
+    Settings.from_env({}, **{**values, **overrides})
 
 
 def test_api_key_is_redacted_everywhere_it_could_be_printed() -> None:
