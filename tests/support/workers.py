@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.app import ensure_topics
 from pipeline.devtools.broker import free_port
+from pipeline.secret import Secret
 from pipeline.settings import Settings
 from tests.support.kafka import wait_for
 
@@ -23,10 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes `Settings.from_env` rebuild `settings` (the API key aside)."""
+    """The environment that makes `Settings.from_env` rebuild `settings` (the secrets aside)."""
     env: dict[str, str] = {}
     for name, value in settings.describe():
-        if name == "GEO_IPAPI_KEY" or value in ("None", ""):
+        if value in ("None", "", str(Secret("redacted"))):  # describe() shows a secret only redacted
             continue
         if name == "GEO_PROVIDERS":
             value = ",".join(settings.providers)
