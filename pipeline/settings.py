@@ -1,10 +1,11 @@
 """One frozen settings object, built from the environment at the edge (the CLI) and passed down.
 
 Nothing else in the package reads `os.environ`. Every value has a default that runs the demo on one
-machine; `Settings.describe()` lists them for `geo-pipeline settings` and the README, with the API key
-redacted. `from_env` refuses, at start, values that cannot work (out of range, contradicting each other,
-a key over plain HTTP, a budget the free tier would punish) with one ConfigError naming each variable
-and its fix.
+machine; `Settings.describe()` lists them for `geo-pipeline settings` and the README, with the secrets
+(the API key, the Kafka SASL password and the TLS key password) redacted. `from_env` refuses, at start,
+values that cannot work (out of range, contradicting each other, a key over plain HTTP, a budget the free
+tier would punish, Kafka security settings that do not fit together) with one ConfigError naming each
+variable and its fix.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ T = TypeVar("T")
 
 FREE_TIER_REQUESTS = 15  # ip-api's free tier allows 15 batch requests ...
 FREE_TIER_WINDOW = 60.0  # ... per 60 s window, per source IP
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")  # GEO_KAFKA_SECURITY_PROTOCOL
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")  # GEO_KAFKA_SASL_MECHANISM
 
 # an enriched record is the event plus about 1 KiB of geo: keep it under Kafka's default 1 MiB limit
 MAX_EVENT_BYTES_CEILING = 512 * 1024
@@ -79,6 +83,20 @@ class Settings:
     # web
     web_host: str = field(default="127.0.0.1", metadata={"env": "GEO_WEB_HOST"})
     web_port: int = field(default=6066, metadata={"env": "GEO_WEB_PORT"})
+    # --- Kafka security: how every client (Faust's and our own aiokafka ones) authenticates --------------
+    # pipeline.kafka_config turns these into client keyword arguments and Faust's broker_credentials.
+    kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"env": "GEO_KAFKA_SECURITY_PROTOCOL"})
+    kafka_sasl_mechanism: str = field(default="PLAIN", metadata={"env": "GEO_KAFKA_SASL_MECHANISM"})
+    kafka_sasl_username: str = field(default="", metadata={"env": "GEO_KAFKA_SASL_USERNAME"})
+    kafka_sasl_password: Secret | None = field(default=None, metadata={"env": "GEO_KAFKA_SASL_PASSWORD"})
+    # TLS (SSL, SASL_SSL): no CA file means the system's trust store; a client cert needs its key
+    kafka_ssl_cafile: Path | None = field(default=None, metadata={"env": "GEO_KAFKA_SSL_CAFILE"})
+    kafka_ssl_certfile: Path | None = field(default=None, metadata={"env": "GEO_KAFKA_SSL_CERTFILE"})
+    kafka_ssl_keyfile: Path | None = field(default=None, metadata={"env": "GEO_KAFKA_SSL_KEYFILE"})
+    kafka_ssl_key_password: Secret | None = field(
+        default=None, metadata={"env": "GEO_KAFKA_SSL_KEY_PASSWORD"}
+    )
+    # --- end of Kafka security ------------------------------------------------------------------------
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -102,7 +120,16 @@ class Settings:
         """Refuse settings that cannot work: one ConfigError naming each bad variable and how to fix it."""
         env = {f.name: f.metadata["env"] for f in fields(self)}
         problems = [limit.problem(env[name], getattr(self, name)) for name, limit in _LIMITS.items()]
-        found = [p for p in [*problems, *self._relation_problems(), *self._endpoint_problems()] if p]
+        found = [
+            p
+            for p in [
+                *problems,
+                *self._relation_problems(),
+                *self._endpoint_problems(),
+                *self._kafka_problems(),
+            ]
+            if p
+        ]
         if len(found) == 1:
             raise ConfigError(found[0])
         if found:
@@ -156,6 +183,55 @@ class Settings:
             f"{FREE_TIER_WINDOW:g} s (the defaults), or set GEO_IPAPI_KEY for the pro endpoint"
         ]
 
+    def _kafka_problems(self) -> list[str]:
+        """The Kafka security settings must name a known protocol and mechanism and fit together."""
+        problems: list[str] = []
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol not in SECURITY_PROTOCOLS:
+            choices = ", ".join(SECURITY_PROTOCOLS)
+            problems.append(f"GEO_KAFKA_SECURITY_PROTOCOL={protocol!r} is not valid: use one of {choices}")
+        if mechanism not in SASL_MECHANISMS:
+            choices = ", ".join(SASL_MECHANISMS)
+            problems.append(f"GEO_KAFKA_SASL_MECHANISM={mechanism!r} is not valid: use one of {choices}")
+        has_credentials = bool(self.kafka_sasl_username) or self.kafka_sasl_password is not None
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username or not self.kafka_sasl_password:
+                problems.append(
+                    f"GEO_KAFKA_SECURITY_PROTOCOL={protocol} needs GEO_KAFKA_SASL_USERNAME and "
+                    "GEO_KAFKA_SASL_PASSWORD"
+                )
+        elif has_credentials:
+            problems.append(
+                f"GEO_KAFKA_SASL_USERNAME/GEO_KAFKA_SASL_PASSWORD are set but GEO_KAFKA_SECURITY_PROTOCOL="
+                f"{protocol} does not use SASL: use SASL_PLAINTEXT or SASL_SSL"
+            )
+        files = {
+            "GEO_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "GEO_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "GEO_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        tls_set = [name for name, path in files.items() if path is not None]
+        if self.kafka_ssl_key_password is not None:
+            tls_set.append("GEO_KAFKA_SSL_KEY_PASSWORD")
+        if tls_set and protocol not in ("SSL", "SASL_SSL"):
+            problems.append(
+                f"{', '.join(tls_set)} set but GEO_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS: "
+                "use SSL or SASL_SSL"
+            )
+        problems += [
+            f"{name}={str(path)!r}: no such file"
+            for name, path in files.items()
+            if path and not path.is_file()
+        ]
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            problems.append(
+                "GEO_KAFKA_SSL_CERTFILE and GEO_KAFKA_SSL_KEYFILE go together (a client certificate needs "
+                "its private key; for one PEM file holding both, give its path to both)"
+            )
+        if self.kafka_ssl_key_password is not None and self.kafka_ssl_keyfile is None:
+            problems.append("GEO_KAFKA_SSL_KEY_PASSWORD is set but GEO_KAFKA_SSL_KEYFILE is not")
+        return problems
+
     @property
     def seen_topic(self) -> str:
         """Internal topic: IPs workers saw for the first time, keyed by IP (co-partitioned with the table)."""
@@ -199,6 +275,10 @@ def _words(raw: str) -> tuple[str, ...]:
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "providers": _words,
     "ipapi_key": Secret,
+    "kafka_security_protocol": lambda raw: raw.strip().upper(),
+    "kafka_sasl_mechanism": lambda raw: raw.strip().upper(),
+    "kafka_sasl_password": Secret,
+    "kafka_ssl_key_password": Secret,
 }
 
 

@@ -4,18 +4,27 @@ These machines have Java and Maven but no Docker, so the broker runs from Maven 
 into a cache folder (later starts need no network), storage formatted with `kafka.tools.StorageTool`, and
 `kafka.Kafka` started as a child process bound to 127.0.0.1. A run directory holds the config, data, log and
 a pid file, so `geo-pipeline kafka start` in one shell and `stop` in another agree on what is running.
+
+With `sasl_users` the broker also opens a SASL_PLAINTEXT listener (`BrokerInfo.sasl_bootstrap`) beside the
+unauthenticated PLAINTEXT one, accepting those users with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512: the
+PLAIN users live in the listener's JAAS config, the SCRAM ones are written into the KRaft metadata when
+the storage is formatted (`StorageTool format --add-scram`). It is a test fixture, not a secure setup: the
+passwords sit in the run dir's server.properties and, for a moment, on the format command line, and a
+restart on an already formatted run dir keeps the SCRAM users of the first start.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +36,9 @@ SLF4J_VERSION = "1.7.36"  # Kafka 4.x stays on SLF4J 1.x, so the binding is log4
 HEAP = "-Xms256m -Xmx512m"  # bounded: without it the JVM takes a quarter of RAM
 START_TIMEOUT = 90.0  # seconds; a cold JVM on 2 busy cores takes 5-15 s
 STOP_TIMEOUT = 20.0  # seconds of SIGTERM before SIGKILL
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")  # what the SASL listener accepts
+SASL_LISTENER = "SASL_PLAINTEXT"
+_SIMPLE = re.compile(r"[A-Za-z0-9._-]+")  # user names and passwords need no quoting in JAAS or --add-scram
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -113,15 +125,27 @@ class BrokerInfo:
     bootstrap: str
     pid: int
     run_dir: Path
+    sasl_bootstrap: str | None = None  # the SASL_PLAINTEXT listener, when started with sasl_users
 
 
 class LocalKafka:
     """Owns one broker process and its run directory."""
 
-    def __init__(self, run_dir: Path, *, cache_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        cache_dir: Path | None = None,
+        port: int | None = None,
+        sasl_users: Mapping[str, str] | None = None,
+    ) -> None:
         self.run_dir = run_dir
         self.cache_dir = cache_dir or default_cache_dir()
         self.port = port
+        self.sasl_users = dict(sasl_users or {})  # {name: password}; empty: no SASL listener
+        for name, password in self.sasl_users.items():
+            if not (_SIMPLE.fullmatch(name) and _SIMPLE.fullmatch(password)):
+                raise BrokerError(f"SASL user {name!r}: names and passwords may only use A-Z a-z 0-9 . _ -")
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -135,12 +159,12 @@ class LocalKafka:
     def running(self) -> BrokerInfo | None:
         """The broker this run dir started, if its process is still alive."""
         try:
-            pid_text, bootstrap = self.pid_file.read_text().split()
+            pid_text, bootstrap, *sasl = self.pid_file.read_text().split()
             pid = int(pid_text)
             os.kill(pid, 0)
         except (OSError, ValueError):
             return None
-        return BrokerInfo(bootstrap, pid, self.run_dir)
+        return BrokerInfo(bootstrap, pid, self.run_dir, sasl[0] if sasl else None)
 
     def start(self, *, progress: bool = True) -> BrokerInfo:
         """Start the broker and wait until it answers; report an already running one instead of failing."""
@@ -155,10 +179,13 @@ class LocalKafka:
         started = time.monotonic()
         port = self.port or free_port()
         controller = free_port()
+        sasl_port = free_port() if self.sasl_users else None
         data = self.run_dir / "data"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         props = self.run_dir / "server.properties"
-        props.write_text(_server_properties(port, controller, data))
+        props.write_text(_server_properties(port, controller, data, sasl_port, self.sasl_users))
+        if self.sasl_users:
+            props.chmod(0o600)  # it holds the PLAIN passwords
         log4j = self.run_dir / "log4j2.properties"
         log4j.write_text(LOG4J2.format(log=self.log_file))
         classpath = f"{libs}/*"
@@ -176,6 +203,7 @@ class LocalKafka:
                 "-c",
                 str(props),
                 "--ignore-formatted",
+                *_add_scram_args(self.sasl_users),
             ],
             capture_output=True,
             text=True,
@@ -193,19 +221,22 @@ class LocalKafka:
         )
         out.close()
         bootstrap = f"127.0.0.1:{port}"
-        self.pid_file.write_text(f"{self._proc.pid} {bootstrap}\n")
+        sasl_bootstrap = f"127.0.0.1:{sasl_port}" if sasl_port else None
+        sasl_field = f" {sasl_bootstrap}" if sasl_bootstrap else ""  # running() reads it back
+        self.pid_file.write_text(f"{self._proc.pid} {bootstrap}{sasl_field}\n")
         try:
             _wait_ready(self._proc, port, self.log_file)
         except BaseException:
             self.stop()
             raise
         if progress:
+            sasl_note = f", SASL on {sasl_bootstrap}" if sasl_bootstrap else ""
             print(
-                f"kafka {KAFKA_VERSION} listening on {bootstrap} (pid {self._proc.pid}, "
+                f"kafka {KAFKA_VERSION} listening on {bootstrap}{sasl_note} (pid {self._proc.pid}, "
                 f"started in {time.monotonic() - started:.1f}s, logs {self.log_file})",
                 flush=True,
             )
-        return BrokerInfo(bootstrap, self._proc.pid, self.run_dir)
+        return BrokerInfo(bootstrap, self._proc.pid, self.run_dir, sasl_bootstrap)
 
     def stop(self) -> bool:
         """SIGTERM, then SIGKILL after a timeout; True when a broker was running."""
@@ -230,7 +261,13 @@ def _existing_cluster_id(data: Path) -> str | None:
     return None
 
 
-def _server_properties(port: int, controller: int, data: Path) -> str:
+def _server_properties(
+    port: int,
+    controller: int,
+    data: Path,
+    sasl_port: int | None = None,
+    sasl_users: Mapping[str, str] | None = None,
+) -> str:
     values = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -256,7 +293,43 @@ def _server_properties(port: int, controller: int, data: Path) -> str:
         "auto.create.topics.enable": "true",
         "log.cleaner.backoff.ms": "1000",
     }
+    if sasl_port is not None:
+        values.update(_sasl_properties(port, controller, sasl_port, sasl_users or {}))
     return "".join(f"{k}={v}\n" for k, v in values.items())
+
+
+def _sasl_properties(port: int, controller: int, sasl_port: int, users: Mapping[str, str]) -> dict[str, str]:
+    """A SASL_PLAINTEXT listener beside PLAINTEXT (which stays the inter-broker listener)."""
+    prefix = f"listener.name.{SASL_LISTENER.lower()}"
+    plain_users = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return {
+        "listeners": (
+            f"PLAINTEXT://127.0.0.1:{port},{SASL_LISTENER}://127.0.0.1:{sasl_port},"
+            f"CONTROLLER://127.0.0.1:{controller}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},{SASL_LISTENER}://127.0.0.1:{sasl_port}",
+        "listener.security.protocol.map": (
+            f"CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,{SASL_LISTENER}:{SASL_LISTENER}"
+        ),
+        f"{prefix}.sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+        f"{prefix}.plain.sasl.jaas.config": (
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+        ),
+        f"{prefix}.scram-sha-256.sasl.jaas.config": scram,
+        f"{prefix}.scram-sha-512.sasl.jaas.config": scram,
+    }
+
+
+def _add_scram_args(users: Mapping[str, str]) -> list[str]:
+    """StorageTool format arguments that create every user for both SCRAM mechanisms."""
+    return [
+        arg
+        for name, password in users.items()
+        for mechanism in SASL_MECHANISMS
+        if mechanism.startswith("SCRAM-")
+        for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+    ]
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_file: Path) -> None:

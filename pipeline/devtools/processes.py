@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..secret import Secret
 from ..settings import Settings
 from .broker import free_port
 
@@ -25,10 +26,11 @@ READY = b"[^Worker]: Ready"  # the line faust's Worker logs once the app has sta
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes `Settings.from_env` rebuild `settings` (the API key aside)."""
+    """The environment that makes `Settings.from_env` rebuild `settings` (the secrets aside: `describe`
+    shows them only redacted)."""
     env: dict[str, str] = {}
     for name, value in settings.describe():
-        if name == "GEO_IPAPI_KEY" or value in ("None", ""):
+        if value in ("None", "", str(Secret("redacted"))):
             continue
         if name == "GEO_PROVIDERS":
             value = ",".join(settings.providers)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
+from pipeline.secret import Secret
 from pipeline.settings import MAX_EVENT_BYTES_CEILING, Settings
 
 
@@ -150,3 +151,116 @@ def test_api_key_is_redacted_everywhere_it_could_be_printed() -> None:
     assert s.ipapi_key is not None and s.ipapi_key.reveal() == "sekrit-123"
     shown = " ".join(value for _, value in s.describe()) + repr(s) + str(s)
     assert "sekrit-123" not in shown
+
+
+def test_kafka_security_defaults_to_plaintext() -> None:
+    """An empty environment means PLAINTEXT without credentials or TLS files."""
+    s = Settings.from_env({})
+    assert (s.kafka_security_protocol, s.kafka_sasl_username, s.kafka_sasl_password) == (
+        "PLAINTEXT",
+        "",
+        None,
+    )
+    assert (s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile) == (None, None, None)
+
+
+def test_kafka_security_values_are_parsed(tmp_path: Path) -> None:
+    """Protocol and mechanism are case-insensitive, the passwords are Secrets and the files Paths."""
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("-")
+    s = Settings.from_env(
+        {
+            "GEO_KAFKA_SECURITY_PROTOCOL": " sasl_ssl ",
+            "GEO_KAFKA_SASL_MECHANISM": "scram-sha-512",
+            "GEO_KAFKA_SASL_USERNAME": "alice",
+            "GEO_KAFKA_SASL_PASSWORD": "pw",
+            "GEO_KAFKA_SSL_CAFILE": str(tmp_path / "ca.pem"),
+            "GEO_KAFKA_SSL_CERTFILE": str(tmp_path / "cert.pem"),
+            "GEO_KAFKA_SSL_KEYFILE": str(tmp_path / "key.pem"),
+            "GEO_KAFKA_SSL_KEY_PASSWORD": "kp",
+        }
+    )
+    assert (s.kafka_security_protocol, s.kafka_sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert s.kafka_sasl_password == Secret("pw") and s.kafka_ssl_key_password == Secret("kp")
+    assert s.kafka_ssl_keyfile == tmp_path / "key.pem"
+
+
+SASL = {
+    "GEO_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "GEO_KAFKA_SASL_USERNAME": "alice",
+    "GEO_KAFKA_SASL_PASSWORD": "pw",
+}
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"GEO_KAFKA_SECURITY_PROTOCOL": "TLS"},
+            "GEO_KAFKA_SECURITY_PROTOCOL='TLS' is not valid: use one of",
+        ),
+        ({"GEO_KAFKA_SASL_MECHANISM": "GSSAPI"}, "GEO_KAFKA_SASL_MECHANISM='GSSAPI' is not valid"),
+        (
+            SASL | {"GEO_KAFKA_SASL_PASSWORD": ""},
+            "SASL_SSL needs GEO_KAFKA_SASL_USERNAME and GEO_KAFKA_SASL_PAS",
+        ),
+        (SASL | {"GEO_KAFKA_SASL_USERNAME": ""}, "SASL_SSL needs GEO_KAFKA_SASL_USERNAME"),
+        ({"GEO_KAFKA_SASL_USERNAME": "alice"}, "GEO_KAFKA_SECURITY_PROTOCOL=PLAINTEXT does not use SASL"),
+        (
+            SASL | {"GEO_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "GEO_KAFKA_SSL_CAFILE": "/x/ca.pem"},
+            "GEO_KAFKA_SSL_CAFILE set but GEO_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT does not use TLS",
+        ),
+        (
+            {"GEO_KAFKA_SECURITY_PROTOCOL": "SSL", "GEO_KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"},
+            "GEO_KAFKA_SSL_CAFILE='/nonexistent/ca.pem': no such file",
+        ),
+        (
+            {"GEO_KAFKA_SECURITY_PROTOCOL": "SSL", "GEO_KAFKA_SSL_CERTFILE": __file__},
+            "GEO_KAFKA_SSL_CERTFILE and GEO_KAFKA_SSL_KEYFILE go together",
+        ),
+        (
+            {"GEO_KAFKA_SECURITY_PROTOCOL": "SSL", "GEO_KAFKA_SSL_KEYFILE": __file__},
+            "GEO_KAFKA_SSL_CERTFILE and GEO_KAFKA_SSL_KEYFILE go together",
+        ),
+        (
+            {"GEO_KAFKA_SECURITY_PROTOCOL": "SSL", "GEO_KAFKA_SSL_KEY_PASSWORD": "kp"},
+            "GEO_KAFKA_SSL_KEY_PASSWORD is set but GEO_KAFKA_SSL_KEYFILE is not",
+        ),
+    ],
+    ids=[
+        "protocol",
+        "mechanism",
+        "no-password",
+        "no-username",
+        "sasl-without-protocol",
+        "tls-without-protocol",
+        "missing-file",
+        "cert-without-key",
+        "key-without-cert",
+        "key-password-without-key",
+    ],
+)
+def test_bad_kafka_security_raises_config_error_naming_the_variable(
+    environ: dict[str, str], message: str
+) -> None:
+    """Every inconsistent Kafka security setting is one ConfigError that names the variable(s) to fix."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(environ)
+
+
+def test_kafka_passwords_are_redacted_everywhere_they_could_be_printed(tmp_path: Path) -> None:
+    """The SASL and TLS key passwords are kept but never shown by describe(), repr() or str()."""
+    (tmp_path / "c.pem").write_text("-")
+    s = Settings.from_env(
+        SASL
+        | {
+            "GEO_KAFKA_SASL_PASSWORD": "sasl-sekrit-1",
+            "GEO_KAFKA_SSL_CERTFILE": str(tmp_path / "c.pem"),
+            "GEO_KAFKA_SSL_KEYFILE": str(tmp_path / "c.pem"),
+            "GEO_KAFKA_SSL_KEY_PASSWORD": "key-sekrit-2",
+        }
+    )
+    assert s.kafka_sasl_password is not None and s.kafka_sasl_password.reveal() == "sasl-sekrit-1"
+    shown = " ".join(value for _, value in s.describe()) + repr(s) + str(s)
+    assert "sasl-sekrit-1" not in shown and "key-sekrit-2" not in shown
+    assert dict(s.describe())["GEO_KAFKA_SASL_USERNAME"] == "alice"
