@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from importlib.metadata import version as package_version
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .models import GeoData, LookupResult, Resolved, TransientFailure
 
@@ -82,6 +82,13 @@ class OfflineProvider:
 
     async def resolve(self, ips: Sequence[str]) -> dict[str, LookupResult]:
         return {ip: self.lookup(ip) for ip in ips}
+
+
+if TYPE_CHECKING:
+
+    def _fits(source: IptoccSource, provider: OfflineProvider) -> tuple[OfflineSource, GeoProvider]:
+        """mypy's proof that iptocc is an offline source and the offline provider a provider."""
+        return source, provider
 
 
 class ProviderChain:
