@@ -4,13 +4,17 @@
 and answers `lookup(ip)` by asking them in order: the first file that knows a field wins. It is both an
 `OfflineSource` (sync, for the hot path) and a `GeoProvider` (async `resolve`, for the provider chain).
 
-Files are read whole into memory (maxminddb's pure-Python reader over our own bytes, MODE_FD, which is
-MODE_MEMORY without a second open), not memory-mapped. A map of a file that is rewritten in place
-(`cp`, `curl -o`) instead of renamed over can raise SIGBUS in the worker or mix old tree with new data;
-bytes in memory cannot change under a lookup, so neither an atomic replacement nor a careless one can
-break a reader that is still answering from the old version. The price: resident memory equal to the files'
-size per worker (briefly twice one file's size during a reload), and the pure-Python lookup rate: the C
-extension reads only through a map (`devtools/bench_mmdb.py` measures both).
+Reading mode: every file is copied into memory when opened, and lookups read that private copy, never the
+file. A map of the file itself (MODE_MMAP) survives an atomic replacement, but a file rewritten in place
+(`cp`, `curl -o`, a crashed download) can raise SIGBUS in the worker or mix the old tree with new data;
+a private copy cannot change under a lookup, whatever happens to the file. maxminddb offers that copy as
+MODE_MEMORY, but only to its pure-Python reader, which decodes a GeoLite2-City record 10 to 30 times more
+slowly than its C extension (`devtools/bench_mmdb.py` measures both), and the C extension reads only
+through a map of a path. So, where Linux allows, the copy goes into a sealed memfd (an anonymous in-memory
+file that no process can write, shrink or grow once sealed) and the C extension maps that (MODE_MMAP_EXT);
+elsewhere the pure-Python reader reads the copy (MODE_FD, i.e. MODE_MEMORY). Either way the cost is
+resident memory equal to the files' size per worker, and during a reload briefly the new file twice
+beside the old one.
 
 `maybe_reload()` costs one `stat` per file when nothing changed. A file whose identity, size or mtime
 changed is read again; it replaces the open one only if it is a valid database of the same layout with
@@ -37,6 +41,13 @@ from .providers import country_name, offline_result
 if TYPE_CHECKING:
     from .providers import GeoProvider, OfflineSource
 
+try:
+    import fcntl
+
+    from maxminddb.extension import Reader as _CExtensionReader  # noqa: F401  (only its presence counts)
+except ImportError:  # not POSIX (no memfd either), or maxminddb installed without its C extension
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 MISS = "not in offline data"
@@ -45,6 +56,8 @@ MISS = "not in offline data"
 PROBE_IPS = ("8.8.8.8", "1.1.1.1", "81.2.69.142", "185.1.1.1", "2001:4860:4860::8888", "2a00:1450::1")
 
 Signature = tuple[int, int, int, int]  # device, inode, size, mtime (ns): a changed file changes one of them
+# The fast reader needs the C extension, memfd with seals (Linux >= 3.17) and /proc to open the memfd by path
+C_READER = fcntl is not None and hasattr(fcntl, "F_ADD_SEALS") and os.path.isdir("/proc/self/fd")
 
 
 class MmdbLoadError(ValueError):
@@ -89,7 +102,8 @@ def open_mmdb(path: str, layout: Layout | None = None) -> MmdbFile:
     if len(data) != before.st_size or _signature(after) != signature:
         raise MmdbLoadError("changed while being read (still being written?)")
     try:  # anything a malformed file makes the reader raise means the same: not a database we can use
-        reader = maxminddb.open_database(io.BytesIO(data), maxminddb.MODE_FD)
+        reader = _reader(data)
+        del data  # the reader holds its own copy
         meta = reader.metadata()
         ipv6 = meta.ip_version == 6
         records = [reader.get(ip) for ip in PROBE_IPS if ipv6 or ":" not in ip]
@@ -108,11 +122,26 @@ def open_mmdb(path: str, layout: Layout | None = None) -> MmdbFile:
     return MmdbFile(path, reader, found, kind, epoch, signature, ipv6)
 
 
+def _reader(data: bytes) -> maxminddb.Reader:
+    """A reader over a private copy of `data`: see "Reading mode" above."""
+    if not C_READER:
+        return maxminddb.open_database(io.BytesIO(data), maxminddb.MODE_FD)
+    fd = os.memfd_create("geo-pipeline-mmdb", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        with open(fd, "wb", closefd=False) as copy:
+            copy.write(data)
+        seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+        return maxminddb.open_database(f"/proc/self/fd/{fd}", maxminddb.MODE_MMAP_EXT)
+    finally:
+        os.close(fd)  # the map keeps the copy alive until the reader is dropped
+
+
 class MmdbSource:
     """Country, place and AS of an IP from one or more .mmdb files (name "mmdb")."""
 
     name = "mmdb"
-    max_batch = 1_000  # a batch runs on the event loop: ~30 ms at the pure-Python rate of two files
+    max_batch = 1_000  # a batch blocks the event loop: ~30 ms for City+ASN files with the C reader
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
         if not paths:

@@ -9,9 +9,11 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import maxminddb
 import pytest
 from mmdb_writer import MmdbU64
 
+import pipeline.mmdb
 from pipeline.devtools.mmdb_files import GEOLITE2_CITY, asn_record, write_mmdb
 from pipeline.mmdb import MISS, MmdbLoadError, MmdbSource
 from pipeline.mmdb_layouts import MAX_TEXT_CHARS, Layout
@@ -41,11 +43,22 @@ def mmdb_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+@pytest.fixture(params=["c-extension", "pure-python"])
+def reader_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with each reader: the C extension over a sealed memfd, and the pure-Python fallback."""
+    if request.param == "c-extension" and not pipeline.mmdb.C_READER:
+        pytest.skip("no C extension reader on this platform")
+    monkeypatch.setattr(pipeline.mmdb, "C_READER", request.param == "c-extension")
+    return str(request.param)
+
+
 # --- layouts --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vendor", sorted(VENDORS))
-def test_each_layout_answers_known_ipv4_and_ipv6_networks(tmp_path: Path, vendor: str) -> None:
+def test_each_layout_answers_known_ipv4_and_ipv6_networks(
+    tmp_path: Path, vendor: str, reader_mode: str
+) -> None:
     """Every supported vendor layout answers its IPv4 and IPv6 networks with the documented fields."""
     source = MmdbSource([write_layout(tmp_path, vendor)])
     assert source.files[0].layout is VENDORS[vendor].layout
@@ -239,7 +252,9 @@ def test_same_build_rewritten_keeps_the_open_reader(tmp_path: Path) -> None:
     assert source.files[0].signature[1] == os.stat(path).st_ino  # the new file is now the one compared
 
 
-def test_reload_under_a_loop_of_lookups_switches_answers_without_errors(tmp_path: Path) -> None:
+def test_reload_under_a_loop_of_lookups_switches_answers_without_errors(
+    tmp_path: Path, reader_mode: str
+) -> None:
     """While another thread looks up without pause, files are replaced and reloaded several times: no
     exception, every answer is a whole answer of one version, and the last version's answers win."""
     city, asn = write_layout(tmp_path, "geolite2-city"), write_layout(tmp_path, "geolite2-asn")
@@ -289,7 +304,7 @@ def test_reload_under_a_loop_of_lookups_switches_answers_without_errors(tmp_path
     ["truncated", "garbage", "empty", "wrong-layout"],
 )
 def test_bad_replacement_keeps_the_old_data_and_is_reported_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str, reader_mode: str
 ) -> None:
     """A truncated, garbage, empty or wrong-layout file renamed over the database keeps the old data,
     appears in `rejected` and logs one warning however often maybe_reload runs."""
@@ -319,6 +334,47 @@ def test_bad_replacement_keeps_the_old_data_and_is_reported_once(
     assert source.maybe_reload() is True
     assert source.lookup("8.8.8.8") == GeoData("DE", "Germany", "Land Berlin", "Berlin", 52.5196, 13.4069)
     assert source.rejected == {}
+
+
+def test_open_data_is_a_private_copy_that_in_place_writes_cannot_reach(
+    tmp_path: Path, reader_mode: str
+) -> None:
+    """Overwriting or truncating the file in place (no rename) changes nothing for the open reader: it
+    answers from its own copy, so it can neither crash nor mix versions."""
+    path = write_layout(tmp_path, "geolite2-city")
+    source = MmdbSource([path])
+    with open(path, "r+b") as handle:
+        handle.write(os.urandom(path.stat().st_size))
+    assert [source.lookup(ip) for ip in ALL_IPS] == [expected("geolite2-city", ip) for ip in ALL_IPS]
+    path.write_bytes(b"")
+    assert [source.lookup(ip) for ip in ALL_IPS] == [expected("geolite2-city", ip) for ip in ALL_IPS]
+    assert source.maybe_reload() is False and "not a valid MaxMind DB" in source.rejected[path.as_posix()]
+
+
+def test_c_extension_reads_a_sealed_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where available, the reader is maxminddb's C extension over a memfd that nobody can write any more."""
+    if not pipeline.mmdb.C_READER:
+        pytest.skip("no C extension reader on this platform")
+    from maxminddb.extension import Reader
+
+    real_open = maxminddb.open_database
+    opened: list[str] = []
+
+    def checking_open(database: str, mode: int) -> maxminddb.Reader:
+        opened.append(database)
+        fd = os.open(database, os.O_WRONLY)
+        try:
+            with pytest.raises(PermissionError):
+                os.write(fd, b"x")
+        finally:
+            os.close(fd)
+        return real_open(database, mode)
+
+    monkeypatch.setattr(maxminddb, "open_database", checking_open)
+    source = MmdbSource([write_layout(tmp_path, "geolite2-asn")])
+    assert opened and opened[0].startswith("/proc/self/fd/")
+    assert isinstance(source.files[0].reader, Reader)
+    assert source.lookup("8.8.8.8") == GeoData(asn=15169, as_name="GOOGLE")
 
 
 def test_file_written_in_place_is_taken_only_once_complete(tmp_path: Path) -> None:
@@ -357,7 +413,7 @@ def test_missing_file_keeps_the_old_data_until_it_returns(
 
 
 def test_a_failing_lookup_is_a_miss_for_that_file_and_logged_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """If a file that opened fine raises on a lookup (a corrupt region), that file has no answer, the other
     files still answer, and the failure is logged once for that file version."""
@@ -368,7 +424,10 @@ def test_a_failing_lookup_is_a_miss_for_that_file_and_logged_once(
     def corrupt(ip: str) -> None:
         raise InvalidDatabaseError("The MaxMind DB file's search tree is corrupt")
 
-    monkeypatch.setattr(source.files[0].reader, "get", corrupt)
+    class Corrupt:
+        get = staticmethod(corrupt)
+
+    object.__setattr__(source.files[0], "reader", Corrupt())  # the C reader's methods cannot be patched
     caplog.set_level(logging.WARNING, "pipeline.mmdb")
     assert [source.lookup("8.8.8.8") for _ in range(3)] == [GeoData(asn=15169, as_name="GOOGLE")] * 3
     assert len(mmdb_warnings(caplog)) == 1
@@ -377,7 +436,7 @@ def test_a_failing_lookup_is_a_miss_for_that_file_and_logged_once(
 # --- hostile data ---------------------------------------------------------------------------------------
 
 
-def test_hostile_values_in_the_database_are_sanitised(tmp_path: Path) -> None:
+def test_hostile_values_in_the_database_are_sanitised(tmp_path: Path, reader_mode: str) -> None:
     """Control characters, bidi overrides and huge strings are cleaned and capped; a bad country code,
     out-of-range coordinates and an AS number over 32 bits are dropped; the rest of the record is kept."""
     city_record = {
