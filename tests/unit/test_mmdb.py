@@ -229,6 +229,33 @@ def test_replaced_file_with_a_new_build_is_reloaded(tmp_path: Path) -> None:
     assert source.maybe_reload() is False
 
 
+def test_lookup_with_version_pairs_each_answer_with_the_data_that_gave_it(tmp_path: Path) -> None:
+    """lookup_with_version returns the answer and the version of the files that answered, before and after
+    a reload."""
+    path = write_layout(tmp_path, "geolite2-asn")
+    source = MmdbSource([path])
+    assert source.lookup_with_version("8.8.8.8") == (
+        GeoData(asn=15169, as_name="GOOGLE"),
+        f"mmdb:GeoLite2-ASN@{EPOCH}",
+    )
+    publish(write_layout(tmp_path, "geolite2-asn", build_epoch=EPOCH + 1, networks=MOVED, name="new"), path)
+    assert source.maybe_reload() is True
+    assert source.lookup_with_version("8.8.8.8") == (
+        GeoData(asn=64_512, as_name="MOVED"),
+        f"mmdb:GeoLite2-ASN@{EPOCH + 1}",
+    )
+
+
+def test_a_reload_already_running_makes_another_call_return_at_once(tmp_path: Path) -> None:
+    """maybe_reload never runs twice at a time: a call while one runs (another thread) returns False."""
+    path = write_layout(tmp_path, "geolite2-asn")
+    source = MmdbSource([path])
+    publish(write_layout(tmp_path, "geolite2-asn", build_epoch=EPOCH + 1, name="new"), path)
+    with source._reload_lock:
+        assert source.maybe_reload() is False
+    assert source.maybe_reload() is True
+
+
 def test_unchanged_files_cost_only_a_stat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """maybe_reload on unchanged files never reads them."""
     source = MmdbSource([write_layout(tmp_path, "geolite2-city"), write_layout(tmp_path, "geolite2-asn")])
