@@ -7,7 +7,8 @@ lookup problem: failures are results, so the resolver can publish every outcome 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from importlib.metadata import version as package_version
+from typing import TYPE_CHECKING, Protocol
 
 from .models import GeoData, LookupResult, Resolved, TransientFailure
 
@@ -23,6 +24,46 @@ class GeoProvider(Protocol):
         ...
 
 
+class OfflineSource(Protocol):
+    """Geography from data on this host, answered synchronously and fast enough for the hot path.
+
+    `version` names the data that answers (it may change when the data is reloaded), so an entry can
+    record where its geography came from.
+    """
+
+    name: str
+
+    @property
+    def version(self) -> str: ...
+
+    def lookup(self, ip: str) -> GeoData | None:
+        """What the data knows about a normalised IP, or None; never raises for a lookup problem."""
+        ...
+
+
+def offline_result(geo: GeoData | None, provider: str, miss_reason: str) -> LookupResult:
+    """An offline answer as a provider result: Resolved when it has the country, else a transient miss."""
+    if geo is None or not geo.country_code:
+        return TransientFailure(miss_reason, provider)
+    return Resolved(geo, provider)
+
+
+class IptoccSource:
+    """Country and its name from the registry data of the `iptocc` package; versioned by that package."""
+
+    name = "iptocc"
+
+    def __init__(self) -> None:
+        import iptocc  # imported here so a worker without it fails only when the source is chosen
+
+        self._lookup = iptocc.country_code
+        self.version = f"iptocc:{package_version('iptocc')}"
+
+    def lookup(self, ip: str) -> GeoData | None:
+        code = self._lookup(ip)
+        return GeoData(country_code=code, country_name=country_name(code)) if code else None
+
+
 class OfflineProvider:
     """Country from registry data shipped in the `iptocc` package: no network, millions of lookups a second.
 
@@ -34,18 +75,20 @@ class OfflineProvider:
     max_batch = 100_000  # in-process lookups: no request budget to respect
 
     def __init__(self) -> None:
-        import iptocc  # imported here so a worker without it fails only when the provider is chosen
-
-        self._lookup = iptocc.country_code
+        self.source = IptoccSource()
 
     def lookup(self, ip: str) -> LookupResult:
-        code = self._lookup(ip)
-        if not code:
-            return TransientFailure("no country in offline data", self.name)
-        return Resolved(GeoData(country_code=code, country_name=country_name(code)), self.name)
+        return offline_result(self.source.lookup(ip), self.name, "no country in offline data")
 
     async def resolve(self, ips: Sequence[str]) -> dict[str, LookupResult]:
         return {ip: self.lookup(ip) for ip in ips}
+
+
+if TYPE_CHECKING:
+
+    def _fits(source: IptoccSource, provider: OfflineProvider) -> tuple[OfflineSource, GeoProvider]:
+        """mypy's proof that iptocc is an offline source and the offline provider a provider."""
+        return source, provider
 
 
 def offline_geo(provider: OfflineProvider, ip: str) -> GeoData | None:

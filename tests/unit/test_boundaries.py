@@ -15,6 +15,7 @@ PURE = [
     "answers",
     "asked",
     "errors",
+    "mmdb_layouts",
     "models",
     "policy",
     "routing",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from importlib.metadata import version
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +17,15 @@ from pipeline.models import (
     Resolved,
     TransientFailure,
 )
-from pipeline.providers import OfflineProvider, ProviderChain, country_name, merge_fallback
+from pipeline.providers import (
+    IptoccSource,
+    OfflineProvider,
+    OfflineSource,
+    ProviderChain,
+    country_name,
+    merge_fallback,
+    offline_result,
+)
 from pipeline.settings import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
 from pipeline.timers import RESOLVE_BATCH, tick_capacity
 
@@ -71,6 +80,30 @@ def test_offline_provider_answers_every_ip_of_a_batch() -> None:
     """resolve returns exactly one result per requested IP."""
     ips = ["8.8.8.8", "1.1.1.1", "10.0.0.1"]
     assert set(run(OfflineProvider(), ips)) == set(ips)
+
+
+def test_iptocc_source_answers_geo_or_none_and_names_its_package_version() -> None:
+    """The iptocc source gives country and name for a known IP, None for an unknown one, and its version
+    is the installed iptocc package version."""
+    source: OfflineSource = IptoccSource()
+    assert source.name == "iptocc"
+    assert source.version == f"iptocc:{version('iptocc')}"
+    assert source.lookup("1.1.1.1") == GeoData(country_code="AU", country_name="Australia")
+    assert source.lookup("10.0.0.1") is None
+
+
+@pytest.mark.parametrize(
+    ("geo", "expected"),
+    [
+        (OFFLINE_US, Resolved(OFFLINE_US, "src")),
+        (None, TransientFailure("miss", "src")),
+        (GeoData(asn=15169), TransientFailure("miss", "src")),
+    ],
+    ids=["country", "none", "no-country"],
+)
+def test_offline_result_is_resolved_only_with_a_country(geo: GeoData | None, expected: LookupResult) -> None:
+    """An offline answer resolves only with a country; otherwise it is a geo-less transient miss."""
+    assert offline_result(geo, "src", "miss") == expected
 
 
 def test_country_name_falls_back_to_upper_case_code() -> None:
