@@ -1,5 +1,5 @@
 """The stream-partition stall after table recovery, provoked deterministically on the real broker with a
-RocksDB-store Faust app.
+RocksDB-store Faust app, and the fixes in `pipeline.faustx`.
 
 `RecoveryRace` chooses one interleaving that a loaded machine can produce by itself, and changes no logic:
 - it holds the consumer thread's fetch call that Faust makes once the changelog is caught up (the call
@@ -22,6 +22,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.consumer.fetcher import FetchResult
 
+from pipeline import faustx
 from tests.support.kafka import create_topics, produce, running_app, unique, wait_for
 
 pytestmark = pytest.mark.integration
@@ -178,3 +179,50 @@ async def test_unpatched_faust_loses_the_backlog_of_a_never_committed_stream_par
         await wait_for(lambda: BACKLOG in worker.seen, 30, message="the next record to be processed")
         await wait_for(lambda: worker.committed_is(BACKLOG + 1), 30, message="its commit")
         assert worker.seen == [BACKLOG]  # offsets 0..BACKLOG-1 never reached the agent: lost
+
+
+async def test_snapshot_fetch_leaves_the_backlog_buffered_and_every_record_is_processed(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """With `faustx.snapshot_fetches`, the same interleaving fetches nothing while the active set is empty
+    and the agent processes the whole backlog and the next record, in order."""
+    worker = Worker(kafka_bootstrap, tmp_path)
+    await worker.prepare()
+    race = worker.race
+    assert race is not None
+    faustx.snapshot_fetches(worker.app)
+    consumer: Any = worker.app.consumer
+    thread = consumer._thread
+    patched = thread._fetch_records
+    faustx.snapshot_fetches(worker.app)
+    assert thread._fetch_records is patched  # idempotent: a second call wraps nothing twice
+    race.attach(worker.app, worker.table)
+    async with running_app(worker.app):
+        await wait_for(lambda: race.released, 60, message="the provoked interleaving to complete")
+        assert race.window_seen
+        assert race.drained == {}
+
+        await produce(kafka_bootstrap, worker.source, [(b"late", b"e")])
+        await wait_for(lambda: len(worker.seen) == BACKLOG + 1, 30, message=lambda: f"all of {worker.seen}")
+        await wait_for(lambda: worker.committed_is(BACKLOG + 1), 30, message="the commit")
+        assert worker.seen == list(range(BACKLOG + 1))
+
+
+async def test_rewind_of_uncommitted_partitions_recovers_a_backlog_the_race_already_drained(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """With only `faustx.rewind_uncommitted`, the race still drains the backlog, but the seek after recovery
+    rewinds the never-committed partition to the log start and the agent processes every record once."""
+    worker = Worker(kafka_bootstrap, tmp_path)
+    await worker.prepare()
+    race = worker.race
+    assert race is not None
+    faustx.rewind_uncommitted(worker.app)
+    race.attach(worker.app, worker.table)
+    async with running_app(worker.app):
+        await wait_for(lambda: race.released, 60, message="the provoked interleaving to complete")
+        assert race.drained == {worker.stream: BACKLOG}
+
+        await wait_for(lambda: len(worker.seen) == BACKLOG, 30, message=lambda: f"all of {worker.seen}")
+        await wait_for(lambda: worker.committed_is(BACKLOG), 30, message="the commit")
+        assert worker.seen == list(range(BACKLOG))
