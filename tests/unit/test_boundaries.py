@@ -10,7 +10,18 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 # Modules that decide things: no event loop, no Kafka, no HTTP, so they are unit-tested with tables of cases
-PURE = ["addresses", "asked", "errors", "models", "policy", "routing", "secret", "settings", "throttle"]
+PURE = [
+    "addresses",
+    "asked",
+    "errors",
+    "models",
+    "policy",
+    "routing",
+    "secret",
+    "settings",
+    "throttle",
+    "watchdog",
+]
 IO_PACKAGES = {"faust", "mode", "aiokafka", "aiohttp", "asyncio"}
 ASYNC_ALLOWED = {"throttle"}  # `wait_ready` is a convenience coroutine; the state machine itself never awaits
 
