@@ -25,19 +25,27 @@ it step by step):
 - Faust's own stall check (`AIOKafkaConsumerThread.verify_event_path`, faust/transport/drivers/aiokafka.py)
   compares the highwater with the fetch *position*, so it sees nothing wrong.
 
-`install(app)` closes both holes.
+`install(app)` closes both holes; `StallWatch` catches what is left (see `pipeline/watchdog.py`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import faust
 from aiokafka import TopicPartition
+from faust.types import TP
+
+from .watchdog import Action, Key, PartitionView, Stall, Watchdog
 
 log = logging.getLogger(__name__)
+
+# a partition with lag commits every broker_commit_interval while it is consumed: 3 minutes without a commit
+# is a stall, not a slow batch
+STALL_THRESHOLD = 180.0
 
 
 def install(app: faust.App) -> None:
@@ -98,6 +106,103 @@ def rewind_uncommitted(app: faust.App) -> None:
 
     consumer.seek_to_committed = seek_to_committed
     consumer._geo_rewind = True
+
+
+class StalledPartitionsError(RuntimeError):
+    """Raised into the app (it crashes, the worker exits) when a seek did not revive a stalled partition."""
+
+
+class StallWatch:
+    """Looks at a running app's stream partitions, logs stalls as errors and applies the remedy.
+
+    Call `check()` periodically (a timer); `stalled` is the set of (topic, partition) found stalled by the
+    last check, for the progress line and the readiness check.
+    """
+
+    def __init__(
+        self, app: faust.App, threshold: float = STALL_THRESHOLD, *, clock: Any = time.monotonic
+    ) -> None:
+        self.app = app
+        self.watchdog = Watchdog(threshold)
+        self.clock = clock
+
+    @property
+    def stalled(self) -> frozenset[Key]:
+        return self.watchdog.stalled
+
+    def line(self) -> str:
+        """For the progress line: `stalled=none` or `stalled=<topic>[<partition>]:<lag>,...`."""
+        stalls = sorted(self.watchdog.stalls, key=lambda s: (s.topic, s.partition))
+        return "stalled=" + (",".join(f"{s.topic}[{s.partition}]:{s.lag}" for s in stalls) or "none")
+
+    async def check(self, now: float | None = None) -> list[Stall]:
+        """One look: gather positions, decide, log and remedy. Returns the stalls found."""
+        now = self.clock() if now is None else now
+        if not settled(self.app):
+            self.watchdog.pause(now)
+            return []
+        try:
+            views = await partition_views(self.app)
+        except Exception as exc:  # a rebalance or a broker hiccup mid-check: look again next time
+            log.warning("stall check skipped: %r", exc)
+            return list(self.watchdog.stalls)
+        stalls = self.watchdog.observe(views, now)
+        for stall in stalls:
+            await self._remedy(stall, now)
+        return stalls
+
+    async def _remedy(self, stall: Stall, now: float) -> None:
+        if stall.action is Action.SEEK:
+            log.error(
+                "stalled stream partition %s; seeking back to offset %d", stall.describe(), stall.target
+            )
+            tp = TP(stall.topic, stall.partition)
+            await self.app.consumer.seek_wait({tp: stall.target})  # seeks in the thread, resets read offset
+            self.watchdog.sought((stall.topic, stall.partition), now)
+        elif stall.action is Action.WAIT:
+            log.error("stalled stream partition %s; a seek back was tried, waiting", stall.describe())
+        else:
+            text = f"stalled stream partition {stall.describe()}; seeking back did not help: restarting"
+            log.critical(text)
+            await self.app.crash(StalledPartitionsError(text))  # the worker exits; restarted, it rejoins
+
+
+def settled(app: faust.App) -> bool:
+    """Assigned, recovered and not rebalancing: the only time partitions are expected to move."""
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # the concrete TableManager has it
+    return bool(recovery.completed.is_set()) and not app.rebalancing and _consumer(app).flow_active
+
+
+async def partition_views(app: faust.App) -> list[PartitionView]:
+    """Committed offset, position, log start and end of every assigned stream partition (not changelogs)."""
+    consumer = _consumer(app)
+    tps = sorted(
+        TopicPartition(tp.topic, tp.partition)
+        for tp in consumer.assignment()
+        if not consumer._is_changelog_tp(tp)
+    )
+    if not tps:
+        return []
+    earliest = app.conf.consumer_auto_offset_reset == "earliest"
+    thread = consumer._thread
+    aio = thread._ensure_consumer()
+
+    async def read() -> list[PartitionView]:  # runs in the consumer thread: aiokafka lives on its loop
+        ends = await aio.end_offsets(tps)
+        starts = await aio.beginning_offsets(tps) if earliest else ends
+        # the fetch position, read like Faust's own check does (faust/transport/drivers/aiokafka.py)
+        subscription = aio._subscription.subscription
+        assignment = subscription.assignment if subscription is not None else None
+        views = []
+        for tp in tps:
+            state = assignment.state_value(tp) if assignment is not None else None
+            position = state.position if state is not None and state.has_valid_position else None
+            committed = await aio.committed(tp)
+            views.append(PartitionView(tp.topic, tp.partition, committed, position, ends[tp], starts[tp]))
+        return views
+
+    views: list[PartitionView] = await thread.call_thread(read)
+    return views
 
 
 def _consumer(app: faust.App) -> Any:

@@ -1,5 +1,5 @@
 """The stream-partition stall after table recovery, provoked deterministically on the real broker with a
-RocksDB-store Faust app, and the fixes in `pipeline.faustx`.
+RocksDB-store Faust app; the fixes in `pipeline.faustx`; and the stall watchdog.
 
 `RecoveryRace` chooses one interleaving that a loaded machine can produce by itself, and changes no logic:
 - it holds the consumer thread's fetch call that Faust makes once the changelog is caught up (the call
@@ -13,6 +13,7 @@ RocksDB-store Faust app, and the fixes in `pipeline.faustx`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.consumer.fetcher import FetchResult
+from faust.types import TP
 
 from pipeline import faustx
 from tests.support.kafka import create_topics, produce, running_app, unique, wait_for
@@ -226,3 +228,69 @@ async def test_rewind_of_uncommitted_partitions_recovers_a_backlog_the_race_alre
         await wait_for(lambda: len(worker.seen) == BACKLOG, 30, message=lambda: f"all of {worker.seen}")
         await wait_for(lambda: worker.committed_is(BACKLOG), 30, message="the commit")
         assert worker.seen == list(range(BACKLOG))
+
+
+async def test_watchdog_detects_logs_and_revives_a_partition_moved_past_its_backlog(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream partition whose fetch position was moved to the log end behind Faust's back is reported as
+    stalled (an error naming topic, partition and lag) one threshold later, sought back and consumed."""
+    worker = Worker(kafka_bootstrap, tmp_path, race=False)
+    await worker.prepare(changelog=0, backlog=0)
+    faustx.install(worker.app)
+    watch = faustx.StallWatch(worker.app, threshold=10.0)
+    caplog.set_level(logging.ERROR, logger="pipeline.faustx")
+    async with running_app(worker.app):
+        consumer: Any = worker.app.consumer
+        aio = consumer._thread._ensure_consumer()
+        tp = TP(worker.source, 0)  # Faust's own type: resume_partitions adds what it is given to its set
+        consumer.pause_partitions([tp])  # Faust will not hand these records to the agent
+        await produce(kafka_bootstrap, worker.source, [(b"ip%d" % i, b"e") for i in range(BACKLOG)])
+        await consumer._thread.call_thread(aio.seek, worker.stream, BACKLOG)  # behind Faust's back
+        consumer.resume_partitions([tp])
+
+        assert await watch.check(now=0.0) == []  # first look: the partition just became known
+        views = [v for v in await faustx.partition_views(worker.app) if v.topic == worker.source]
+        assert [(v.committed, v.position, v.highwater, v.lag) for v in views] == [
+            (None, BACKLOG, BACKLOG, BACKLOG)  # Faust's check compares position and highwater: all fine
+        ]
+        assert await watch.check(now=5.0) == []  # not idle long enough
+        assert worker.seen == []
+
+        stalls = await watch.check(now=11.0)
+        assert [(s.topic, s.partition, s.lag, s.action.value) for s in stalls] == [
+            (worker.source, 0, BACKLOG, "seek")
+        ]
+        assert watch.stalled == {(worker.source, 0)}
+        assert watch.line() == f"stalled={worker.source}[0]:{BACKLOG}"
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any(f"{worker.source}[0] lag={BACKLOG}" in text for text in errors), errors
+
+        await wait_for(lambda: len(worker.seen) == BACKLOG, 30, message=lambda: f"all of {worker.seen}")
+        await wait_for(lambda: worker.committed_is(BACKLOG), 30, message="the commit")
+        assert await watch.check(now=12.0) == []
+        assert watch.stalled == frozenset()
+        assert watch.line() == "stalled=none"
+        assert worker.seen == list(range(BACKLOG))
+
+
+async def test_watchdog_crashes_the_app_when_seeking_back_does_not_revive_the_partition(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A partition Faust keeps paused stays stalled after the seek back: a threshold later the watchdog
+    crashes the app with StalledPartitionsError (the worker exits; restarted, it rejoins the group)."""
+    worker = Worker(kafka_bootstrap, tmp_path, race=False)
+    await worker.prepare(changelog=0, backlog=0)
+    faustx.install(worker.app)
+    watch = faustx.StallWatch(worker.app, threshold=10.0)
+    async with running_app(worker.app):
+        consumer: Any = worker.app.consumer
+        consumer.pause_partitions([TP(worker.source, 0)])  # and never resumed
+        await produce(kafka_bootstrap, worker.source, [(b"ip%d" % i, b"e") for i in range(BACKLOG)])
+
+        assert await watch.check(now=0.0) == []
+        actions = [[s.action.value for s in await watch.check(now=t)] for t in (11.0, 12.0, 22.0)]
+        assert actions == [["seek"], ["wait"], ["restart"]]
+        assert isinstance(worker.app.crash_reason, faustx.StalledPartitionsError)
+        assert f"{worker.source}[0] lag={BACKLOG}" in str(worker.app.crash_reason)
+        assert worker.seen == []
