@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import faust
@@ -116,14 +116,21 @@ class StallWatch:
     """Looks at a running app's stream partitions, logs stalls as errors and applies the remedy.
 
     Call `check()` periodically (a timer); `stalled` is the set of (topic, partition) found stalled by the
-    last check, for the progress line and the readiness check.
+    last check, for the progress line and the readiness check. `topics` limits the watch (default: every
+    stream topic): leave out a topic whose agent may rightly hold records longer than the threshold.
     """
 
     def __init__(
-        self, app: faust.App, threshold: float = STALL_THRESHOLD, *, clock: Any = time.monotonic
+        self,
+        app: faust.App,
+        threshold: float = STALL_THRESHOLD,
+        *,
+        topics: Collection[str] | None = None,
+        clock: Any = time.monotonic,
     ) -> None:
         self.app = app
         self.watchdog = Watchdog(threshold)
+        self.topics = None if topics is None else frozenset(topics)
         self.clock = clock
 
     @property
@@ -146,6 +153,8 @@ class StallWatch:
         except Exception as exc:  # a rebalance or a broker hiccup mid-check: look again next time
             log.warning("stall check skipped: %r", exc)
             return list(self.watchdog.stalls)
+        if self.topics is not None:
+            views = [v for v in views if v.topic in self.topics]
         stalls = self.watchdog.observe(views, now)
         for stall in stalls:
             await self._remedy(stall, now)

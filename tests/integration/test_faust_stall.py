@@ -239,6 +239,7 @@ async def test_watchdog_detects_logs_and_revives_a_partition_moved_past_its_back
     await worker.prepare(changelog=0, backlog=0)
     faustx.install(worker.app)
     watch = faustx.StallWatch(worker.app, threshold=10.0)
+    elsewhere = faustx.StallWatch(worker.app, threshold=10.0, topics={"some-other-topic"})
     caplog.set_level(logging.ERROR, logger="pipeline.faustx")
     async with running_app(worker.app):
         consumer: Any = worker.app.consumer
@@ -256,6 +257,7 @@ async def test_watchdog_detects_logs_and_revives_a_partition_moved_past_its_back
         ]
         assert await watch.check(now=5.0) == []  # not idle long enough
         assert worker.seen == []
+        assert await elsewhere.check(now=0.0) == [] and await elsewhere.check(now=11.0) == []  # not watched
 
         stalls = await watch.check(now=11.0)
         assert [(s.topic, s.partition, s.lag, s.action.value) for s in stalls] == [
