@@ -15,6 +15,7 @@ PURE = [
     "answers",
     "asked",
     "errors",
+    "messages",
     "mmdb_layouts",
     "models",
     "policy",
@@ -22,6 +23,7 @@ PURE = [
     "secret",
     "settings",
     "throttle",
+    "watchdog",
 ]
 IO_PACKAGES = {"faust", "mode", "aiokafka", "aiohttp", "asyncio"}
 ASYNC_ALLOWED = {"throttle"}  # `wait_ready` is a convenience coroutine; the state machine itself never awaits
