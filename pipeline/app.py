@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -26,10 +26,11 @@ from aiokafka.errors import TopicAlreadyExistsError
 from .addresses import AddressKind, classify
 from .asked import asked_keep
 from .cache_agent import CacheAgent
-from .delivery import DeliveryGuard
 from .errors import ConfigError
+from .faustx import DeliveryGuard, StallWatch, install, start_with
 from .geotable import GeoTable, IndexedStore
 from .hotpath import HotPath, key_hash
+from .kafka_config import client_kwargs, faust_app_kwargs
 from .models import GeoEntry
 from .policy import RetryPolicy, first_sight
 from .providers import GeoProvider, OfflineProvider, offline_geo
@@ -37,7 +38,7 @@ from .resolver import Resolver
 from .routing import NearCache, Router
 from .settings import Settings
 from .stats import Stats
-from .timers import RetryTimer, register_progress
+from .timers import RetryTimer, register_progress, register_stall_check
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class GeoApp:
     cache: CacheAgent
     timer: RetryTimer
     guard: DeliveryGuard
+    watch: StallWatch  # stalled partitions of the cache agent's inputs, for the progress line and readiness
 
     @property
     def store(self) -> IndexedStore:
@@ -121,7 +123,7 @@ def asked_topic_config(pending_timeout: float) -> dict[str, str]:
 
 async def ensure_topics(settings: Settings) -> None:
     """Create missing topics; refuse to run when an internal topic's partition count is wrong."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=30000)
     await admin.start()
     try:
         layout = topic_layout(settings)
@@ -154,7 +156,7 @@ def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None,
     chain (tests and benchmarks pass their own)."""
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        **faust_app_kwargs(settings),  # broker and, for secured clusters, SASL/TLS credentials
         store="rocksdb://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -190,19 +192,23 @@ def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None,
         key_hash,
         settings.pending_timeout,
     )
+    install(app)  # the fixes for Faust's stalled-partition race (see faustx)
     guard = DeliveryGuard(app)
     guard.install()
+    # the cache agent's own inputs: a partition there with lag and no progress is a stall, not a slow batch
+    watch = StallWatch(app, topics={settings.seen_topic, settings.results_topic})
     cache = CacheAgent(app, settings, table, policy, stats, sight)
     cache.register()
     hotpath = HotPath(settings, stats, router)
     resolver = Resolver(settings, stats, providers)
     for service in (hotpath, resolver):
-        _start_with(app, service)
+        start_with(app, service)
     store = cast(IndexedStore, table.data)  # created now; its partition databases open on assignment
     timer = RetryTimer(app, settings, store, stats)
     timer.register()
-    register_progress(app, stats)
-    return GeoApp(settings, app, table, policy, stats, near, hotpath, resolver, cache, timer, guard)
+    register_stall_check(app, watch)
+    register_progress(app, stats, watch)
+    return GeoApp(settings, app, table, policy, stats, near, hotpath, resolver, cache, timer, guard, watch)
 
 
 def first_sight_factory(offline: OfflineProvider, policy: RetryPolicy) -> Callable[[str, float], GeoEntry]:
@@ -214,12 +220,6 @@ def first_sight_factory(offline: OfflineProvider, policy: RetryPolicy) -> Callab
         return first_sight(ip, kind, geo, offline.name, now, policy)
 
     return sight
-
-
-def _start_with(app: faust.App, service: Any) -> None:
-    """Start `service` with the app, after table recovery (faust starts the services in its private
-    `_extra_services` list then; `app.service()` takes only classes, we have instances)."""
-    app._extra_services.append(service)
 
 
 @contextlib.asynccontextmanager

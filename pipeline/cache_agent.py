@@ -10,7 +10,7 @@ topic (key = IP, compacted: consumers and every worker's near cache read it) and
 Faust rules this module lives by: a table is written only inside the agent's per-event iteration (a write
 from a timer or a batch raises); an exception escaping the agent acks and loses the event, so none
 escapes; concurrency 1, because concurrent iterations can commit past an unfinished event. A failed send
-is caught by `delivery.DeliveryGuard`, which refuses the commit and crashes the worker, so the event is
+is caught by `faustx.DeliveryGuard`, which refuses the commit and crashes the worker, so the event is
 replayed instead of skipped; every decision is idempotent, so a replay repeats work, never loses it.
 """
 

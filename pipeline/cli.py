@@ -99,9 +99,11 @@ def run_worker(settings: Settings) -> int:
     import faust
 
     from .app import build, ensure_topics
+    from .kafka_preflight import check_kafka
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    loop.run_until_complete(check_kafka(settings))  # a wrong password or protocol: one clear error
     loop.run_until_complete(ensure_topics(settings))
     geo = build(settings, web=True)
     worker = faust.Worker(geo.app, loop=loop, loglevel="INFO")

@@ -26,10 +26,19 @@ it step by step):
   compares the highwater with the fetch *position*, so it sees nothing wrong.
 
 `install(app)` closes both holes; `StallWatch` catches what is left (see `pipeline/watchdog.py`).
+
+Why a failed send must stop the worker (`DeliveryGuard`): Faust flushes its producer before every offset
+commit (`Consumer._commit_offsets`, faust/transport/consumer.py), but the flush reports no delivery error,
+so a record the cache agent, the retry timer or a table changelog failed to send would be gone and its
+input committed. The guard refuses that commit and crashes the worker; the input is replayed.
+
+`start_with(app, service)`: Faust starts the services in its private `_extra_services` list after table
+recovery; `app.service()` registers only classes, and our services are built with their dependencies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Collection, Mapping
@@ -222,3 +231,59 @@ def _consumer(app: faust.App) -> Any:
 
 def _names(tps: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps)
+
+
+def start_with(app: faust.App, service: Any) -> None:
+    """Start `service` (a mode Service instance) with the app, after table recovery; stop it with the app."""
+    app._extra_services.append(service)
+
+
+class DeliveryGuard:
+    """Watches every send of one Faust app and refuses its commits once one has failed."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self.failure: BaseException | None = None
+        self.sent = 0
+        self._crashing: asyncio.Future[None] | None = None
+
+    def install(self) -> None:
+        """Wrap the app's producer `send` and its consumer's commit; call before the app starts."""
+        producer: Any = self.app.producer
+        consumer: Any = self.app.consumer
+        send, commit = producer.send, consumer._commit
+
+        async def guarded_send(*args: Any, **kwargs: Any) -> Any:
+            try:
+                future = await send(*args, **kwargs)
+            except Exception as exc:
+                self._failed(exc, args[0] if args else kwargs.get("topic"))
+                raise
+            self.sent += 1
+            future.add_done_callback(lambda f, topic=args[0] if args else None: self._check(f, topic))
+            return future
+
+        async def guarded_commit(offsets: Any) -> bool:
+            if self.failure is not None:
+                log.error(
+                    "commit refused: a send failed (%r); the worker stops, its input is replayed",
+                    self.failure,
+                )
+                return False
+            return bool(await commit(offsets))
+
+        producer.send = guarded_send
+        consumer._commit = guarded_commit
+
+    def _check(self, future: asyncio.Future[Any], topic: Any) -> None:
+        if future.cancelled():
+            self._failed(asyncio.CancelledError("send cancelled"), topic)
+        elif future.exception() is not None:
+            self._failed(future.exception(), topic)  # type: ignore[arg-type]  # checked just above
+
+    def _failed(self, exc: BaseException, topic: Any) -> None:
+        first = self.failure is None
+        self.failure = self.failure or exc
+        if first:
+            log.error("a record to %s was not delivered (%r): refusing commits and stopping", topic, exc)
+            self._crashing = asyncio.ensure_future(self.app.crash(exc))

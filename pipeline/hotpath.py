@@ -45,6 +45,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import murmur2
 from mode import Service
 
+from .kafka_config import client_kwargs
 from .messages import dead_letter, encode_seen
 from .routing import NearCache, Route, Router
 from .settings import Settings
@@ -111,19 +112,19 @@ class HotPath(Service):
     async def on_start(self) -> None:
         s = self.settings
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **client_kwargs(s),
             linger_ms=LINGER_MS,
             acks="all",
             max_batch_size=OUTPUT_BATCH_BYTES,
         )
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **client_kwargs(s),
             group_id=f"{s.app_id}-ingest",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=max(1024 * 1024, s.max_event_bytes + 1024),
         )
-        self._feeder = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest")
+        self._feeder = AIOKafkaConsumer(**client_kwargs(s), auto_offset_reset="earliest")
         await asyncio.gather(self._producer.start(), self._consumer.start(), self._feeder.start())
         for topic in (s.enriched_topic, s.seen_topic, s.dlq_topic):
             await self._producer.partitions_for(topic)  # metadata before the first batch is built

@@ -38,6 +38,7 @@ from .addresses import AddressKind, classify
 from .asked import AskedLog, asked_horizon, asked_keep, request_times
 from .ipapi import MAX_BATCH as RESOLVE_BATCH  # more IPs in one request gives HTTP 422
 from .ipapi import IpApiProvider
+from .kafka_config import client_kwargs
 from .messages import Asked, decode_asked, decode_resolve_request, encode_asked, encode_result
 from .models import LookupResult, TransientFailure
 from .providers import GeoProvider, OfflineProvider, ProviderChain
@@ -94,9 +95,9 @@ class Resolver(Service):
     async def on_start(self) -> None:
         s = self.settings
         self.chain, self.budget = self._open_chain()
-        self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
+        self._producer = AIOKafkaProducer(**client_kwargs(s), acks="all", linger_ms=5)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **client_kwargs(s),
             group_id=f"{s.app_id}-resolve",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -320,7 +321,7 @@ class Resolver(Service):
         now, mono = time.time(), asyncio.get_running_loop().time()
         try:
             s = self.settings
-            records = await read_asked(s.kafka_bootstrap, s.asked_topic, mine, since=now - self.asked.keep)
+            records = await read_asked(s, mine, since=now - self.asked.keep)
         except Exception:  # we cannot know what was sent: assume the worst, a full window
             log.exception("resolver: reading the asked log back failed; waiting out one window")
             if self.budget is not None:
@@ -347,7 +348,7 @@ class Resolver(Service):
 
 
 async def read_asked(
-    bootstrap: str, topic: str, partitions: frozenset[int], *, since: float
+    settings: Settings, partitions: frozenset[int], *, since: float
 ) -> list[tuple[str, Asked]]:
     """The asked records of `partitions` written since `since` (Unix seconds), read to the current end.
 
@@ -355,7 +356,8 @@ async def read_asked(
     """
     if not partitions:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    topic = settings.asked_topic
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)
     await consumer.start()
     records: list[tuple[str, Asked]] = []
     try:

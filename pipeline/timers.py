@@ -20,6 +20,7 @@ from typing import Any
 
 import faust
 
+from .faustx import StallWatch
 from .geotable import IndexedStore
 from .ipapi import MAX_BATCH as RESOLVE_BATCH  # IPs per API request
 from .messages import encode_retry
@@ -115,13 +116,32 @@ def _recovered(app: Any) -> bool:
     return completed is None or completed.is_set()
 
 
-def register_progress(app: faust.App, stats: Stats, every: float = 10.0) -> None:
-    """A progress line every `every` seconds and a summary when the worker stops."""
+STALL_CHECK_EVERY = 30.0  # seconds between stall checks: far below the threshold, cheap (a few requests)
+
+
+def register_stall_check(app: faust.App, watch: StallWatch) -> None:
+    """Look for stalled stream partitions every STALL_CHECK_EVERY seconds (the watch logs and remedies)."""
+
+    @app.timer(STALL_CHECK_EVERY, name="geo-stall-check")  # type: ignore[untyped-decorator]  # faust is untyped
+    async def stall_check() -> None:
+        try:
+            await watch.check()
+        except Exception:  # an exception escaping a Faust timer kills the worker
+            log.exception("stall check failed; the next one runs as usual")
+
+
+def register_progress(app: faust.App, stats: Stats, watch: StallWatch, every: float = 10.0) -> None:
+    """A progress line every `every` seconds (with any stalled partition) and a summary when the worker
+    stops."""
 
     @app.timer(every, name="geo-progress")  # type: ignore[untyped-decorator]  # faust is untyped
     async def progress() -> None:
-        log.info("progress: %s", stats.line())
+        stalled = watch.line()
+        if stalled != "stalled=none":
+            log.error("progress: %s %s", stats.line(), stalled)
+        else:
+            log.info("progress: %s", stats.line())
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's signal types want a sync receiver
     async def summary(app: Any, **kwargs: Any) -> None:
-        log.info("summary: %s", stats.line())
+        log.info("summary: %s %s", stats.line(), watch.line())
