@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -33,12 +33,12 @@ from .hotpath import HotPath, key_hash
 from .kafka_config import client_kwargs, faust_app_kwargs
 from .models import GeoEntry
 from .policy import RetryPolicy, first_sight
-from .providers import GeoProvider, OfflineProvider, offline_geo
+from .providers import GeoProvider, OfflineProvider
 from .resolver import Resolver
 from .routing import NearCache, Router
 from .settings import Settings
 from .stats import Stats
-from .timers import RetryTimer, register_progress, register_stall_check
+from .timers import RetryTimer, register_progress, register_reload, register_stall_check
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,8 @@ def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None,
     )
     app.tables.add(table)
     policy, stats = retry_policy(settings), Stats()
-    sight = first_sight_factory(OfflineProvider(), policy)
+    offline = offline_providers(settings)
+    sight = first_sight_factory(offline, settings.providers, policy)
     near = NearCache(settings.near_cache_size)
     router = Router(
         near,
@@ -200,24 +201,51 @@ def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None,
     cache = CacheAgent(app, settings, table, policy, stats, sight)
     cache.register()
     hotpath = HotPath(settings, stats, router)
-    resolver = Resolver(settings, stats, providers)
+    resolver = Resolver(settings, stats, providers, offline)
     for service in (hotpath, resolver):
         start_with(app, service)
     store = cast(IndexedStore, table.data)  # created now; its partition databases open on assignment
     timer = RetryTimer(app, settings, store, stats)
     timer.register()
     register_stall_check(app, watch)
+    if "mmdb" in offline:
+        register_reload(app, offline["mmdb"])
     register_progress(app, stats, watch)
     return GeoApp(settings, app, table, policy, stats, near, hotpath, resolver, cache, timer, guard, watch)
 
 
-def first_sight_factory(offline: OfflineProvider, policy: RetryPolicy) -> Callable[[str, float], GeoEntry]:
-    """(ip, now) -> the entry of an IP never seen before, with what the offline data knows at once."""
+def offline_providers(settings: Settings) -> dict[str, Any]:
+    """The in-process providers, one instance per worker shared by the hot path and the resolver: iptocc's
+    registry data ("offline", always: first sights need it) and the MaxMind-format files ("mmdb")."""
+    found: dict[str, Any] = {"offline": OfflineProvider()}
+    if settings.mmdb:
+        from .mmdb import MmdbLoadError, MmdbSource
+
+        try:
+            found["mmdb"] = MmdbSource(settings.mmdb)
+        except (MmdbLoadError, OSError) as exc:
+            raise ConfigError(f"GEO_MMDB: {exc}") from None
+    return found
+
+
+def first_sight_factory(
+    offline: dict[str, Any], order: Sequence[str], policy: RetryPolicy
+) -> Callable[[str, float], GeoEntry]:
+    """(ip, now) -> the entry of an IP never seen before, with what the offline data knows at once: the
+    first in-process provider in GEO_PROVIDERS order that knows the country answers (iptocc at the end)."""
+    names = [name for name in order if name in offline and name != "offline"] + ["offline"]
+    lookups = [
+        (name, offline[name].source.lookup if name == "offline" else offline[name].lookup) for name in names
+    ]
 
     def sight(ip: str, now: float) -> GeoEntry:
         kind = classify(ip)
-        geo = offline_geo(offline, ip) if kind is AddressKind.GLOBAL else None
-        return first_sight(ip, kind, geo, offline.name, now, policy)
+        if kind is AddressKind.GLOBAL:
+            for name, lookup in lookups:
+                geo = lookup(ip)
+                if geo is not None and geo.country_code:
+                    return first_sight(ip, kind, geo, name, now, policy)
+        return first_sight(ip, kind, None, None, now, policy)
 
     return sight
 

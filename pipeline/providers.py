@@ -91,12 +91,6 @@ if TYPE_CHECKING:
         return source, provider
 
 
-def offline_geo(provider: OfflineProvider, ip: str) -> GeoData | None:
-    """What the offline data knows about `ip` at once, or None."""
-    result = provider.lookup(ip)
-    return result.geo if isinstance(result, Resolved) else None
-
-
 class ProviderChain:
     """Ask providers in order; a transient failure of one is retried on the next, remembering the first.
 

@@ -75,11 +75,17 @@ class Resolver(Service):
     """One worker's resolver: its consumer, producer, provider chain and API budget."""
 
     def __init__(
-        self, settings: Settings, stats: Stats, providers: Sequence[GeoProvider] | None = None, **kw: Any
+        self,
+        settings: Settings,
+        stats: Stats,
+        providers: Sequence[GeoProvider] | None = None,
+        offline: dict[str, GeoProvider] | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(**kw)
         self.settings, self.stats = settings, stats
         self._providers = providers  # tests and benchmarks pass their own; else built from settings at start
+        self._offline = offline or {}  # in-process providers by name, shared with the hot path
         self.chain: ProviderChain = ProviderChain([OfflineProvider()])
         self.budget: ResolveBudget | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -125,8 +131,8 @@ class Resolver(Service):
         chain: list[GeoProvider] = []
         budget: ResolveBudget | None = None
         for name in s.providers:
-            if name == "offline":
-                chain.append(OfflineProvider())
+            if name != "ipapi":
+                chain.append(self._offline.get(name) or OfflineProvider())
                 continue
             budget = ResolveBudget(
                 asyncio.get_running_loop().time,

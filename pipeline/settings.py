@@ -25,6 +25,7 @@ from .secret import Secret
 
 T = TypeVar("T")
 
+PROVIDERS = ("ipapi", "mmdb", "offline")  # the remote API, MaxMind-format files, iptocc's registry data
 FREE_TIER_REQUESTS = 15  # ip-api's free tier allows 15 batch requests ...
 FREE_TIER_WINDOW = 60.0  # ... per 60 s window, per source IP
 
@@ -61,6 +62,8 @@ class Settings:
     worker_name: str = field(default="", metadata={"env": "GEO_WORKER_NAME"})  # "": <hostname>:<pid>
     # providers
     providers: tuple[str, ...] = field(default=("ipapi", "offline"), metadata={"env": "GEO_PROVIDERS"})
+    # MaxMind-format databases (city/country, ASN) for the "mmdb" provider, in priority order
+    mmdb: tuple[Path, ...] = field(default=(), metadata={"env": "GEO_MMDB"})
     ipapi_url: str = field(default="", metadata={"env": "GEO_IPAPI_URL"})
     ipapi_key: Secret | None = field(default=None, metadata={"env": "GEO_IPAPI_KEY"})
     ipapi_fields: str = field(
@@ -150,9 +153,18 @@ class Settings:
                 f"(2 x {self.http_timeout:g} s): a request still in flight would be asked again; raise "
                 f"GEO_PENDING_TIMEOUT to at least {2 * self.http_timeout:g} or lower GEO_HTTP_TIMEOUT"
             )
-        unknown = set(self.providers) - {"ipapi", "offline"}
+        unknown = set(self.providers) - set(PROVIDERS)
         if unknown or not self.providers:
-            problems.append(f"GEO_PROVIDERS: unknown provider(s) {sorted(unknown)}; use ipapi and/or offline")
+            problems.append(
+                f"GEO_PROVIDERS: unknown provider(s) {sorted(unknown)}; use {', '.join(PROVIDERS)} (in order)"
+            )
+        if "mmdb" in self.providers and not self.mmdb:
+            problems.append("GEO_PROVIDERS names mmdb but GEO_MMDB is empty: give the .mmdb file paths")
+        if self.mmdb and "mmdb" not in self.providers:
+            problems.append(
+                "GEO_MMDB is set but GEO_PROVIDERS does not name mmdb: add it where its answers rank, "
+                "e.g. GEO_PROVIDERS=mmdb,ipapi,offline"
+            )
         return problems
 
     def _endpoint_problems(self) -> list[str]:
@@ -254,7 +266,12 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str]]:
         """(variable, value) pairs with secrets redacted, for `geo-pipeline settings`."""
-        return [(f.metadata["env"], str(getattr(self, f.name))) for f in fields(self)]
+        return [(f.metadata["env"], _show(getattr(self, f.name))) for f in fields(self)]
+
+
+def _show(value: Any) -> str:
+    """A value as its environment variable would spell it (lists comma-separated; secrets redacted)."""
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
 
 
 def _parse(kind: Any, raw: str) -> Any:
@@ -274,6 +291,7 @@ def _words(raw: str) -> tuple[str, ...]:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "providers": _words,
+    "mmdb": lambda raw: tuple(Path(word).expanduser() for word in _words(raw)),
     "ipapi_key": Secret,
     "kafka_security_protocol": lambda raw: raw.strip().upper(),
     "kafka_sasl_mechanism": lambda raw: raw.strip().upper(),

@@ -116,6 +116,7 @@ def _recovered(app: Any) -> bool:
     return completed is None or completed.is_set()
 
 
+RELOAD_CHECK_EVERY = 10.0  # seconds between looks at the .mmdb files (a stat each when nothing changed)
 STALL_CHECK_EVERY = 30.0  # seconds between stall checks: far below the threshold, cheap (a few requests)
 
 
@@ -128,6 +129,19 @@ def register_stall_check(app: faust.App, watch: StallWatch) -> None:
             await watch.check()
         except Exception:  # an exception escaping a Faust timer kills the worker
             log.exception("stall check failed; the next one runs as usual")
+
+
+def register_reload(app: faust.App, source: Any) -> None:
+    """Reopen replaced offline data files without a restart (`MmdbSource.maybe_reload`), in a thread: a
+    changed 60 MB file takes a moment to read and check, and lookups go on meanwhile."""
+
+    @app.timer(RELOAD_CHECK_EVERY, name="geo-mmdb-reload")  # type: ignore[untyped-decorator]  # faust is untyped
+    async def reload() -> None:
+        try:
+            if await asyncio.to_thread(source.maybe_reload):
+                log.info("mmdb: reloaded, now %s", source.version)
+        except Exception:  # an exception escaping a Faust timer kills the worker
+            log.exception("mmdb reload check failed; the data in use stays")
 
 
 def register_progress(app: faust.App, stats: Stats, watch: StallWatch, every: float = 10.0) -> None:

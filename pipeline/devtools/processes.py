@@ -32,8 +32,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.describe():
         if value in ("None", "", str(Secret("redacted"))):
             continue
-        if name == "GEO_PROVIDERS":
-            value = ",".join(settings.providers)
         env[name] = value
     return env
 
