@@ -200,6 +200,8 @@ class HotPath(Service):
             if not batch or self.should_stop:
                 continue  # stopping: the batch is not processed, its offsets are not committed
             async with self.lock:
+                if self.should_stop:  # stopped while we waited for the lock: the clients are closing
+                    continue
                 try:
                     await self.process(batch)
                     replays = 0

@@ -181,7 +181,7 @@ class Resolver(Service):
         self.stats.resolve_deduped += len(wanted) - len(chosen)
         why_not = await self._wait_for_remote() if chosen and self.budget is not None else None
         async with self.lock:
-            if generation != self.generation or why_not == STOPPING:
+            if generation != self.generation or why_not == STOPPING or self._stopping.is_set():
                 # given up (a rebalance or a stop came first): nothing committed, its next owner reads it
                 self._rewind(first)
                 return
