@@ -162,11 +162,6 @@ def classify(ip: str) -> AddressKind:
     return AddressKind.GLOBAL if address.is_global else AddressKind.RESERVED
 
 
-def is_resolvable(kind: AddressKind) -> bool:
-    """Whether an address of this kind may ever be sent to a geo API (only GLOBAL; the rest never resolve)."""
-    return kind is AddressKind.GLOBAL
-
-
 def _parse(text: str) -> IPv4Address | IPv6Address | None:
     """Parse with ipaddress, folding IPv4-mapped IPv6 into IPv4; None if it is not an address."""
     try:

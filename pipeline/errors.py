@@ -27,13 +27,5 @@ class BadEvent(PipelineError):
         self.reason = reason
 
 
-class RateLimited(PipelineError):
-    """The geo API said stop (HTTP 429 or X-Rl 0); nothing may be sent for `retry_after` seconds."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"rate limited for {retry_after:.1f}s")
-        self.retry_after = retry_after
-
-
 class BrokerError(PipelineError):
     """The local Kafka broker could not be fetched, started or reached."""

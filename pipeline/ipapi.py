@@ -39,7 +39,7 @@ PRO_URL = "https://pro.ip-api.com/batch"  # the paid tier, HTTPS, key in the que
 REQUIRED_FIELDS = ("status", "message", "query")  # needed to classify an item and match it to its IP
 REQUIRED_MASK = 16384 | 32768 | 8192  # the same three as ip-api's numeric field bits
 DEFAULT_FIELDS = "status,message,query,country,countryCode,regionName,city,lat,lon,isp,org,as,asname"
-REQUEST_TIMEOUT = 10.0  # seconds for the whole request; a stuck call must not hold the resolver (fact 8)
+REQUEST_TIMEOUT = 10.0  # seconds for the whole request: a stuck call must not hold the resolver's batch
 MAX_BODY_BYTES = 1 << 20  # 100 items are ~30 KiB; anything near 1 MiB is not ip-api talking
 
 
@@ -163,8 +163,8 @@ class IpApiProvider:
             log.error("resolve() got %d IPs, at most %d allowed: nothing sent", len(unique), self.max_batch)
             return self._fail_all(unique, f"batch over {self.max_batch}")
         if self._budget.delay() > 0:
-            # Never sleep here: the caller holds the batch while we wait (fact 8). The resolver paces with
-            # budget.wait_ready() before taking work; reaching this line means someone else spent the slot.
+            # Never sleep here: the caller holds a batch (and a rebalance waits for it). The resolver waits
+            # for the budget before it calls; reaching this line means someone else spent the slot.
             return self._fail_all(unique, "rate budget exhausted")
         body = build_batch(unique, self._fields, self._lang)
         self._budget.on_sent()  # before the call: a request counts against the budget the moment it leaves

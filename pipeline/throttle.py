@@ -12,16 +12,15 @@ On top of the log sit the server's own view (`X-Rl`/`X-Ttl` on every response), 
 AIMD cut on 429, exponential back-off with full jitter on 5xx and transport failures, and a circuit
 breaker for outages. The class is a pure state machine: time comes from an injected `Clock`
 (`loop.time` in production) and randomness from an injected `random.Random`, so tests drive fake time and
-never sleep. Only `wait_ready` awaits, and it only loops on `delay()`. The Clock Protocol lives here, not
+never sleep; nothing here awaits (the resolver waits, checking `delay()` and `unavailable()`). The Clock
+Protocol lives here, not
 in its own module, because this is its only user.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -70,7 +69,7 @@ class BudgetState:
 class ResolveBudget:
     """Paces batch requests to one rate-limited API; the caller keeps at most one request in flight.
 
-    Protocol: `await wait_ready()` (or check `delay() == 0`), `on_sent()`, make the call, then exactly one
+    Protocol: wait until `delay() == 0`, `on_sent()`, make the call, then exactly one
     of `on_response(status, x_rl, x_ttl)` or `on_transport_failure()`. Every non-2xx outcome, 429
     included, extends the failure streak that opens the breaker; any 2xx resets it.
     """
@@ -128,12 +127,6 @@ class ResolveBudget:
         elif self._breaker is Breaker.HALF_OPEN and self._probe_sent_at is not None:
             ready = max(ready, self._probe_sent_at + self.window)
         return max(0.0, ready - now)
-
-    async def wait_ready(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        """Wait until a request may go. The resolver awaits this BEFORE taking a batch (DESIGN fact 8):
-        sleeping here holds no messages, so a rebalance is never stalled behind the rate limit."""
-        while (wait := self.delay()) > 0:
-            await sleep(wait)
 
     # -- events ------------------------------------------------------------------------------------------
 

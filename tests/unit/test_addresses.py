@@ -14,7 +14,6 @@ from pipeline.addresses import (
     AddressKind,
     Rejection,
     classify,
-    is_resolvable,
     normalise_ip,
 )
 from pipeline.errors import InvalidAddress, PipelineError
@@ -213,12 +212,6 @@ def test_classify_rejects_non_address() -> None:
         classify("example.com")
 
 
-@pytest.mark.parametrize("kind", list(AddressKind))
-def test_only_global_is_resolvable(kind: AddressKind) -> None:
-    """Only GLOBAL addresses may be sent to a geo API."""
-    assert is_resolvable(kind) is (kind is AddressKind.GLOBAL)
-
-
 def _expected(address: Address) -> Address:
     """The address normalise_ip should return: IPv4-mapped IPv6 folds to IPv4."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -278,7 +271,6 @@ def test_non_global_networks_are_never_global(network: str, data: st.DataObject)
     address = data.draw(st.ip_addresses(network=network))
     kind = classify(normalise_ip(str(address)))
     assert kind is not AddressKind.GLOBAL
-    assert not is_resolvable(kind)
 
 
 @PURE

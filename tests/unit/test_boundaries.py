@@ -26,7 +26,6 @@ PURE = [
     "watchdog",
 ]
 IO_PACKAGES = {"faust", "mode", "aiokafka", "aiohttp", "asyncio"}
-ASYNC_ALLOWED = {"throttle"}  # `wait_ready` is a convenience coroutine; the state machine itself never awaits
 
 
 def _module_file(name: str) -> Path:
@@ -78,7 +77,7 @@ def _runtime_modules() -> list[str]:
 def test_pure_modules_import_no_io(module: str) -> None:
     """A decision module reaches no event loop, Kafka or HTTP library, directly or through the package."""
     roots = {m.split(".")[0] for m in _closure(f"pipeline.{module}")}
-    forbidden = IO_PACKAGES - ((ASYNC_ALLOWED & {module} and {"asyncio"}) or set())
+    forbidden = IO_PACKAGES
     assert not roots & forbidden, f"pipeline.{module} reaches {sorted(roots & forbidden)}"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import pytest
@@ -328,25 +327,6 @@ def test_assume_full_window_makes_the_first_send_wait_one_window() -> None:
     assert budget.delay() == pytest.approx(SPAN)
     clock.advance(SPAN)
     assert budget.delay() == 0.0 and budget.sent_in_window == 0
-
-
-def test_wait_ready_sleeps_exactly_until_allowed_with_a_fake_sleep() -> None:
-    """wait_ready loops on delay() using the injected sleep, which here only advances fake time."""
-    clock = FakeClock()
-    budget = make(clock)
-    budget.on_sent()
-    budget.on_response(200, 0, 5.0)
-    slept: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        slept.append(seconds)
-        clock.advance(seconds)
-
-    start = clock.now
-    asyncio.run(budget.wait_ready(fake_sleep))
-    assert clock.now == pytest.approx(start + 6.0) and slept == pytest.approx([6.0])
-    asyncio.run(budget.wait_ready(fake_sleep))
-    assert len(slept) == 1
 
 
 def test_snapshot_reports_counts_for_metrics() -> None:
