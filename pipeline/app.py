@@ -38,7 +38,7 @@ from .resolver import Resolver
 from .routing import NearCache, Router
 from .settings import Settings
 from .stats import Stats
-from .timers import RetryTimer, register_progress, register_reload, register_stall_check
+from .timers import RetryTimer, VersionSweep, register_progress, register_reload, register_stall_check
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ CACHE_TABLE = (
 )
 CHANGELOG_BUFFER = 1000  # table writes queued before Faust forces a flush (its 100 warned on every burst)
 COMPACTED = {"cleanup.policy": "compact"}  # latest record per IP is the state; older ones may go
+SEEN_EVERY = 86400.0  # last_seen is kept to the day: one seen record per IP, worker and day at most
 
 
 @dataclass
@@ -86,6 +87,9 @@ def retry_policy(settings: Settings) -> RetryPolicy:
         slow_lane_interval=settings.slow_lane_interval,
         pending_timeout=settings.pending_timeout,
         refresh_after=settings.refresh_after,
+        stale_after=settings.stale_after,
+        forget_after=settings.forget_after,
+        seen_every=min(SEEN_EVERY, settings.stale_after / 2),
     )
 
 
@@ -207,6 +211,8 @@ def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None,
     store = cast(IndexedStore, table.data)  # created now; its partition databases open on assignment
     timer = RetryTimer(app, settings, store, stats)
     timer.register()
+    sources = {name: provider.source if name == "offline" else provider for name, provider in offline.items()}
+    VersionSweep(app, settings, store, sources).register()
     register_stall_check(app, watch)
     if "mmdb" in offline:
         register_reload(app, offline["mmdb"])
@@ -234,20 +240,28 @@ def first_sight_factory(
     """(ip, now) -> the entry of an IP never seen before, with what the offline data knows at once: the
     first in-process provider in GEO_PROVIDERS order that knows the country answers (iptocc at the end)."""
     names = [name for name in order if name in offline and name != "offline"] + ["offline"]
-    lookups = [
-        (name, offline[name].source.lookup if name == "offline" else offline[name].lookup) for name in names
-    ]
+    sources = [(name, offline[name].source if name == "offline" else offline[name]) for name in names]
 
     def sight(ip: str, now: float) -> GeoEntry:
         kind = classify(ip)
         if kind is AddressKind.GLOBAL:
-            for name, lookup in lookups:
-                geo = lookup(ip)
+            for name, source in sources:
+                geo, version = _lookup(source, ip)
                 if geo is not None and geo.country_code:
-                    return first_sight(ip, kind, geo, name, now, policy)
+                    return first_sight(ip, kind, geo, name, now, policy, version)
         return first_sight(ip, kind, None, None, now, policy)
 
     return sight
+
+
+def _lookup(source: Any, ip: str) -> tuple[Any, str]:
+    """(geo, version) from an offline source; the MMDB source answers both at once, consistently with a
+    reload running beside it."""
+    with_version = getattr(source, "lookup_with_version", None)
+    if with_version is not None:
+        found: tuple[Any, str] = with_version(ip)
+        return found
+    return source.lookup(ip), source.version
 
 
 @contextlib.asynccontextmanager

@@ -27,6 +27,7 @@ import faust
 from .addresses import normalise_ip
 from .errors import InvalidAddress
 from .messages import (
+    ReanswerMessage,
     ResolveRequest,
     RetryMessage,
     decode_results_message,
@@ -34,7 +35,7 @@ from .messages import (
     encode_resolve_request,
 )
 from .models import GeoEntry
-from .policy import Decision, RetryPolicy, apply_result, on_retry, on_seen
+from .policy import Decision, RetryPolicy, apply_result, on_reanswer, on_retry, on_seen
 from .settings import Settings
 from .stats import Stats
 
@@ -99,7 +100,7 @@ class CacheAgent:
                 self._malformed(where, "not a seen record", value)
                 return
             self.stats.seen_applied += 1
-            decision = on_seen(old, self._first_sight(ip, now) if old is None else None)
+            decision = on_seen(old, self._first_sight(ip, now) if old is None else None, now, self.policy)
             self.stats.entries_created += old is None
         else:
             message = decode_results_message(value)
@@ -108,6 +109,9 @@ class CacheAgent:
                 return
             if isinstance(message, RetryMessage):
                 decision = on_retry(old, now, self.policy)
+            elif isinstance(message, ReanswerMessage):
+                decision = on_reanswer(old, self._first_sight(ip, now), now)
+                self.stats.reanswered += decision.entry is not None
             else:
                 new = apply_result(old, message.attempt, message.result, now, self.policy, self._rng)
                 self.stats.results_applied += new is not None
@@ -115,12 +119,18 @@ class CacheAgent:
         await self._carry_out(key, decision, old)
 
     async def _carry_out(self, key: bytes, decision: Decision, old: GeoEntry | None) -> None:
+        send = self.app.producer.send
+        if decision.delete:
+            if old is not None:
+                del self.table[key]  # a tombstone on the changelog; the store drops the index keys with it
+            await send(self.settings.resolved_topic, key, None, None, None, None)  # every near cache forgets
+            self.stats.forgotten += 1
+            return
         entry = decision.entry or old
         if decision.entry is not None:
             self.table[key] = decision.entry.to_json()  # the store indexes it in the same write
         if entry is None:
             return
-        send = self.app.producer.send
         if decision.publish:
             await send(self.settings.resolved_topic, key, entry.to_json(), None, None, None)
             self.stats.resolved_published += 1

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = sub.add_parser("bench-budget", help="resolution rate as a share of the API budget (fake ip-api)")
     budget.add_argument("--ips", type=int, default=3_000)
     budget.add_argument("--window", type=float, default=6.0)
+    mmdb = sub.add_parser("bench-mmdb", help="MMDB (City+ASN) lookups/s beside iptocc's (needs the test extra)")
+    mmdb.add_argument("--networks", type=int, default=100_000)
+    mmdb.add_argument("--ips", type=int, default=100_000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             from .devtools.bench_budget import run_budget_bench
 
             return asyncio.run(run_budget_bench(settings, os.environ, ips=args.ips, window=args.window))
+        if args.command == "bench-mmdb":
+            from .devtools.bench_mmdb import run_mmdb_bench
+
+            return run_mmdb_bench(networks=args.networks, ips=args.ips)
         for name, value in settings.describe():
             print(f"{name}={value}")
         return 0

@@ -11,8 +11,9 @@ entries only. Entry and index cannot disagree, whatever crashes when.
 Layout of each partition's RocksDB (keys sort bytewise):
     <ip>                      -> entry JSON (models.GeoEntry)
     ~0<due ms, 13 digits>|<ip> -> b""   retry lane (pending, unresolved, partial, invalid)
-    ~1<due ms, 13 digits>|<ip> -> b""   refresh lane (resolved)
-    ~~index-v1                -> b""   this partition's index was built (older stores are indexed once)
+    ~1<due ms, 13 digits>|<ip> -> b""   refresh lane (resolved; private, due only to be forgotten)
+    ~2<data version>|<ip>     -> b""   offline-answered entries by the version of the data that answered
+    ~~index-v2                -> b""   this partition's index was built (older stores are indexed once)
 
 Faust internals relied on (faust-streaming 0.15.x, `faust/stores/rocksdb.py`): `Store._set`, `_del` and
 `apply_changelog_batch` are the only paths that write a partition database; `_open_for_partition` opens
@@ -34,24 +35,39 @@ from faust.stores.rocksdb import Store
 from faust.streams import current_event
 
 from .models import GeoEntry
-from .policy import INDEX_PREFIX, REFRESH_LANE, RETRY_LANE, lane_prefix, parse_schedule_key, schedule_key
+from .policy import (
+    INDEX_PREFIX,
+    REFRESH_LANE,
+    RETRY_LANE,
+    VERSION_LANE,
+    lane_prefix,
+    parse_schedule_key,
+    schedule_key,
+    version_key,
+)
 
 log = logging.getLogger(__name__)
 
-INDEX_MARKER = (INDEX_PREFIX + INDEX_PREFIX + "index-v1").encode()
+INDEX_MARKER = (INDEX_PREFIX + INDEX_PREFIX + "index-v2").encode()  # v2: the version lane was added
 _INDEX_START = INDEX_PREFIX.encode()
-LANES = (RETRY_LANE, REFRESH_LANE)
+LANES = (RETRY_LANE, REFRESH_LANE, VERSION_LANE)
+
+
+def index_keys(value: bytes | None) -> frozenset[bytes]:
+    """The index keys an entry value implies (none for tombstones and garbage)."""
+    if not value:
+        return frozenset()
+    try:
+        entry = GeoEntry.from_json(value)
+    except (ValueError, KeyError, TypeError):
+        return frozenset()  # a value that is not an entry is served as it is but never scheduled
+    return frozenset(key.encode() for key in (schedule_key(entry), version_key(entry)) if key)
 
 
 def index_key(value: bytes | None) -> bytes | None:
-    """The index key an entry value implies (None for final entries, tombstones and garbage)."""
-    if not value:
-        return None
-    try:
-        key = schedule_key(GeoEntry.from_json(value))
-    except (ValueError, KeyError, TypeError):
-        return None  # a value that is not an entry is served as it is but never scheduled
-    return key.encode() if key else None
+    """The due-time index key an entry value implies, or None."""
+    due = [key for key in index_keys(value) if _lane(key) != VERSION_LANE]
+    return due[0] if due else None
 
 
 def _lane(key: bytes) -> str:
@@ -122,16 +138,16 @@ class IndexedStore(Store):
         db.write(batch)
 
     def _reindex(self, partition: int, batch: Any, key: bytes, old: bytes | None, new: bytes | None) -> None:
-        before, after = index_key(old), index_key(new)
+        before, after = index_keys(old), index_keys(new)
         if before == after:
             return
         counts = self.lane_counts.setdefault(partition, Counter())
-        if before is not None:
-            batch.delete(before)
-            counts[_lane(before)] -= 1
-        if after is not None:
-            batch.put(after, b"")
-            counts[_lane(after)] += 1
+        for gone in before - after:
+            batch.delete(gone)
+            counts[_lane(gone)] -= 1
+        for added in after - before:
+            batch.put(added, b"")
+            counts[_lane(added)] += 1
 
     def _open_for_partition(self, partition: int) -> Any:
         db = super()._open_for_partition(partition)
@@ -151,9 +167,9 @@ class IndexedStore(Store):
         for key, value in db.items():
             if key.startswith(_INDEX_START):
                 break
-            derived = index_key(value)
-            if derived is not None and key != self.offset_key:
-                batch.put(derived, b"")
+            if key != self.offset_key:
+                for derived in index_keys(value):
+                    batch.put(derived, b"")
                 indexed += 1
         batch.put(INDEX_MARKER, b"")
         db.write(batch)
@@ -189,14 +205,39 @@ class IndexedStore(Store):
                     break
                 yield due_at, ip
 
+    def older_versions(self, prefix: str, current: str, limit: int) -> Iterator[str]:
+        """IPs whose entry was answered by a version of the data named `prefix` ("iptocc:", "mmdb:") other
+        than `current`, at most `limit` per active partition; reads only those keys (plus one per skip)."""
+        start = (lane_prefix(VERSION_LANE) + prefix).encode()
+        skip_from = (lane_prefix(VERSION_LANE) + current + "|").encode()
+        skip_to = (lane_prefix(VERSION_LANE) + current + "}").encode()  # "}" sorts after any IP character
+        for _, db in self.active_partitions():
+            yield from _older(db, start, skip_from, skip_to, limit)
+
     def lane_size(self, lane: str) -> int:
         """Index keys in `lane` across this worker's active partitions (kept as counts, never scanned)."""
         actives = {p for p, _ in self.active_partitions()}
         return sum(counts[lane] for p, counts in self.lane_counts.items() if p in actives)
 
 
-def _keys_with_prefix(db: Any, prefix: bytes) -> Iterator[bytes]:
-    for key in db.keys(from_key=prefix):
+def _older(db: Any, start: bytes, skip_from: bytes, skip_to: bytes, limit: int) -> Iterator[str]:
+    """IPs under `start` outside [skip_from, skip_to), at most `limit`, jumping over the skipped block."""
+    taken, key_from = 0, start
+    while True:
+        for key in _keys_with_prefix(db, start, key_from):
+            if key.startswith(skip_from):  # the current version's block: jump over it with a new seek
+                key_from = skip_to
+                break
+            yield key.decode().rpartition("|")[2]
+            taken += 1
+            if taken >= limit:
+                return
+        else:
+            return
+
+
+def _keys_with_prefix(db: Any, prefix: bytes, start: bytes | None = None) -> Iterator[bytes]:
+    for key in db.keys(from_key=start or prefix):
         if not key.startswith(prefix):
             return
         yield key

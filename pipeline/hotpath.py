@@ -254,8 +254,11 @@ class HotPath(Service):
                     hits += 1
                     if not add(s.enriched_topic, h % enriched_n, key, value, record):
                         await out.spill(s.enriched_topic, h % enriched_n, key, value, record)
-                elif kind is Route.NEW:
-                    new += 1
+                elif kind is Route.NEW or kind is Route.TOUCH:
+                    if kind is Route.NEW:
+                        new += 1
+                    else:
+                        hits += 1
                     if not add(s.enriched_topic, h % enriched_n, key, value, record):
                         await out.spill(s.enriched_topic, h % enriched_n, key, value, record)
                     if not add(s.seen_topic, h % seen_n, key, seen_value, record):

@@ -57,6 +57,11 @@ class RetryMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ReanswerMessage:
+    """Newer offline data is in use: the record key's entry, answered by an older version, is re-answered."""
+
+
+@dataclass(frozen=True, slots=True)
 class Asked:
     """The last attempt asked of the API for one IP, and when (the asked log's record)."""
 
@@ -171,13 +176,19 @@ def encode_retry(due: float) -> bytes:
     return _dumps({"type": "retry", "due": round(due, 3)})
 
 
-def decode_results_message(raw: bytes | None) -> ResultMessage | RetryMessage | None:
+def encode_reanswer() -> bytes:
+    return _dumps({"type": "reanswer"})
+
+
+def decode_results_message(raw: bytes | None) -> ResultMessage | RetryMessage | ReanswerMessage | None:
     data = _object(raw)
     if not data:
         return None
     try:
         if data.get("type") == "retry":
             return RetryMessage(float(data.get("due", 0.0)))
+        if data.get("type") == "reanswer":
+            return ReanswerMessage()
         if data.get("type") == "result" and not isinstance(data["attempt"], bool):
             return ResultMessage(int(data["attempt"]), result_from_dict(data["result"]))
     except (KeyError, TypeError, ValueError, AttributeError):

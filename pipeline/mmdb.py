@@ -177,7 +177,11 @@ class MmdbSource:
         return self._lookup(snapshot.files, ip), snapshot.version
 
     async def resolve(self, ips: Sequence[str]) -> dict[str, LookupResult]:
-        return {ip: offline_result(self.lookup(ip), self.name, MISS) for ip in ips}
+        results: dict[str, LookupResult] = {}
+        for ip in ips:
+            geo, version = self.lookup_with_version(ip)
+            results[ip] = offline_result(geo, self.name, MISS, version)
+        return results
 
     def maybe_reload(self) -> bool:
         """Reopen the files that were replaced by a valid one with another build epoch; True if any was.

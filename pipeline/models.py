@@ -65,10 +65,12 @@ class GeoData:
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """A provider answered with geography for the address."""
+    """A provider answered with geography for the address; `version` names the data that answered
+    ("ipapi", "iptocc:<package version>", "mmdb:<database>@<build epoch>"), when the provider knows it."""
 
     geo: GeoData
     provider: str
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class TransientFailure:
     provider: str
     geo: GeoData | None = None
     asked: bool = True
+    version: str | None = None  # of the data behind `geo`
 
 
 LookupResult = Resolved | PermanentFailure | TransientFailure
@@ -101,7 +104,12 @@ LookupResult = Resolved | PermanentFailure | TransientFailure
 def result_to_dict(result: LookupResult) -> dict[str, Any]:
     """The JSON form of a lookup result, as published to the results topic."""
     if isinstance(result, Resolved):
-        return {"kind": "resolved", "provider": result.provider, "geo": result.geo.to_dict()}
+        return {
+            "kind": "resolved",
+            "provider": result.provider,
+            "geo": result.geo.to_dict(),
+            "version": result.version,
+        }
     if isinstance(result, PermanentFailure):
         return {"kind": "permanent", "provider": result.provider, "reason": result.reason}
     return {
@@ -110,6 +118,7 @@ def result_to_dict(result: LookupResult) -> dict[str, Any]:
         "reason": result.reason,
         "geo": result.geo.to_dict() if result.geo else None,
         "asked": result.asked,
+        "version": result.version,
     }
 
 
@@ -117,14 +126,17 @@ def result_from_dict(data: dict[str, Any]) -> LookupResult:
     """Inverse of `result_to_dict`; raises KeyError/ValueError on a malformed record."""
     kind = data["kind"]
     provider = str(data["provider"])
+    version = data.get("version") if isinstance(data.get("version"), str) else None
     if kind == "resolved":
-        return Resolved(GeoData.from_dict(data["geo"]), provider)
+        return Resolved(GeoData.from_dict(data["geo"]), provider, version)
     if kind == "permanent":
         return PermanentFailure(str(data["reason"]), provider)
     if kind == "transient":
         geo = data.get("geo")
         geo_data = GeoData.from_dict(geo) if isinstance(geo, dict) else None
-        return TransientFailure(str(data["reason"]), provider, geo_data, data.get("asked") is not False)
+        return TransientFailure(
+            str(data["reason"]), provider, geo_data, data.get("asked") is not False, version
+        )
     raise ValueError(f"unknown result kind {kind!r}")
 
 
@@ -141,6 +153,8 @@ class GeoEntry:
     updated_at: float = 0.0
     next_retry_at: float | None = None  # when the timer should look again; None for final entries
     last_error: str | None = None
+    data_version: str | None = None  # the data behind `geo` (see Resolved.version); None when unknown
+    last_seen: float = 0.0  # the latest day an event of this IP reached the table's owner
 
     @property
     def country_code(self) -> str | None:
@@ -166,6 +180,9 @@ class GeoEntry:
             updated_at=float(data.get("updated_at", 0.0)),
             next_retry_at=data.get("next_retry_at"),
             last_error=data.get("last_error"),
+            data_version=data.get("data_version") if isinstance(data.get("data_version"), str) else None,
+            # entries written before last_seen existed were last seen no later than first seen
+            last_seen=float(data["last_seen"] if "last_seen" in data else data.get("first_seen", 0.0)),
         )
 
     def to_json(self) -> bytes:

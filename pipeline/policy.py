@@ -14,6 +14,10 @@ crash between the table write and the publish, the replayed input repairs the re
 Statuses: `pending` means the first remote answer is still to come; its `geo` already holds what the
 offline data knows (`provider` says which). It never outlives the pending timeout: a due pending entry
 turns `partial` (offline country kept) or `unresolved` and is asked again.
+
+Forgetting: an entry remembers the last day its IP was seen (`last_seen`). Once an IP has not been seen for
+`stale_after`, its entry is no longer refreshed or retried (no API spend on history); after `forget_after`
+it is deleted (tombstones on the changelog and the resolved topic). Seen again in between, it is due at once.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from .models import (
 INDEX_PREFIX = "~"  # sorts after every IP spelling ([0-9a-f:]), so index keys never mix with entries
 RETRY_LANE = "0"  # index lane of pending/unresolved/partial/invalid entries: always served first
 REFRESH_LANE = "1"  # index lane of resolved entries waiting for their refresh: served after retries
+VERSION_LANE = "2"  # index of offline-answered entries by data version: what a newer version re-answers
 DUE_DIGITS = 13  # milliseconds since 1970 fit 13 digits until the year 2286: keys sort by due time
 NO_ANSWER = "no answer within the pending timeout"
 
@@ -51,6 +56,9 @@ class RetryPolicy:
     pending_timeout: float = 600.0  # a request unanswered this long is assumed lost and re-emitted
     refresh_after: float = 30 * 86400.0  # resolved answers older than this are refreshed
     invalid_retry: float = 7 * 86400.0  # "invalid" is one provider's word: asked again after a week
+    stale_after: float = 90 * 86400.0  # not seen this long: no more refreshes or retries
+    forget_after: float = 180 * 86400.0  # not seen this long: the entry is deleted
+    seen_every: float = 86400.0  # last_seen is kept to the day: at most one write per IP and day
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +73,31 @@ class Decision:
     entry: GeoEntry | None
     resolve_attempt: int | None = None
     publish: bool = False
+    delete: bool = False  # forget the IP: delete the entry, publish a tombstone
 
 
 def first_sight(
-    ip: str, kind: AddressKind, offline: GeoData | None, provider: str | None, now: float, policy: RetryPolicy
+    ip: str,
+    kind: AddressKind,
+    offline: GeoData | None,
+    provider: str | None,
+    now: float,
+    policy: RetryPolicy,
+    version: str | None = None,
 ) -> GeoEntry:
     """The entry for an IP never seen before: final `private` for non-global addresses, else `pending` with
-    what the offline data knows (the hot path serves it at once; the remote answer is still to come)."""
-    if kind is not AddressKind.GLOBAL:
-        return GeoEntry(ip, EntryStatus.PRIVATE, first_seen=now, updated_at=now, last_error=kind.value)
+    what the offline data knows (the hot path serves it at once; the remote answer is still to come);
+    `version` names that data."""
+    if kind is not AddressKind.GLOBAL:  # never asked of anyone; it only wakes up to be forgotten
+        return GeoEntry(
+            ip,
+            EntryStatus.PRIVATE,
+            first_seen=now,
+            updated_at=now,
+            last_error=kind.value,
+            last_seen=now,
+            next_retry_at=now + policy.forget_after,
+        )
     known = offline is not None and offline != GeoData()
     return GeoEntry(
         ip,
@@ -84,16 +108,21 @@ def first_sight(
         first_seen=now,
         updated_at=now,
         next_retry_at=now + policy.pending_timeout,
+        data_version=version if known else None,
+        last_seen=now,
     )
 
 
-def on_seen(entry: GeoEntry | None, fresh: GeoEntry | None) -> Decision:
+def on_seen(
+    entry: GeoEntry | None, fresh: GeoEntry | None, now: float = 0.0, policy: RetryPolicy | None = None
+) -> Decision:
     """A worker saw the IP: create its entry (`fresh`, from `first_sight`: needed only when `entry` is None)
     on first sight and ask once.
 
-    A known entry changes nothing, except a pending one: a worker whose own near cache lost the IP, or a
-    replay after a crash between the table write and the request, sends the request and the entry again
-    (the resolver drops what it already asked; the resolved topic is compacted).
+    A known entry changes nothing, except: a pending one (a worker whose own near cache lost the IP, or a
+    replay after a crash between the table write and the request) sends the request and the entry again
+    (the resolver drops what it already asked; the resolved topic is compacted); and its `last_seen` moves
+    to today, once a day, making a stale entry (no longer refreshed) due at once.
     """
     if entry is None:
         if fresh is None:
@@ -102,7 +131,12 @@ def on_seen(entry: GeoEntry | None, fresh: GeoEntry | None) -> Decision:
         return Decision(fresh, resolve_attempt=None if is_final else 1, publish=True)
     if entry.status is EntryStatus.PENDING:
         return Decision(None, resolve_attempt=entry.attempts + 1, publish=True)
-    return Decision(None)
+    if policy is None or _unseen(entry, now) < policy.seen_every:
+        return Decision(None)
+    seen = entry.evolve(last_seen=now)
+    if _unseen(entry, now) >= policy.stale_after and entry.status not in FINAL_STATUSES:
+        seen = seen.evolve(next_retry_at=now)  # it was left alone while unseen: look at it again now
+    return Decision(seen)
 
 
 def on_retry(entry: GeoEntry | None, now: float, policy: RetryPolicy) -> Decision:
@@ -111,10 +145,16 @@ def on_retry(entry: GeoEntry | None, now: float, policy: RetryPolicy) -> Decisio
     A retry that finds nothing due (a duplicate, or one that crossed an answer) still publishes the current
     entry, so a replay repairs the resolved topic.
     """
-    if entry is None or entry.status in FINAL_STATUSES:
+    if entry is None:
         return Decision(None)
+    unseen = _unseen(entry, now)
+    if unseen >= policy.forget_after:
+        return Decision(None, delete=True)
     if entry.next_retry_at is None or entry.next_retry_at > now:
-        return Decision(None, publish=True)
+        return Decision(None, publish=entry.status not in FINAL_STATUSES)
+    if entry.status in FINAL_STATUSES or unseen >= policy.stale_after:
+        # private entries, and IPs nobody sees any more, cost nothing: they only wake up to be forgotten
+        return Decision(entry.evolve(next_retry_at=entry.last_seen + policy.forget_after))
     status = entry.status
     last_error = entry.last_error
     if status is EntryStatus.PENDING:  # the first answer never came: say so, never stay pending
@@ -146,6 +186,7 @@ def apply_result(
             updated_at=now,
             last_error=None,
             next_retry_at=now + policy.refresh_after,
+            data_version=result.version or result.provider,
         )
     if isinstance(result, PermanentFailure):
         # a provider's "invalid query" may be wrong or change: asked again after a long wait, never forever
@@ -157,6 +198,7 @@ def apply_result(
             updated_at=now,
             last_error=result.reason,
             next_retry_at=now + policy.invalid_retry,
+            data_version=None,
         )
     return _transient(entry, attempt, result, now, policy, rng)
 
@@ -176,9 +218,10 @@ def _transient(
         return entry.evolve(attempts=attempt, updated_at=now, last_error=result.reason, next_retry_at=retry)
     fallback = result.geo if result.geo is not None and result.geo != GeoData() else None
     if fallback is None and entry.geo.country_code:  # keep the offline answer the entry already has
-        geo, provider = entry.geo, entry.provider
+        geo, provider, version = entry.geo, entry.provider, entry.data_version
     else:
         geo, provider = fallback or GeoData(), result.provider if fallback else None
+        version = result.version if fallback else None
     return entry.evolve(
         status=EntryStatus.PARTIAL if geo.country_code else EntryStatus.UNRESOLVED,
         geo=geo,
@@ -187,7 +230,59 @@ def _transient(
         updated_at=now,
         last_error=result.reason,
         next_retry_at=retry,
+        data_version=version,
     )
+
+
+def on_reanswer(entry: GeoEntry | None, fresh: GeoEntry, now: float) -> Decision:
+    """Newer offline data is in use: an entry whose geography came from an older version of it takes the
+    new answer (`fresh`, the first-sight entry the data gives now); its status follows the country (a
+    remote answer is never replaced: only offline-answered entries are swept)."""
+    if entry is None or entry.provider is None or entry.provider != entry_source(entry):
+        return Decision(None)
+    if (fresh.geo, fresh.provider, fresh.data_version) == (entry.geo, entry.provider, entry.data_version):
+        return Decision(None)
+    status = entry.status
+    if status is EntryStatus.PARTIAL and not fresh.geo.country_code:
+        status = EntryStatus.UNRESOLVED
+    elif status is EntryStatus.RESOLVED and not fresh.geo.country_code:
+        status, due = EntryStatus.UNRESOLVED, now
+        return Decision(_reanswered(entry, fresh, status, now).evolve(next_retry_at=due), publish=True)
+    return Decision(_reanswered(entry, fresh, status, now), publish=True)
+
+
+def _reanswered(entry: GeoEntry, fresh: GeoEntry, status: EntryStatus, now: float) -> GeoEntry:
+    return entry.evolve(
+        status=status,
+        geo=fresh.geo,
+        provider=fresh.provider,
+        data_version=fresh.data_version,
+        updated_at=now,
+    )
+
+
+OFFLINE_PROVIDERS = {"offline": "iptocc:", "mmdb": "mmdb:"}  # provider name -> its data versions' prefix
+
+
+def entry_source(entry: GeoEntry) -> str | None:
+    """The offline provider whose data answered the entry's geography, or None (a remote, or nothing)."""
+    for name, prefix in OFFLINE_PROVIDERS.items():
+        if entry.provider == name and (entry.data_version or "").startswith(prefix):
+            return name
+    return None
+
+
+def version_key(entry: GeoEntry) -> str | None:
+    """The entry's key in the data-version index (offline-answered entries only), or None: a sweep finds
+    the entries answered by an older version of some offline data without reading the table."""
+    if entry_source(entry) is None or entry.status in FINAL_STATUSES:
+        return None
+    return f"{INDEX_PREFIX}{VERSION_LANE}{entry.data_version}|{entry.ip}"
+
+
+def _unseen(entry: GeoEntry, now: float) -> float:
+    """Seconds since the IP was last seen; 0 when unknown (an entry without last_seen is never forgotten)."""
+    return now - entry.last_seen if entry.last_seen > 0 else 0.0
 
 
 def next_retry_at(attempts: int, now: float, policy: RetryPolicy, rng: random.Random) -> float:
@@ -202,14 +297,15 @@ def next_retry_at(attempts: int, now: float, policy: RetryPolicy, rng: random.Ra
 
 
 def schedule_key(entry: GeoEntry) -> str | None:
-    """The entry's key in the due-time index, or None when nothing is ever due (final entries).
+    """The entry's key in the due-time index, or None when nothing is ever due (no due time).
 
     Keys sort by lane then due time, so the timer reads due entries oldest-first and stops at the first
     one not yet due: a tick costs O(due entries), never O(table).
     """
-    if entry.next_retry_at is None or entry.status in FINAL_STATUSES:
+    if entry.next_retry_at is None:
         return None
-    lane = REFRESH_LANE if entry.status is EntryStatus.RESOLVED else RETRY_LANE
+    # private entries are only ever due to be forgotten: the refresh lane, served after every retry
+    lane = REFRESH_LANE if entry.status in (EntryStatus.RESOLVED, EntryStatus.PRIVATE) else RETRY_LANE
     return f"{INDEX_PREFIX}{lane}{int(entry.next_retry_at * 1000):0{DUE_DIGITS}d}|{entry.ip}"
 
 

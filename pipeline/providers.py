@@ -41,11 +41,13 @@ class OfflineSource(Protocol):
         ...
 
 
-def offline_result(geo: GeoData | None, provider: str, miss_reason: str) -> LookupResult:
+def offline_result(
+    geo: GeoData | None, provider: str, miss_reason: str, version: str | None = None
+) -> LookupResult:
     """An offline answer as a provider result: Resolved when it has the country, else a transient miss."""
     if geo is None or not geo.country_code:
         return TransientFailure(miss_reason, provider)
-    return Resolved(geo, provider)
+    return Resolved(geo, provider, version)
 
 
 class IptoccSource:
@@ -78,7 +80,9 @@ class OfflineProvider:
         self.source = IptoccSource()
 
     def lookup(self, ip: str) -> LookupResult:
-        return offline_result(self.source.lookup(ip), self.name, "no country in offline data")
+        return offline_result(
+            self.source.lookup(ip), self.name, "no country in offline data", self.source.version
+        )
 
     async def resolve(self, ips: Sequence[str]) -> dict[str, LookupResult]:
         return {ip: self.lookup(ip) for ip in ips}
@@ -134,7 +138,9 @@ class ProviderChain:
 def merge_fallback(primary: LookupResult, fallback: LookupResult | None) -> LookupResult:
     """Keep the primary's transient failure (so it is retried) but carry the fallback's geography."""
     if isinstance(primary, TransientFailure) and isinstance(fallback, Resolved) and primary.geo is None:
-        return TransientFailure(primary.reason, primary.provider, fallback.geo, primary.asked)
+        return TransientFailure(
+            primary.reason, primary.provider, fallback.geo, primary.asked, fallback.version
+        )
     return primary
 
 

@@ -68,12 +68,16 @@ class Route(enum.Enum):
     """Where one input record goes."""
 
     HIT = "hit"  # enriched with the near cache's entry
+    TOUCH = "touch"  # a hit, and the IP goes to the owner again: its last sighting there is a day old
     NEW = "new"  # enriched with a provisional entry; the IP also goes to the table's owner (seen record)
     DEAD_LETTER = "dead_letter"  # bad input: original bytes and the reason
 
 
 class NearCache:
-    """IP -> (entry JSON, key hash, when this worker last sent it as seen), at most `capacity` of them.
+    """IP -> (entry JSON, key hash, seen mark), at most `capacity` of them.
+
+    The seen mark says when this worker last sent the IP to the table's owner: 0 never, `-t` at t with no
+    answer from the owner since (our own provisional entry), `t` at t and the owner has published since.
 
     Why it exists: a hit served here costs a dict lookup, while the table's owner is another partition and
     another hop away. Entries come from the resolved topic (every change the table's owner publishes) and
@@ -118,7 +122,7 @@ class NearCache:
             self._entries.pop(ip, None)
             return
         found = self._entries.get(ip)
-        self.put(ip, entry, found[1] if found else UNKNOWN_HASH)
+        self.put(ip, entry, found[1] if found else UNKNOWN_HASH, abs(found[2]) if found else 0.0)
 
 
 class Router:
@@ -132,12 +136,14 @@ class Router:
         provisional: Callable[[str, float], bytes],
         key_hash: Callable[[bytes], int],
         resend_after: float,
+        touch_every: float = 86400.0,
     ) -> None:
         self.near = near
         self.max_bytes = max_bytes
         self._provisional = provisional  # (normalised ip, now) -> entry JSON
         self._key_hash = key_hash  # murmur2 of the key bytes, made non-negative (Kafka's partitioner)
         self._resend_after = resend_after  # seconds an own provisional entry waits for the owner's answer
+        self._touch_every = touch_every  # a known IP still in use is sent again this often (its last_seen)
         self._spellings: dict[str, str] = {}
         self.fresh: list[bytes] = []  # IPs routed NEW since `begin`: undone if their batch is not delivered
 
@@ -149,7 +155,7 @@ class Router:
         """The batch was not delivered: forget its first sights, so the replay sends those IPs again."""
         for ip in self.fresh:
             found = self.near.get(ip)
-            if found is not None and found[2]:  # still our own provisional entry
+            if found is not None and found[2] < 0:  # still our own provisional entry
                 self.near.learn(ip, None)
         self.fresh.clear()
 
@@ -158,7 +164,7 @@ class Router:
     ) -> tuple[Route, bytes | None, bytes, int]:
         """(route, output key, output value, key hash) for one record; `where` is (topic, partition, offset).
 
-        The key hash is the IP's (HIT, NEW) and meaningless for DEAD_LETTER, whose key is the input's own.
+        The key hash is the IP's (HIT, TOUCH, NEW) and meaningless for DEAD_LETTER (the input's own key).
         """
         try:
             parsed = parse_event(raw, self.max_bytes, self._normalise)
@@ -167,19 +173,23 @@ class Router:
         ip = parsed.ip.encode()
         found = self.near.get(ip)
         if found is not None:
-            entry, key_hash, seen_at = found
-            if key_hash == UNKNOWN_HASH:
-                key_hash = self._key_hash(ip)
-                self.near.put(ip, entry, key_hash, seen_at)
-            if seen_at and now - seen_at >= self._resend_after:
+            entry, key_hash, seen = found
+            route = Route.HIT
+            if seen < 0 and now + seen >= self._resend_after:
                 # our own provisional entry never got the owner's answer: the seen record may be lost
-                self.near.put(ip, entry, key_hash, now)
+                seen, route = -now, Route.NEW
                 self.fresh.append(ip)
-                return Route.NEW, ip, enriched(ip, entry, parsed.event_json), key_hash
-            return Route.HIT, ip, enriched(ip, entry, parsed.event_json), key_hash
+            elif seen == 0:
+                seen = now  # learnt from the owner: it knows the IP; its last sighting is refreshed later
+            elif seen > 0 and now - seen >= self._touch_every:
+                seen, route = now, Route.TOUCH
+            if key_hash == UNKNOWN_HASH or seen != found[2]:
+                key_hash = self._key_hash(ip) if key_hash == UNKNOWN_HASH else key_hash
+                self.near.put(ip, entry, key_hash, seen)
+            return route, ip, enriched(ip, entry, parsed.event_json), key_hash
         entry = self._provisional(parsed.ip, now)
         key_hash = self._key_hash(ip)
-        self.near.put(ip, entry, key_hash, now)
+        self.near.put(ip, entry, key_hash, -now)
         self.fresh.append(ip)
         return Route.NEW, ip, enriched(ip, entry, parsed.event_json), key_hash
 

@@ -83,6 +83,9 @@ class Settings:
     slow_lane_interval: float = field(default=86400.0, metadata={"env": "GEO_SLOW_LANE_INTERVAL"})
     pending_timeout: float = field(default=600.0, metadata={"env": "GEO_PENDING_TIMEOUT"})
     refresh_after: float = field(default=30 * 86400.0, metadata={"env": "GEO_REFRESH_AFTER"})
+    # IPs not seen this long are no longer refreshed (no API spend on history), then deleted
+    stale_after: float = field(default=90 * 86400.0, metadata={"env": "GEO_STALE_AFTER"})
+    forget_after: float = field(default=180 * 86400.0, metadata={"env": "GEO_FORGET_AFTER"})
     # web
     web_host: str = field(default="127.0.0.1", metadata={"env": "GEO_WEB_HOST"})
     web_port: int = field(default=6066, metadata={"env": "GEO_WEB_PORT"})
@@ -152,6 +155,11 @@ class Settings:
                 f"GEO_PENDING_TIMEOUT={self.pending_timeout:g} is shorter than two GEO_HTTP_TIMEOUTs "
                 f"(2 x {self.http_timeout:g} s): a request still in flight would be asked again; raise "
                 f"GEO_PENDING_TIMEOUT to at least {2 * self.http_timeout:g} or lower GEO_HTTP_TIMEOUT"
+            )
+        if self.forget_after <= self.stale_after:
+            problems.append(
+                f"GEO_FORGET_AFTER={self.forget_after:g} must be longer than GEO_STALE_AFTER="
+                f"{self.stale_after:g}: an IP stops being refreshed before its entry is deleted"
             )
         unknown = set(self.providers) - set(PROVIDERS)
         if unknown or not self.providers:
@@ -339,6 +347,8 @@ _LIMITS: dict[str, _Limit] = {
     "slow_lane_interval": _Limit(0, MAX_DURATION, "the slow lane's retry delay", _S, True),
     "pending_timeout": _Limit(0, MAX_DURATION, "how long an unanswered request is waited for", _S, True),
     "refresh_after": _Limit(0, MAX_DURATION, "age at which a resolved answer is refreshed", _S, True),
+    "stale_after": _Limit(0, MAX_DURATION, "time unseen after which an IP is no longer refreshed", _S, True),
+    "forget_after": _Limit(0, MAX_DURATION, "time unseen after which an IP's entry is deleted", _S, True),
 }
 
 

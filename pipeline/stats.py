@@ -21,6 +21,8 @@ class Stats:
     results_applied: int = 0  # results that changed an entry
     resolved_published: int = 0
     malformed: int = 0  # internal records skipped because they do not parse
+    reanswered: int = 0  # entries answered again by newer offline data
+    forgotten: int = 0  # entries deleted: their IP was not seen for GEO_FORGET_AFTER
     lookups: int = 0  # IPs sent to a provider by this worker's resolver
     batches: int = 0  # provider calls
     fallback_answers: int = 0  # IPs answered from the offline data because the remote could not be asked
@@ -35,5 +37,6 @@ class Stats:
             f"created={self.entries_created} resolve_sent={self.resolve_sent} lookups={self.lookups} "
             f"batches={self.batches} fallback={self.fallback_answers} deduped={self.resolve_deduped} "
             f"results={self.results_applied} published={self.resolved_published} "
-            f"malformed={self.malformed} replays={self.replays} errors={self.errors}"
+            f"malformed={self.malformed} reanswered={self.reanswered} forgotten={self.forgotten} "
+            f"replays={self.replays} errors={self.errors}"
         )

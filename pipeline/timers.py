@@ -23,8 +23,8 @@ import faust
 from .faustx import StallWatch
 from .geotable import IndexedStore
 from .ipapi import MAX_BATCH as RESOLVE_BATCH  # IPs per API request
-from .messages import encode_retry
-from .policy import REFRESH_LANE, RETRY_LANE
+from .messages import encode_reanswer, encode_retry
+from .policy import OFFLINE_PROVIDERS, REFRESH_LANE, RETRY_LANE
 from .settings import Settings
 from .stats import Stats
 
@@ -116,6 +116,8 @@ def _recovered(app: Any) -> bool:
     return completed is None or completed.is_set()
 
 
+SWEEP_EVERY = 10.0  # seconds between version sweeps
+SWEEP_CHUNK = 1_000  # entries re-answered per sweep at most: ~100/s, never a burst on the hot path's loop
 RELOAD_CHECK_EVERY = 10.0  # seconds between looks at the .mmdb files (a stat each when nothing changed)
 STALL_CHECK_EVERY = 30.0  # seconds between stall checks: far below the threshold, cheap (a few requests)
 
@@ -129,6 +131,59 @@ def register_stall_check(app: faust.App, watch: StallWatch) -> None:
             await watch.check()
         except Exception:  # an exception escaping a Faust timer kills the worker
             log.exception("stall check failed; the next one runs as usual")
+
+
+class VersionSweep:
+    """Re-answers, in chunks, the entries of this worker's partitions that an older version of some offline
+    data answered: the store keeps them in a version index, so a sweep reads only what it re-answers.
+
+    A sweep sends a "reanswer" request keyed by the IP to the co-partitioned results topic; the cache agent
+    answers it with today's data (`policy.on_reanswer`). Remote answers are never in the index: entries
+    waiting for the remote (partial, unresolved) get the new data at their next retry, within the budget.
+    """
+
+    def __init__(
+        self, app: faust.App, settings: Settings, store: IndexedStore, sources: dict[str, Any]
+    ) -> None:
+        self.app, self.settings, self.store = app, settings, store
+        self.sources = sources  # provider name -> offline source (with `version`)
+        self._last: set[str] = set()  # sent by the previous sweep: the agent may not have answered yet
+
+    def register(self) -> None:
+        self.app.timer(SWEEP_EVERY, name="geo-version-sweep")(self._tick)
+
+    async def _tick(self) -> None:
+        if self.app.rebalancing or not _recovered(self.app):
+            return
+        try:
+            sent = await self.run_sweep()
+        except Exception:  # an exception escaping a Faust timer kills the worker
+            log.exception("version sweep failed; the next one runs as usual")
+            return
+        if sent:
+            log.info(
+                "version sweep: %d entries answered by older offline data sent to be answered again", sent
+            )
+
+    async def run_sweep(self) -> int:
+        """Send up to SWEEP_CHUNK re-answer requests; returns how many went out."""
+        batch: list[str] = []
+        for name, source in self.sources.items():
+            prefix = OFFLINE_PROVIDERS[name]
+            batch += [
+                ip
+                for ip in self.store.older_versions(prefix, source.version, SWEEP_CHUNK)
+                if ip not in self._last
+            ]
+            if len(batch) >= SWEEP_CHUNK:
+                break
+        batch = batch[:SWEEP_CHUNK]
+        for ip in batch:
+            await self.app.producer.send(
+                self.settings.results_topic, ip.encode(), encode_reanswer(), None, None, None
+            )
+        self._last = set(batch)
+        return len(batch)
 
 
 def register_reload(app: faust.App, source: Any) -> None:

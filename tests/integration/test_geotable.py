@@ -20,6 +20,7 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from pipeline.geotable import INDEX_MARKER, GeoTable, IndexedStore, index_key
+from pipeline.geotable import index_keys as derived_keys
 from pipeline.models import EntryStatus, GeoData, GeoEntry
 from pipeline.policy import REFRESH_LANE, RETRY_LANE, is_index_key
 
@@ -82,8 +83,7 @@ def all_keys(store: IndexedStore, partition: int) -> set[bytes]:
 def derived_index(store: IndexedStore, partition: int) -> set[bytes]:
     """The index keys the partition's entries imply."""
     db = store._db_for_partition(partition)
-    keys = {index_key(value) for key, value in db.items() if not is_index_key(key)}
-    return {key for key in keys if key is not None}
+    return {key for k, value in db.items() if not is_index_key(k) for key in derived_keys(value)}
 
 
 def index_keys(store: IndexedStore, partition: int) -> set[bytes]:
@@ -161,3 +161,29 @@ def test_due_reads_only_due_keys_oldest_first_and_table_reads_skip_the_index(tmp
     items: Iterator[tuple[bytes, bytes]] = store._visible_items(store._db_for_partition(0))
     assert sorted(key for key, _ in items) == [f"10.0.0.{i}".encode() for i in range(4)]
     assert store.lane_size(RETRY_LANE) == 4
+
+
+def test_older_versions_finds_entries_answered_by_other_versions_of_the_data(tmp_path: Path) -> None:
+    """The version index yields the IPs answered by any version of one offline data set but the current
+    one, jumping over the current version's block, at most `limit` per partition; remote answers and
+    other data sets are never in it."""
+    store = make_store(tmp_path, partitions=1)
+
+    def answered(ip: str, provider: str, version: str) -> bytes:
+        entry = GeoEntry(ip, EntryStatus.PENDING, geo=GeoData(country_code="US"), provider=provider)
+        return entry.evolve(data_version=version, next_retry_at=NOW).to_json()
+
+    rows = [
+        ("10.0.0.1", "offline", "iptocc:3.3.1"),
+        ("10.0.0.2", "offline", "iptocc:3.3.2"),
+        ("10.0.0.3", "offline", "iptocc:3.3.9"),
+        ("10.0.0.4", "offline", "iptocc:3.3.2"),
+        ("10.0.0.5", "mmdb", "mmdb:GeoLite2-City@1"),
+        ("10.0.0.6", "ipapi", "ipapi"),
+    ]
+    for ip, provider, version in rows:
+        agent_write(store, 0, ip.encode(), answered(ip, provider, version))
+    assert sorted(store.older_versions("iptocc:", "iptocc:3.3.2", 10)) == ["10.0.0.1", "10.0.0.3"]
+    assert list(store.older_versions("iptocc:", "iptocc:3.3.2", 1)) == ["10.0.0.1"]
+    assert list(store.older_versions("mmdb:", "mmdb:GeoLite2-City@2", 10)) == ["10.0.0.5"]
+    assert list(store.older_versions("mmdb:", "mmdb:GeoLite2-City@1", 10)) == []

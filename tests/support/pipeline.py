@@ -111,6 +111,7 @@ class Outputs:
         self.dlq: list[dict[str, Any]] = []
         self.resolved: dict[str, dict[str, Any]] = {}
         self.resolved_count = 0
+        self.tombstones: set[str] = set()
         self._consumer = AIOKafkaConsumer(
             settings.enriched_topic,
             settings.dlq_topic,
@@ -130,6 +131,10 @@ class Outputs:
         batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
         for tp, records in batch.items():
             for record in records:
+                if record.value is None:  # a tombstone on the resolved topic: the IP was forgotten
+                    self.resolved.pop(record.key.decode(), None)
+                    self.tombstones.add(record.key.decode())
+                    continue
                 value = json.loads(record.value)
                 if tp.topic == self.settings.enriched_topic:
                     self.enriched.append(value)

@@ -174,13 +174,16 @@ def test_a_file_missing_the_address_leaves_the_fields_to_the_next(tmp_path: Path
 
 
 def test_resolve_is_resolved_with_a_country_and_a_transient_miss_otherwise(tmp_path: Path) -> None:
-    """resolve answers Resolved("mmdb") with a country; a miss or an AS-only answer is a geo-less miss."""
+    """resolve answers Resolved("mmdb") with a country and the files' version; a miss or an AS-only answer
+    is a geo-less miss."""
     country = write_layout(tmp_path, "geolite2-country", networks=NETWORKS[:1])
     asn = write_layout(tmp_path, "geolite2-asn")
     source = MmdbSource([country, asn])
     results = asyncio.run(source.resolve(["8.8.8.8", "1.1.1.1", "9.9.9.9"]))
     assert results == {
-        "8.8.8.8": Resolved(GeoData("US", "United States", asn=15169, as_name="GOOGLE"), "mmdb"),
+        "8.8.8.8": Resolved(
+            GeoData("US", "United States", asn=15169, as_name="GOOGLE"), "mmdb", source.version
+        ),
         "1.1.1.1": TransientFailure(MISS, "mmdb"),
         "9.9.9.9": TransientFailure(MISS, "mmdb"),
     }
@@ -207,8 +210,13 @@ def test_stands_in_a_provider_chain_after_a_failing_provider(tmp_path: Path) -> 
     source = MmdbSource([write_layout(tmp_path, "geolite2-country", networks=NETWORKS[:1])])
     chain = ProviderChain([Failing(), source, OfflineProvider()])
     results = asyncio.run(chain.resolve(["8.8.8.8", "1.1.1.1"]))
-    assert results["8.8.8.8"] == TransientFailure("HTTP 503", "ipapi", GeoData("US", "United States"))
-    assert results["1.1.1.1"] == TransientFailure("HTTP 503", "ipapi", GeoData("AU", "Australia"))
+    iptocc = OfflineProvider().source.version
+    assert results["8.8.8.8"] == TransientFailure(
+        "HTTP 503", "ipapi", GeoData("US", "United States"), True, source.version
+    )
+    assert results["1.1.1.1"] == TransientFailure(
+        "HTTP 503", "ipapi", GeoData("AU", "Australia"), True, iptocc
+    )
     assert chain.max_batch == 100
 
 

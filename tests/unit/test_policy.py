@@ -24,6 +24,7 @@ from pipeline.policy import (
     NO_ANSWER,
     REFRESH_LANE,
     RETRY_LANE,
+    VERSION_LANE,
     Decision,
     RetryPolicy,
     apply_result,
@@ -31,10 +32,12 @@ from pipeline.policy import (
     is_index_key,
     lane_prefix,
     next_retry_at,
+    on_reanswer,
     on_retry,
     on_seen,
     parse_schedule_key,
     schedule_key,
+    version_key,
 )
 
 S = EntryStatus
@@ -98,12 +101,13 @@ def test_first_sight_without_offline_data_is_pending_with_no_country_and_no_prov
 
 @pytest.mark.parametrize("kind", [k for k in AddressKind if k is not AddressKind.GLOBAL])
 def test_first_sight_non_global_kind_is_final_private(kind: AddressKind) -> None:
-    """A non-global address becomes a final PRIVATE entry naming its kind, never scheduled."""
+    """A non-global address becomes a final PRIVATE entry naming its kind, due only to be forgotten (in
+    the refresh lane, after every retry)."""
     entry = first_sight("10.0.0.1", kind, OFFLINE_US, "offline", NOW, POLICY)
     assert entry.status is S.PRIVATE
     assert entry.last_error == kind.value
-    assert entry.next_retry_at is None
-    assert schedule_key(entry) is None
+    assert entry.next_retry_at == NOW + POLICY.forget_after
+    assert schedule_key(entry) is not None and schedule_key(entry).startswith(lane_prefix(REFRESH_LANE))  # type: ignore[union-attr]
 
 
 def test_on_seen_first_sight_writes_publishes_and_starts_attempt_1() -> None:
@@ -197,14 +201,17 @@ def test_on_retry_not_yet_due_republishes_and_starts_nothing() -> None:
     assert on_retry(entry, NOW, POLICY) == Decision(None, publish=True)
 
 
-@pytest.mark.parametrize(
-    "entry",
-    [None, GeoEntry(IP, S.PRIVATE, next_retry_at=NOW - 10)],
-    ids=["missing", "private"],
-)
-def test_on_retry_missing_or_final_entry_does_nothing(entry: GeoEntry | None) -> None:
-    """Missing entries and final entries are never retried or published."""
-    assert on_retry(entry, NOW, POLICY) == Decision(None)
+def test_on_retry_missing_entry_does_nothing() -> None:
+    """A retry for an IP without an entry changes and publishes nothing."""
+    assert on_retry(None, NOW, POLICY) == Decision(None)
+
+
+def test_on_retry_of_a_due_private_entry_seen_lately_only_moves_its_wake_up() -> None:
+    """A private entry is never asked of anyone: when due it only sleeps until it would be forgotten."""
+    entry = GeoEntry("10.0.0.1", S.PRIVATE, last_seen=NOW - 10, next_retry_at=NOW - 1)
+    decision = on_retry(entry, NOW, POLICY)
+    assert decision.resolve_attempt is None and not decision.publish and not decision.delete
+    assert decision.entry is not None and decision.entry.next_retry_at == NOW - 10 + POLICY.forget_after
 
 
 def test_on_retry_undated_entry_is_never_retried() -> None:
@@ -456,9 +463,10 @@ def test_schedule_key_earlier_due_sorts_first_within_a_lane() -> None:
     assert keys == sorted(keys)  # type: ignore[type-var]
 
 
-def test_schedule_key_final_entries_have_no_key() -> None:
-    """Final (private) entries are never in the index, even if a due time were set."""
-    assert schedule_key(GeoEntry(IP, S.PRIVATE, next_retry_at=NOW)) is None
+def test_schedule_key_private_entries_wait_in_the_refresh_lane() -> None:
+    """Private entries are indexed in the refresh lane: only ever due to be forgotten, after any retry."""
+    key = schedule_key(GeoEntry(IP, S.PRIVATE, next_retry_at=NOW))
+    assert key is not None and key.startswith(lane_prefix(REFRESH_LANE))
 
 
 def test_schedule_key_entry_without_due_time_has_no_key() -> None:
@@ -573,3 +581,94 @@ def test_apply_result_not_asked_does_not_grow_the_back_off() -> None:
     assert after is not None and after.next_retry_at is not None
     assert NOW + POLICY.base / 2 <= after.next_retry_at <= NOW + POLICY.base
     assert after.status is S.PARTIAL and after.attempts == 7
+
+
+# --- last seen, staleness, forgetting -------------------------------------------------------------------
+
+
+def test_on_seen_moves_last_seen_at_most_once_a_day() -> None:
+    """A seen record for a known IP writes today's date into last_seen, but not twice the same day."""
+    entry = resolved().evolve(last_seen=NOW - 2 * POLICY.seen_every)
+    decision = on_seen(entry, None, NOW, POLICY)
+    assert decision.entry is not None and decision.entry.last_seen == NOW and not decision.publish
+    assert on_seen(decision.entry, None, NOW + 60, POLICY) == Decision(None)
+
+
+def test_a_stale_entry_is_not_refreshed_and_wakes_up_to_be_forgotten() -> None:
+    """A resolved entry due for refresh whose IP was not seen for `stale_after` costs no API request: it
+    sleeps until `forget_after` past its last sighting."""
+    last = NOW - POLICY.stale_after - 1
+    entry = resolved().evolve(last_seen=last, next_retry_at=NOW - 1)
+    decision = on_retry(entry, NOW, POLICY)
+    assert decision.resolve_attempt is None and not decision.delete
+    assert decision.entry is not None and decision.entry.next_retry_at == last + POLICY.forget_after
+
+
+def test_a_forgotten_entry_is_deleted() -> None:
+    """Past `forget_after` without a sighting, the entry is deleted (a tombstone goes out)."""
+    entry = resolved().evolve(last_seen=NOW - POLICY.forget_after, next_retry_at=NOW - 1)
+    assert on_retry(entry, NOW, POLICY) == Decision(None, delete=True)
+
+
+def test_a_stale_entry_seen_again_is_due_at_once() -> None:
+    """An IP seen again after going stale gets today's last_seen and is due now, so it is refreshed."""
+    entry = resolved().evolve(last_seen=NOW - POLICY.stale_after - 5, next_retry_at=NOW + 10**6)
+    decision = on_seen(entry, None, NOW, POLICY)
+    assert (
+        decision.entry is not None and decision.entry.next_retry_at == NOW and decision.entry.last_seen == NOW
+    )
+
+
+def test_an_entry_without_last_seen_is_never_forgotten() -> None:
+    """Entries written before last_seen existed (0: unknown) are retried as usual, never deleted."""
+    entry = GeoEntry(IP, S.UNRESOLVED, attempts=1, next_retry_at=NOW - 1)
+    assert on_retry(entry, NOW, POLICY).resolve_attempt == 2
+
+
+# --- data versions --------------------------------------------------------------------------------------
+
+V1, V2 = "iptocc:3.3.1", "iptocc:3.3.2"
+
+
+def offline_pending(geo: GeoData = OFFLINE_US, version: str = V1) -> GeoEntry:
+    return first_sight(IP, AddressKind.GLOBAL, geo, "offline", NOW, POLICY, version)
+
+
+def test_first_sight_records_the_data_version_that_answered() -> None:
+    """A first-sight entry names the offline data and its version; one the data did not know names none."""
+    assert offline_pending().data_version == V1
+    assert first_sight(IP, AddressKind.GLOBAL, None, "offline", NOW, POLICY, V1).data_version is None
+
+
+def test_version_key_indexes_offline_answers_only() -> None:
+    """Offline-answered entries are in the version index under their version; remote answers are not."""
+    key = version_key(offline_pending())
+    assert key is not None and key.startswith(lane_prefix(VERSION_LANE) + V1)
+    remote = apply_result(offline_pending(), 1, Resolved(US, "ipapi"), NOW, POLICY, rng())
+    assert remote is not None and remote.data_version == "ipapi" and version_key(remote) is None
+
+
+def test_on_reanswer_takes_the_newer_data_and_publishes() -> None:
+    """An entry answered by an older version of the offline data takes the new version's answer."""
+    old = offline_pending()
+    fresh = offline_pending(GeoData(country_code="CA", country_name="Canada"), V2)
+    decision = on_reanswer(old, fresh, NOW + 5)
+    assert decision.publish and decision.entry is not None
+    assert (decision.entry.geo.country_code, decision.entry.data_version) == ("CA", V2)
+    assert decision.entry.status is S.PENDING
+
+
+def test_on_reanswer_never_replaces_a_remote_answer_and_is_idempotent() -> None:
+    """A remote-answered entry is left alone; an entry already on the new version changes nothing."""
+    remote = resolved().evolve(data_version="ipapi")
+    assert on_reanswer(remote, offline_pending(version=V2), NOW) == Decision(None)
+    current = offline_pending(version=V2)
+    assert on_reanswer(current, offline_pending(version=V2), NOW) == Decision(None)
+
+
+def test_on_reanswer_of_a_partial_entry_the_new_data_does_not_know_becomes_unresolved() -> None:
+    """A partial entry whose country the new data no longer knows turns unresolved (still retried)."""
+    partial = offline_pending().evolve(status=S.PARTIAL, attempts=1, next_retry_at=NOW + 60)
+    fresh = first_sight(IP, AddressKind.GLOBAL, None, "offline", NOW, POLICY, V2)
+    decision = on_reanswer(partial, fresh.evolve(provider="offline", data_version=V2), NOW)
+    assert decision.entry is not None and decision.entry.status is S.UNRESOLVED

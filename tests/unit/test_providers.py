@@ -66,7 +66,10 @@ def run(chain: ProviderChain | OfflineProvider, ips: Sequence[str]) -> dict[str,
 def test_offline_provider_answers_known_public_ip_with_country_name(ip: str, code: str, name: str) -> None:
     """The offline provider resolves a known public IP to its registry country and the country's name."""
     result = run(OfflineProvider(), [ip])[ip]
-    assert result == Resolved(GeoData(country_code=code, country_name=name), "offline")
+    assert result == Resolved(
+        GeoData(country_code=code, country_name=name), "offline", OfflineProvider().source.version
+    )
+    assert result.version is not None and result.version.startswith("iptocc:")
 
 
 def test_offline_provider_without_data_is_transient() -> None:
@@ -181,8 +184,9 @@ def test_chain_with_real_offline_fallback() -> None:
     """With the real offline provider as fallback, a transient ip-api failure carries the iptocc country."""
     first = FakeProvider("ipapi", {"1.1.1.1": TransientFailure("HTTP 503", "ipapi")})
     results = run(ProviderChain([first, OfflineProvider()]), ["1.1.1.1"])
+    version = OfflineProvider().source.version
     assert results["1.1.1.1"] == TransientFailure(
-        "HTTP 503", "ipapi", GeoData(country_code="AU", country_name="Australia")
+        "HTTP 503", "ipapi", GeoData(country_code="AU", country_name="Australia"), True, version
     )
 
 

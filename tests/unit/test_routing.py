@@ -321,12 +321,12 @@ def test_near_cache_evicts_the_entry_used_longest_ago() -> None:
 
 
 def test_near_cache_learning_keeps_the_key_hash_and_clears_the_own_mark() -> None:
-    """A newer entry from the resolved topic replaces the value, keeps the cached key hash and ends this
-    worker's own seen mark (the owner has the IP now)."""
+    """A newer entry from the resolved topic replaces the value, keeps the cached key hash and turns this
+    worker's own mark (sent, unanswered) into "sent, answered" (the owner has the IP now)."""
     near = NearCache(5)
-    near.put(b"a", b"old", 42, 100.0)
+    near.put(b"a", b"old", 42, -100.0)
     near.learn(b"a", b"new")
-    assert near.get(b"a") == (b"new", 42, 0.0)
+    assert near.get(b"a") == (b"new", 42, 100.0)
     near.learn(b"b", b"x")
     assert near.get(b"b") == (b"x", UNKNOWN_HASH, 0.0)
 
@@ -366,3 +366,13 @@ def test_undo_forgets_the_first_sights_of_a_batch_that_was_not_delivered() -> No
     r.undo()
     r.begin()
     assert [r.route(raw, None, WHERE, 101.0)[0] for raw in (b"8.8.8.8", b"9.9.9.9")] == [Route.NEW, Route.HIT]
+
+
+def test_a_known_ip_in_use_is_sent_to_the_owner_again_once_a_day() -> None:
+    """An IP the owner published is a plain hit, except once a day of use, when it is a TOUCH (a hit that
+    also tells the owner the IP is still seen, so it is not forgotten)."""
+    r = router()
+    r.near.learn(b"8.8.8.8", GeoEntry("8.8.8.8", EntryStatus.RESOLVED).to_json())
+    day = 86400.0
+    kinds = [r.route(b"8.8.8.8", None, WHERE, now)[0] for now in (100.0, 200.0, 100.0 + day, 200.0 + day)]
+    assert kinds == [Route.HIT, Route.HIT, Route.TOUCH, Route.HIT]
