@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = sub.add_parser("bench-budget", help="resolution rate as a share of the API budget (fake ip-api)")
     budget.add_argument("--ips", type=int, default=3_000)
     budget.add_argument("--window", type=float, default=6.0)
-    mmdb = sub.add_parser("bench-mmdb", help="MMDB (City+ASN) lookups/s beside iptocc's (needs the test extra)")
+    mmdb = sub.add_parser(
+        "bench-mmdb", help="MMDB (City+ASN) lookups/s beside iptocc's (needs the test extra)"
+    )
     mmdb.add_argument("--networks", type=int, default=100_000)
     mmdb.add_argument("--ips", type=int, default=100_000)
     args = parser.parse_args(argv)
