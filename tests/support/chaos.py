@@ -1,0 +1,289 @@
+"""Fault-test helpers: worker processes a test kills and restarts, tagged input whose every record is
+accounted for, a RocksDB audit of a stopped worker's table, and the API requests read back from the asked
+log.
+
+What the fault tests prove is counted, not eyeballed: every input position comes out (enriched, found by
+the `seq` tag the enriched record carries verbatim, or dead-lettered, found by the source position the dead
+letter names), how many came out twice, and whether a table rebuilt from disk or from the changelog agrees
+with its index and with `geo-resolved`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rocksdict
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from faust.stores.rocksdb import Store
+
+from pipeline.app import CACHE_TABLE
+from pipeline.devtools.processes import WorkerProcess
+from pipeline.geotable import INDEX_MARKER, index_key
+from pipeline.messages import decode_asked
+from pipeline.policy import is_index_key
+from pipeline.settings import Settings
+from tests.support.kafka import wait_for
+from tests.support.pipeline import Outputs, read_topic
+
+# Faust's consumer group keeps a member that died without leaving for its session timeout (Faust's default:
+# 60 s, during which its table partitions are served by nobody). Fault tests give it the 10 s the plain
+# aiokafka consumers of the hot path and the resolver have, so a kill costs seconds, not a minute.
+FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "10"}
+READY_TIMEOUT = 90.0  # a worker start on two busy cores, recovery included
+
+
+class Crew:
+    """Worker processes on one app, each on its own data dir, killed (SIGKILL), stopped (SIGTERM) and
+    restarted on that same data dir by the test; every start logs to a file of its own."""
+
+    def __init__(self, settings: Settings, workdir: Path, n: int, **env: str) -> None:
+        self.settings, self.workdir, self.env = settings, workdir, {**FAST_FAILOVER, **env}
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.starts = [0] * n
+        self.workers = [self._start(i) for i in range(n)]
+        self.kills = 0
+        self.restarts = 0
+        self.stops: list[float] = []  # seconds each SIGTERM took, in order
+
+    def _start(self, i: int, data_dir: Path | None = None) -> WorkerProcess:
+        self.starts[i] += 1
+        log = self.workdir / f"w{i}.{self.starts[i]}.log"
+        return WorkerProcess(self.settings, data_dir or self.workdir / f"w{i}", log, **self.env)
+
+    async def ready(self, timeout: float = READY_TIMEOUT) -> None:
+        await wait_for(lambda: all(w.ready() for w in self.workers), timeout, message="every worker ready")
+
+    def kill(self, i: int) -> None:
+        """SIGKILL worker `i`: no shutdown, no final commit, producer buffers lost."""
+        self.workers[i].kill()
+        self.kills += 1
+
+    def stop(self, i: int) -> float:
+        """SIGTERM worker `i` and wait for it to exit; returns the seconds it took."""
+        took = self.workers[i].terminate()
+        self.stops.append(took)
+        return took
+
+    def restart(self, i: int, data_dir: Path | None = None) -> WorkerProcess:
+        """Start worker `i` again, on its own data dir unless another is given (it must be stopped)."""
+        assert self.workers[i].proc.poll() is not None, "restart a stopped worker only"
+        self.workers[i]._log.close()
+        self.workers[i] = self._start(i, data_dir)
+        self.restarts += 1
+        return self.workers[i]
+
+    def by_label(self, label: str) -> int | None:
+        """The index of the running worker whose `worker_label` (host:pid) is `label`."""
+        for i, worker in enumerate(self.workers):
+            if label.endswith(f":{worker.pid}") and worker.proc.poll() is None:
+                return i
+        return None
+
+    def stop_all(self) -> list[float]:
+        return [self.stop(i) for i, w in enumerate(self.workers) if w.proc.poll() is None]
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("w*.log")))
+
+
+# -- input with known positions, and what came out of it ---------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """Every input record by (partition, offset) with its seq; what the outputs hold of each."""
+
+    positions: dict[tuple[int, int], int] = field(default_factory=dict)  # (partition, offset) -> seq
+    valid: set[int] = field(default_factory=set)  # seqs that must be enriched; the rest dead-lettered
+
+    def count(self, out: Outputs) -> TallyCounts:
+        enriched = Counter(
+            e["event"]["seq"]
+            for e in out.enriched
+            if isinstance(e.get("event"), dict) and "seq" in e["event"]
+        )
+        topic = out.settings.events_topic
+        dead = Counter(
+            self.positions.get((d["partition"], d["offset"]), -1) for d in out.dlq if d.get("topic") == topic
+        )
+        seqs = set(self.positions.values())
+        invalid = seqs - self.valid
+        return TallyCounts(
+            events_in=len(seqs),
+            enriched=sum(1 for s in self.valid if s in enriched),
+            dlq=sum(1 for s in invalid if s in dead),
+            missing=sorted((self.valid - set(enriched)) | (invalid - set(dead))),
+            misrouted=sorted((set(enriched) & invalid) | (set(dead) & self.valid)),
+            duplicates=sum(n - 1 for n in enriched.values() if n > 1)
+            + sum(n - 1 for n in dead.values() if n > 1),
+        )
+
+
+@dataclass(frozen=True)
+class TallyCounts:
+    events_in: int
+    enriched: int  # distinct valid events enriched at least once
+    dlq: int  # distinct invalid events dead-lettered at least once
+    missing: list[int]  # seqs that never came out
+    misrouted: list[int]  # valid ones dead-lettered or invalid ones enriched
+    duplicates: int  # extra copies (at least once: a crash replays the batch in hand)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def line(self) -> str:
+        return (
+            f"events in={self.events_in} enriched={self.enriched} dlq={self.dlq} missing={len(self.missing)} "
+            f"duplicates={self.duplicates}"
+        )
+
+
+def tagged_events(
+    ips: Sequence[str], n: int, *, start: int = 0, bad_every: int = 50
+) -> list[tuple[int, bytes]]:
+    """(seq, value) for events `start`..`start+n-1` over `ips`; every `bad_every`-th one is invalid (its ip
+    is a number) and must be dead-lettered."""
+    events = []
+    for seq in range(start, start + n):
+        ip: Any = 42 if bad_every and seq % bad_every == 0 else ips[seq % len(ips)]
+        events.append((seq, json.dumps({"ip": ip, "seq": seq}, separators=(",", ":")).encode()))
+    return events
+
+
+async def publish_tagged(
+    bootstrap: str,
+    topic: str,
+    events: Iterable[tuple[int, bytes]],
+    tally: Tally,
+    *,
+    partitions: int,
+    seed: int,
+) -> None:
+    """Send each event to a random partition (keys mixed, like foreign producers) and note where it landed."""
+    rng = random.Random(seed)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        sent = []
+        for seq, value in events:
+            key = rng.choice([None, b"k%d" % rng.randrange(50)])
+            sent.append(
+                (seq, value, await producer.send(topic, value, key=key, partition=rng.randrange(partitions)))
+            )
+        for seq, value, future in sent:
+            meta = await future
+            tally.positions[meta.partition, meta.offset] = seq
+            if b'"ip":42' not in value:
+                tally.valid.add(seq)
+    finally:
+        await producer.stop()
+
+
+# -- the table on disk --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TableAudit:
+    """A stopped worker's geo table, read from its RocksDB partition databases."""
+
+    partitions: list[int] = field(default_factory=list)
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # ip -> entry
+    index_keys: int = 0
+    orphans: list[str] = field(default_factory=list)  # index keys whose entry is missing or implies another
+    unindexed: list[str] = field(default_factory=list)  # scheduled entries without their index key
+    doubles: list[str] = field(default_factory=list)  # IPs found in two partitions
+
+    @property
+    def drift(self) -> int:
+        return len(self.orphans) + len(self.unindexed)
+
+    def line(self) -> str:
+        return (
+            f"partitions={self.partitions} entries={len(self.entries)} index_keys={self.index_keys} "
+            f"orphan_keys={len(self.orphans)} unindexed_entries={len(self.unindexed)}"
+        )
+
+
+def audit_table(data_dir: Path, table: str = CACHE_TABLE) -> TableAudit:
+    """Read every partition database of `table` under a STOPPED worker's data dir (RocksDB allows one
+    writer) and check the due-time index against the entries both ways."""
+    audit = TableAudit()
+    for path in sorted(data_dir.rglob(f"{table}-*.db")):
+        partition = int(path.name.removesuffix(".db").rpartition("-")[2])
+        audit.partitions.append(partition)
+        db = rocksdict.Rdict(
+            str(path), options=rocksdict.Options(raw_mode=True), access_type=rocksdict.AccessType.read_only()
+        )
+        try:
+            values: dict[bytes, bytes] = {}
+            keys: set[bytes] = set()
+            for key, value in db.items():
+                if key in (INDEX_MARKER, Store.offset_key):
+                    continue
+                if is_index_key(key):
+                    keys.add(key)
+                else:
+                    values[key] = value
+        finally:
+            db.close()
+        implied = {index_key(value): key for key, value in values.items()}
+        implied.pop(None, None)
+        audit.index_keys += len(keys)
+        audit.orphans += sorted(k.decode() for k in keys - implied.keys())
+        audit.unindexed += sorted(implied[k].decode() for k in implied.keys() - keys if k is not None)
+        for key, value in values.items():
+            ip = key.decode()
+            if ip in audit.entries:
+                audit.doubles.append(ip)
+            audit.entries[ip] = json.loads(value)
+    return audit
+
+
+def disagreements(table: dict[str, dict[str, Any]], resolved: dict[str, dict[str, Any]]) -> list[str]:
+    """IPs whose table entry differs from their latest `geo-resolved` record, or that only one side has."""
+    return sorted(ip for ip in table.keys() | resolved.keys() if table.get(ip) != resolved.get(ip))
+
+
+# -- the broker's view ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One request the resolver sent (or was about to send) to the API, from the asked log."""
+
+    at: float  # Unix seconds, written just before the call
+    by: str  # worker label, host:pid
+    ips: int
+
+
+async def api_requests(settings: Settings) -> list[ApiRequest]:
+    """The API requests of every resolver, oldest first: the asks of one request share one timestamp."""
+    groups: dict[tuple[float, str], int] = Counter()
+    for record in await read_topic(settings.kafka_bootstrap, settings.asked_topic):
+        asked = decode_asked(record.value)
+        if asked is not None and not asked.answered:
+            groups[asked.at, json.loads(record.value).get("by", "")] += 1
+    return [ApiRequest(at, by, n) for (at, by), n in sorted(groups.items())]
+
+
+async def committed(bootstrap: str, group: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    """The committed offsets of `group` on `tps` (missing ones left out)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: offsets[tp].offset for tp in tps if tp in offsets and offsets[tp].offset >= 0}
