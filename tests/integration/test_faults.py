@@ -5,8 +5,11 @@ stuck entries, index drift, stop durations) and prints it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -15,9 +18,23 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline.app import CACHE_TABLE, ensure_topics
 from pipeline.devtools.fake_ipapi import IpApiServer, ServerConfig
-from tests.support.chaos import Crew, audit_table, committed, disagreements
+from pipeline.devtools.workloads import public_ips
+from pipeline.settings import Settings
+from pipeline.throttle import SLACK
+from tests.support.chaos import (
+    Crew,
+    Tally,
+    api_requests,
+    audit_table,
+    committed,
+    disagreements,
+    handovers,
+    publish_tagged,
+    resolver_owner,
+    tagged_events,
+)
 from tests.support.kafka import create_topics, wait_for
-from tests.support.pipeline import WINDOW, make_settings, publish_values, read_topic
+from tests.support.pipeline import WINDOW, Outputs, make_settings, publish_values, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -105,3 +122,237 @@ async def test_a_failed_changelog_send_is_replayed_and_the_replay_repairs_the_ch
         assert audit.drift == 0 and not audit.doubles
         assert disagreements(audit.entries, {ip: resolved}) == []
     assert api.count_429 == 0 and not api.banned
+
+
+# -- kill -9 while results flow ---------------------------------------------------------------------------
+
+CHAOS_IPS = 1_500
+CHAOS_EVENTS = 6_000  # 4 per IP, every 50th invalid, published over FEED_SECONDS
+FEED_SECONDS = 30
+KILLS = 6
+KILL_EVERY = 5.0  # seconds: the fault injector's schedule, not synchronisation
+
+
+def chaos_settings(bootstrap: str, tmp_path: Path, api_url: str, **overrides: Any) -> Settings:
+    """The fake API's short window, retries within seconds, a pending timeout a test can wait out."""
+    values: dict[str, Any] = {
+        "providers": ("ipapi", "offline"),
+        "ipapi_url": api_url,
+        "budget_window": WINDOW,
+        "retry_interval": 1.0,
+        "retry_base": 2.0,
+        "retry_cap": 8.0,
+        "http_timeout": 5.0,
+        "pending_timeout": 20.0,
+        **overrides,
+    }
+    return make_settings(bootstrap, tmp_path, **values)
+
+
+async def feed(
+    settings: Settings, tally: Tally, ips: list[str], events: int, seconds: float, seed: int
+) -> None:
+    """Publish `events` tagged events in one-second chunks over `seconds` (a steady stream, not a burst)."""
+    chunks = max(1, int(seconds))
+    per = -(-events // chunks)
+    for n, start in enumerate(range(0, events, per)):
+        batch = tagged_events(ips, min(per, events - start), start=start)
+        await publish_tagged(
+            settings.kafka_bootstrap,
+            settings.events_topic,
+            batch,
+            tally,
+            partitions=settings.partitions,
+            seed=seed + n,
+        )
+        await asyncio.sleep(1.0)  # the producer's pace, not synchronisation
+
+
+def stuck_pending(resolved: dict[str, dict[str, Any]], pending_timeout: float, now: float) -> list[str]:
+    """IPs whose latest entry is still pending longer than the pending timeout after it was written."""
+    return sorted(
+        ip
+        for ip, e in resolved.items()
+        if e["status"] == "pending" and now - e["updated_at"] > pending_timeout + 5
+    )
+
+
+async def latest_resolved(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The latest geo-resolved record per IP, read to the topic's end."""
+    found: dict[str, dict[str, Any]] = {}
+    for record in await read_topic(settings.kafka_bootstrap, settings.resolved_topic):
+        if record.value is not None:
+            found[record.key.decode()] = json.loads(record.value)
+    return found
+
+
+async def test_kill_9_every_few_seconds_loses_nothing_and_table_changelog_and_index_agree(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Two workers, one killed with SIGKILL every few seconds and restarted on its data dir while events and
+    results flow: every input comes out (enriched or dead-lettered), every IP ends resolved with no entry
+    stuck pending, zero 429s and no ban, and the table on the old data dir and one rebuilt from the changelog
+    on an empty data dir both equal geo-resolved with no index key out of step with its entry."""
+    ips = public_ips(CHAOS_IPS, seed=61, offline_known=False)
+    tally = Tally()
+    async with IpApiServer(ServerConfig(window=WINDOW)) as api:
+        settings = chaos_settings(kafka_bootstrap, tmp_path, api.url)
+        await ensure_topics(settings)
+        crew = Crew(settings, tmp_path / "crew", 2)
+        try:
+            await crew.ready()
+            async with Outputs(settings) as out:
+                feeding = asyncio.ensure_future(
+                    feed(settings, tally, ips, CHAOS_EVENTS, FEED_SECONDS, seed=7)
+                )
+                started = time.monotonic()
+                owner_kills = 0
+                for k in range(KILLS):
+                    await asyncio.sleep(KILL_EVERY)  # the fault injector's schedule
+                    owner = await resolver_owner(settings, crew)
+                    # every other kill hits the resolver's owner (mid-call or waiting for its budget)
+                    victim = owner if k % 2 == 0 and owner is not None else k % 2
+                    owner_kills += victim == owner
+                    crew.kill(victim)
+                    crew.restart(victim)
+                chaos_seconds = time.monotonic() - started
+                await feeding
+
+                async def quiet() -> bool:
+                    await out.poll()
+                    done = all(out.resolved.get(ip, {}).get("status") == "resolved" for ip in tally.ips)
+                    return done and tally.count(out).complete
+
+                await wait_for(
+                    quiet,
+                    180,
+                    interval=0.2,
+                    message=lambda: f"{tally.count(out).line()} {out.statuses()} {api.summary()}",
+                )
+                counts = tally.count(out)
+            await crew.ready()
+            stops = crew.stop_all()
+            same_dirs = [audit_table(w.data_dir) for w in crew.workers]
+            resolved = await latest_resolved(settings)
+            # the old data dir alone (every partition, recovered from its own state plus the changelog's
+            # delta), then an empty one (every partition rebuilt from the changelog)
+            crew.restart(0)
+            await crew.ready(0)
+            stops.append(crew.stop(0))
+            alone = audit_table(crew.workers[0].data_dir)
+            crew.restart(0, data_dir=tmp_path / "crew" / "fresh")
+            await crew.ready(0)
+            stops.append(crew.stop(0))
+            rebuilt = audit_table(tmp_path / "crew" / "fresh")
+        finally:
+            crew.close()
+    stuck = stuck_pending(resolved, settings.pending_timeout, time.time())
+    ended = sum(resolved[ip]["status"] == "resolved" for ip in tally.ips)
+    print(
+        f"\nkill -9: {crew.kills} kills ({owner_kills} of the resolver's owner) in {chaos_seconds:.0f}s, "
+        f"{crew.restarts} restarts; {counts.line()}; "
+        f"IPs {len(tally.ips)} resolved {ended} stuck "
+        f"pending {len(stuck)}; API {api.summary()}; stops {[round(s, 1) for s in stops]}s\n"
+        f"  same data dirs: {' | '.join(a.line() for a in same_dirs)}\n  old dir alone: {alone.line()}\n"
+        f"  rebuilt from changelog: {rebuilt.line()}"
+    )
+    assert counts.complete and not counts.misrouted
+    assert not stuck
+    assert api.count_429 == 0 and api.violations == 0 and not api.banned
+    assert all(s < 10 for s in stops)
+    for audit in [*same_dirs, alone, rebuilt]:
+        assert audit.drift == 0 and not audit.doubles, audit.orphans[:5] + audit.unindexed[:5]
+    for audit in (alone, rebuilt):
+        assert sorted(audit.partitions) == list(range(settings.partitions))
+        assert disagreements(audit.entries, resolved) == []
+
+
+# -- rolling restarts of the resolver's owner under a backlog -----------------------------------------------
+
+ROLLING_IPS = 6_000  # 60 requests: longer than the restarts at BUDGET requests per window
+BUDGET = 5  # requests per WINDOW, on the server and in the workers: a handover that forgot one bursts over
+RESTARTS = 4
+# a new owner's first request after its budget allows one: a batch gathered (resolve_batch_wait), a budget
+# check (every PACE_STEP), the asks written and acknowledged
+PACING_TOLERANCE = 2.5
+
+
+async def test_rolling_restarts_of_the_resolvers_owner_never_exceed_the_budget_nor_wait_a_full_window(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Under a backlog, the worker owning the resolve partition is stopped (SIGTERM) and started again, again
+    and again: each stop takes under 10 s, the API never answers 429 nor bans, each new owner sends as soon
+    as a budget seeded with every earlier request allows (never a full window after it loaded the asked
+    log), and every event and IP comes through."""
+    ips = public_ips(ROLLING_IPS, seed=67, offline_known=False)
+    tally = Tally()
+    span = WINDOW + SLACK
+    async with IpApiServer(ServerConfig(window=WINDOW, batch_limit=BUDGET)) as api:
+        settings = chaos_settings(
+            kafka_bootstrap,
+            tmp_path,
+            api.url,
+            budget_requests=BUDGET,
+            pending_timeout=600.0,
+            http_timeout=10.0,
+        )
+        await ensure_topics(settings)
+        crew = Crew(settings, tmp_path / "crew", 2)
+        try:
+            await crew.ready()
+            async with Outputs(settings) as out:
+                await publish_tagged(
+                    kafka_bootstrap,
+                    settings.events_topic,
+                    tagged_events(ips, len(ips), bad_every=0),
+                    tally,
+                    partitions=settings.partitions,
+                    seed=5,
+                )
+                for _ in range(RESTARTS):
+                    since = time.time()
+
+                    async def owner_asked(since: float = since) -> str | None:
+                        requests = [r for r in await api_requests(settings) if r.at > since]
+                        return requests[-1].by if requests else None
+
+                    label = await wait_for(
+                        owner_asked, 60, interval=0.5, message=lambda: f"a request; {api.summary()}"
+                    )
+                    owner = crew.by_label(label)
+                    assert owner is not None, f"{label} is none of our workers"
+                    crew.stop(owner)
+                    crew.restart(owner)
+                    await crew.ready()  # rolling: one worker down at a time
+
+                async def quiet() -> bool:
+                    await out.poll()
+                    done = all(out.resolved.get(ip, {}).get("status") == "resolved" for ip in tally.ips)
+                    return done and tally.count(out).complete
+
+                await wait_for(
+                    quiet, 180, interval=0.5, message=lambda: f"{tally.count(out).line()} {api.summary()}"
+                )
+                counts = tally.count(out)
+            requests = await api_requests(settings)
+            moves = handovers(requests, crew, BUDGET, span)
+        finally:
+            crew.close()
+    print(
+        f"\nrolling restarts: {RESTARTS} stops of the owner {[round(s, 1) for s in crew.stops]}s; "
+        f"{counts.line()}; API {api.summary()}; {len(moves)} handovers:"
+    )
+    for move in moves:
+        print(
+            f"  silence {move.silence:.1f}s (old owner's last request to the new one's first), the new "
+            f"owner's wait after seeding {move.wait:.1f}s, {move.first_new - move.allowed:+.1f}s after its "
+            "budget allowed"
+        )
+    assert counts.complete and not counts.misrouted
+    assert api.count_429 == 0 and api.violations == 0 and not api.banned
+    assert api.max_in_window() <= BUDGET
+    assert all(s < 10 for s in crew.stops)
+    assert len(moves) >= RESTARTS, "every stop of the owner hands the partition over"
+    for move in moves:
+        assert move.wait < span, "a new owner waited a full window"
+        assert move.first_new - move.allowed < PACING_TOLERANCE, "a new owner waited longer than its budget"

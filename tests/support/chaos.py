@@ -10,11 +10,14 @@ with its index and with `geo-resolved`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,10 @@ from tests.support.pipeline import Outputs, read_topic
 # aiokafka consumers of the hot path and the resolver have, so a kill costs seconds, not a minute.
 FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "10"}
 READY_TIMEOUT = 90.0  # a worker start on two busy cores, recovery included
+LOG_LINE = re.compile(
+    r"\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[(?P<pid>\d+)\] "
+)  # Faust's worker log
+LOADED = "resolver: asked log loaded for resolve partitions [0]"  # the resolver seeded its budget
 
 
 class Crew:
@@ -57,8 +64,10 @@ class Crew:
         log = self.workdir / f"w{i}.{self.starts[i]}.log"
         return WorkerProcess(self.settings, data_dir or self.workdir / f"w{i}", log, **self.env)
 
-    async def ready(self, timeout: float = READY_TIMEOUT) -> None:
-        await wait_for(lambda: all(w.ready() for w in self.workers), timeout, message="every worker ready")
+    async def ready(self, *only: int, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until every worker (or those numbered `only`) is ready; one that died fails at once."""
+        workers = [self.workers[i] for i in only] if only else self.workers
+        await wait_for(lambda: all(w.ready() for w in workers), timeout, message="workers ready")
 
     def kill(self, i: int) -> None:
         """SIGKILL worker `i`: no shutdown, no final commit, producer buffers lost."""
@@ -93,8 +102,16 @@ class Crew:
         for worker in self.workers:
             worker.stop()
 
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("w*.log")))
+    def log_times(self, pid: str, needle: str) -> list[float]:
+        """Unix times of the log lines of process `pid` that contain `needle` (any of its log files)."""
+        times = []
+        for path in sorted(self.workdir.glob("w*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                found = LOG_LINE.match(line)
+                if found and found["pid"] == pid and needle in line:
+                    stamp = datetime.strptime(found["at"], "%Y-%m-%d %H:%M:%S,%f")
+                    times.append(stamp.timestamp())  # the worker logs local time, as this reads it
+        return sorted(times)
 
 
 # -- input with known positions, and what came out of it ---------------------------------------------------
@@ -106,6 +123,7 @@ class Tally:
 
     positions: dict[tuple[int, int], int] = field(default_factory=dict)  # (partition, offset) -> seq
     valid: set[int] = field(default_factory=set)  # seqs that must be enriched; the rest dead-lettered
+    ips: set[str] = field(default_factory=set)  # the IPs of the valid ones: each must end with an entry
 
     def count(self, out: Outputs) -> TallyCounts:
         enriched = Counter(
@@ -185,8 +203,10 @@ async def publish_tagged(
         for seq, value, future in sent:
             meta = await future
             tally.positions[meta.partition, meta.offset] = seq
-            if b'"ip":42' not in value:
+            ip = json.loads(value)["ip"]
+            if isinstance(ip, str):
                 tally.valid.add(seq)
+                tally.ips.add(ip)
     finally:
         await producer.stop()
 
@@ -276,6 +296,51 @@ async def api_requests(settings: Settings) -> list[ApiRequest]:
         if asked is not None and not asked.answered:
             groups[asked.at, json.loads(record.value).get("by", "")] += 1
     return [ApiRequest(at, by, n) for (at, by), n in sorted(groups.items())]
+
+
+@dataclass(frozen=True)
+class Handover:
+    """The resolve partition passing from one worker to another, seen in the API requests."""
+
+    old: str  # worker labels
+    new: str
+    last_old: float  # the old owner's last request (Unix seconds)
+    loaded: float  # the new owner read the asked log back and seeded its budget
+    first_new: float  # the new owner's first request
+    allowed: float  # when a budget seeded with every earlier request lets the new owner send
+
+    @property
+    def silence(self) -> float:
+        """No request between the old owner's last and the new owner's first."""
+        return self.first_new - self.last_old
+
+    @property
+    def wait(self) -> float:
+        """From the new owner's budget seeding to its first request."""
+        return self.first_new - self.loaded
+
+
+def handovers(requests: Sequence[ApiRequest], crew: Crew, limit: int, span: float) -> list[Handover]:
+    """Every change of the requesting worker, with when the new owner loaded the asked log (its log) and
+    when a sliding window of `limit` requests per `span` seconds, seeded with all earlier requests, allowed
+    its first request."""
+    found = []
+    for before, after in itertools.pairwise(requests):
+        if before.by == after.by:
+            continue
+        pid = after.by.rpartition(":")[2]
+        loads = [t for t in crew.log_times(pid, LOADED) if t <= after.at]
+        assert loads, f"worker {after.by} asked without loading the asked log"
+        earlier = [r.at for r in requests if r.at < after.at]
+        allowed = max(loads[-1], earlier[-limit] + span if len(earlier) >= limit else 0.0)
+        found.append(Handover(before.by, after.by, before.at, loads[-1], after.at, allowed))
+    return found
+
+
+async def resolver_owner(settings: Settings, crew: Crew) -> int | None:
+    """The crew member that sent the latest API request (the resolve partition's owner by then)."""
+    requests = await api_requests(settings)
+    return crew.by_label(requests[-1].by) if requests else None
 
 
 async def committed(bootstrap: str, group: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
