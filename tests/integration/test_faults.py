@@ -17,10 +17,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline.app import CACHE_TABLE, ensure_topics
-from pipeline.devtools.fake_ipapi import IpApiServer, ServerConfig
+from pipeline.devtools.fake_ipapi import Faults, IpApiServer, ServerConfig
 from pipeline.devtools.workloads import public_ips
 from pipeline.settings import Settings
-from pipeline.throttle import SLACK
+from pipeline.throttle import BREAKER_THRESHOLD, SLACK
 from tests.support.chaos import (
     Crew,
     Tally,
@@ -102,14 +102,14 @@ async def test_a_failed_changelog_send_is_replayed_and_the_replay_repairs_the_ch
                 return (await committed(kafka_bootstrap, settings.app_id, [tp])).get(tp, 0) >= 1
 
             await wait_for(result_committed, 90, message=lambda: crew.workers[0].tail())
-            stopped_in = crew.stop(0)
+            stopped_in = await crew.stop(0)
             resolved = latest(await read_topic(kafka_bootstrap, settings.resolved_topic), ip)
             assert resolved is not None and resolved["status"] == "resolved"
             in_changelog = latest(await read_topic(kafka_bootstrap, changelog), ip)
             same_dir = audit_table(tmp_path / "crew" / "w0")
             crew.restart(0, data_dir=tmp_path / "crew" / "fresh")  # rebuilt from the changelog alone
             await crew.ready()
-            crew.stop(0)
+            await crew.stop(0)
             rebuilt = audit_table(tmp_path / "crew" / "fresh")
         finally:
             crew.close()
@@ -231,18 +231,18 @@ async def test_kill_9_every_few_seconds_loses_nothing_and_table_changelog_and_in
                 )
                 counts = tally.count(out)
             await crew.ready()
-            stops = crew.stop_all()
+            stops = await crew.stop_all()
             same_dirs = [audit_table(w.data_dir) for w in crew.workers]
             resolved = await latest_resolved(settings)
             # the old data dir alone (every partition, recovered from its own state plus the changelog's
             # delta), then an empty one (every partition rebuilt from the changelog)
             crew.restart(0)
             await crew.ready(0)
-            stops.append(crew.stop(0))
+            stops.append(await crew.stop(0))
             alone = audit_table(crew.workers[0].data_dir)
             crew.restart(0, data_dir=tmp_path / "crew" / "fresh")
             await crew.ready(0)
-            stops.append(crew.stop(0))
+            stops.append(await crew.stop(0))
             rebuilt = audit_table(tmp_path / "crew" / "fresh")
         finally:
             crew.close()
@@ -321,7 +321,7 @@ async def test_rolling_restarts_of_the_resolvers_owner_never_exceed_the_budget_n
                     )
                     owner = crew.by_label(label)
                     assert owner is not None, f"{label} is none of our workers"
-                    crew.stop(owner)
+                    await crew.stop(owner)
                     crew.restart(owner)
                     await crew.ready()  # rolling: one worker down at a time
 
@@ -356,3 +356,113 @@ async def test_rolling_restarts_of_the_resolvers_owner_never_exceed_the_budget_n
     for move in moves:
         assert move.wait < span, "a new owner waited a full window"
         assert move.first_new - move.allowed < PACING_TOLERANCE, "a new owner waited longer than its budget"
+
+
+# -- SIGTERM in every state --------------------------------------------------------------------------------
+
+
+async def test_sigterm_in_every_state_stops_within_10s_and_loses_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """One worker gets SIGTERM idle, under an input backlog, during an API call that hangs, while its
+    resolver waits for the budget and while its breaker is open: each stop takes under 10 s, and after a
+    last start every event has come out, every IP is resolved and nothing is stuck pending, with zero 429s."""
+    ips = public_ips(1_000, seed=71, offline_known=False)
+    backlog_ips, call_ips, budget_ips, breaker_ips = ips[:600], ips[600:700], ips[700:950], ips[950:]
+    tally = Tally()
+    stops: dict[str, float] = {}
+    faults = Faults()
+    async with IpApiServer(ServerConfig(window=WINDOW), faults=faults) as api:
+        settings = chaos_settings(kafka_bootstrap, tmp_path, api.url, http_timeout=10.0)
+        await ensure_topics(settings)
+        crew = Crew(settings, tmp_path / "crew", 1)
+
+        async def send(chosen: list[str], n: int, seq: int) -> None:
+            events = tagged_events(chosen, n, start=seq)
+            await publish_tagged(
+                kafka_bootstrap,
+                settings.events_topic,
+                events,
+                tally,
+                partitions=settings.partitions,
+                seed=seq,
+            )
+
+        def requests_since(start: int, status: int | None = None) -> int:
+            return sum(r.path == "/batch" and (status is None or r.status == status) for r in api.log[start:])
+
+        try:
+            async with Outputs(settings) as out:
+                await crew.ready()
+                stops["idle"] = await crew.stop(0)
+
+                crew.restart(0)
+                await crew.ready()
+                await send(backlog_ips, 20_000, 0)
+
+                async def halfway() -> bool:
+                    await out.poll()
+                    return len(out.enriched) >= 2_000
+
+                await wait_for(halfway, 60, message=lambda: f"enriched {len(out.enriched)}")
+                stops["input backlog"] = await crew.stop(0)
+
+                faults.slow_rate, faults.slow_seconds = 1.0, 60.0  # every call hangs past the HTTP timeout
+                crew.restart(0)
+                await crew.ready()
+                mark = len(api.log)
+                await send(call_ips, 200, 100_000)
+                await wait_for(
+                    lambda: any(r.status == 0 for r in api.log[mark:]),
+                    60,
+                    message=lambda: crew.workers[0].tail(),
+                )
+                stops["mid-call"] = await crew.stop(0)
+                faults.slow_rate = 0.0
+
+                # one request per window of 30 s: after the first, the resolver waits for the budget
+                crew.restart(0, GEO_BUDGET_REQUESTS="1", GEO_BUDGET_WINDOW="30")
+                await crew.ready()
+                mark = len(api.log)
+                await send(budget_ips, 500, 200_000)
+                await wait_for(lambda: requests_since(mark, 200) >= 1, 60, message=lambda: api.summary())
+                stops["waiting for budget"] = await crew.stop(0)
+
+                faults.error_rate = 1.0  # every call 503: five failures in a row open the breaker
+                crew.restart(0)
+                await crew.ready()
+                mark = len(api.log)
+                await send(breaker_ips, 200, 300_000)
+                await wait_for(
+                    lambda: requests_since(mark, 503) >= BREAKER_THRESHOLD, 90, message=lambda: api.summary()
+                )
+                stops["breaker open"] = await crew.stop(0)
+                faults.error_rate = 0.0
+
+                crew.restart(0)
+
+                async def quiet() -> bool:
+                    await out.poll()
+                    done = all(out.resolved.get(ip, {}).get("status") == "resolved" for ip in tally.ips)
+                    return done and tally.count(out).complete
+
+                await wait_for(
+                    quiet,
+                    180,
+                    interval=0.5,
+                    message=lambda: f"{tally.count(out).line()} {out.statuses()} {api.summary()}",
+                )
+                counts = tally.count(out)
+                stops["after catching up"] = await crew.stop(0)
+        finally:
+            crew.close()
+    resolved = await latest_resolved(settings)
+    stuck = stuck_pending(resolved, settings.pending_timeout, time.time())
+    print(
+        f"\nSIGTERM: stops {', '.join(f'{state} {took:.1f}s' for state, took in stops.items())}; "
+        f"{counts.line()}; IPs {len(tally.ips)} stuck pending {len(stuck)}; API {api.summary()}"
+    )
+    assert crew.exit_codes == [0] * len(stops), "a stop was not clean"
+    assert counts.complete and not counts.misrouted and not stuck
+    assert api.count_429 == 0 and not api.banned
+    assert all(took < 10 for took in stops.values()), stops

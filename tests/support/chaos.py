@@ -10,6 +10,7 @@ with its index and with `geo-resolved`.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import random
@@ -58,11 +59,12 @@ class Crew:
         self.kills = 0
         self.restarts = 0
         self.stops: list[float] = []  # seconds each SIGTERM took, in order
+        self.exit_codes: list[int] = []  # of those stops: 0 is a clean shutdown, -9 a SIGKILL after 30 s
 
-    def _start(self, i: int, data_dir: Path | None = None) -> WorkerProcess:
+    def _start(self, i: int, data_dir: Path | None = None, **env: str) -> WorkerProcess:
         self.starts[i] += 1
         log = self.workdir / f"w{i}.{self.starts[i]}.log"
-        return WorkerProcess(self.settings, data_dir or self.workdir / f"w{i}", log, **self.env)
+        return WorkerProcess(self.settings, data_dir or self.workdir / f"w{i}", log, **self.env, **env)
 
     async def ready(self, *only: int, timeout: float = READY_TIMEOUT) -> None:
         """Wait until every worker (or those numbered `only`) is ready; one that died fails at once."""
@@ -74,17 +76,20 @@ class Crew:
         self.workers[i].kill()
         self.kills += 1
 
-    def stop(self, i: int) -> float:
-        """SIGTERM worker `i` and wait for it to exit; returns the seconds it took."""
-        took = self.workers[i].terminate()
+    async def stop(self, i: int) -> float:
+        """SIGTERM worker `i` and wait for it to exit; returns the seconds it took. The wait runs in a
+        thread: this loop may be serving the fake API the worker is calling."""
+        took = await asyncio.to_thread(self.workers[i].terminate)
         self.stops.append(took)
+        self.exit_codes.append(self.workers[i].proc.returncode)
         return took
 
-    def restart(self, i: int, data_dir: Path | None = None) -> WorkerProcess:
-        """Start worker `i` again, on its own data dir unless another is given (it must be stopped)."""
+    def restart(self, i: int, data_dir: Path | None = None, **env: str) -> WorkerProcess:
+        """Start worker `i` again (it must be stopped), on its own data dir unless another is given, with
+        `env` added to its environment for this start."""
         assert self.workers[i].proc.poll() is not None, "restart a stopped worker only"
         self.workers[i]._log.close()
-        self.workers[i] = self._start(i, data_dir)
+        self.workers[i] = self._start(i, data_dir, **env)
         self.restarts += 1
         return self.workers[i]
 
@@ -95,8 +100,8 @@ class Crew:
                 return i
         return None
 
-    def stop_all(self) -> list[float]:
-        return [self.stop(i) for i, w in enumerate(self.workers) if w.proc.poll() is None]
+    async def stop_all(self) -> list[float]:
+        return [await self.stop(i) for i, w in enumerate(self.workers) if w.proc.poll() is None]
 
     def close(self) -> None:
         for worker in self.workers:
