@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline.app import CACHE_TABLE, ensure_topics
+from pipeline.devtools.broker import LocalKafka, free_port
 from pipeline.devtools.fake_ipapi import Faults, IpApiServer, ServerConfig
 from pipeline.devtools.workloads import public_ips
 from pipeline.settings import Settings
@@ -466,3 +467,80 @@ async def test_sigterm_in_every_state_stops_within_10s_and_loses_nothing(
     assert counts.complete and not counts.misrouted and not stuck
     assert api.count_429 == 0 and not api.banned
     assert all(took < 10 for took in stops.values()), stops
+
+
+# -- the broker stops and starts mid-run -------------------------------------------------------------------
+
+OUTAGE = 15.0  # seconds the broker stays down: the fault injector's schedule
+
+
+async def test_a_broker_restart_mid_run_loses_nothing_and_workers_recover_by_themselves(
+    tmp_path: Path,
+) -> None:
+    """A broker of its own is stopped while two workers drain a backlog and started again on the same data
+    15 s later: the workers never exit, every event (before, during the backlog, after) comes out, every
+    IP ends resolved with nothing stuck pending, and the API saw no 429."""
+    broker = LocalKafka(tmp_path / "kafka", port=free_port())
+    bootstrap = broker.start(progress=False).bootstrap
+    ips = public_ips(1_200, seed=73, offline_known=False)
+    before_ips, after_ips = ips[:900], ips[900:]
+    tally = Tally()
+    try:
+        async with IpApiServer(ServerConfig(window=WINDOW)) as api:
+            settings = chaos_settings(bootstrap, tmp_path, api.url)
+            await ensure_topics(settings)
+            crew = Crew(settings, tmp_path / "crew", 2)
+            try:
+                await crew.ready()
+                events = tagged_events(before_ips, 20_000)
+                await publish_tagged(
+                    bootstrap, settings.events_topic, events, tally, partitions=settings.partitions, seed=3
+                )
+                async with Outputs(settings) as out:
+
+                    async def flowing() -> bool:
+                        await out.poll()
+                        return len(out.enriched) >= 2_000 and len(out.resolved) >= 100
+
+                    await wait_for(flowing, 60, message=lambda: f"enriched {len(out.enriched)}")
+                down = time.monotonic()
+                await asyncio.to_thread(broker.stop)
+                await asyncio.sleep(OUTAGE)  # the outage: the fault injector's schedule
+                await asyncio.to_thread(broker.start, progress=False)
+                outage = time.monotonic() - down
+                events = tagged_events(after_ips, 2_000, start=len(events))
+                await publish_tagged(
+                    bootstrap, settings.events_topic, events, tally, partitions=settings.partitions, seed=4
+                )
+                async with Outputs(settings) as out:
+
+                    async def quiet() -> bool:
+                        await out.poll()
+                        done = all(out.resolved.get(ip, {}).get("status") == "resolved" for ip in tally.ips)
+                        return done and tally.count(out).complete
+
+                    await wait_for(
+                        quiet,
+                        180,
+                        interval=0.5,
+                        message=lambda: f"{tally.count(out).line()} {out.statuses()} {api.summary()}",
+                    )
+                    counts = tally.count(out)
+                alive = [w.proc.poll() is None for w in crew.workers]
+                resolved = await latest_resolved(settings)
+                stops = await crew.stop_all()
+            finally:
+                crew.close()
+    finally:
+        broker.stop()
+    stuck = stuck_pending(resolved, settings.pending_timeout, time.time())
+    replays = sum(w.log_path.read_text(errors="replace").count("not delivered") for w in crew.workers)
+    print(
+        f"\nbroker restart: down {outage:.0f}s; {counts.line()}; IPs {len(tally.ips)} stuck pending "
+        f"{len(stuck)}; workers alive {alive}, {crew.restarts} restarts, {replays} failed deliveries logged; "
+        f"API {api.summary()}; stops {[round(s, 1) for s in stops]}s"
+    )
+    assert all(alive) and crew.restarts == 0
+    assert counts.complete and not counts.misrouted and not stuck
+    assert api.count_429 == 0 and not api.banned
+    assert all(s < 10 for s in stops)
