@@ -248,8 +248,9 @@ class Resolver(Service):
             results = await self.chain.fallback(ips, why_not)
             self.stats.fallback_answers += len(ips)
         else:
+            asked_at = time.time()  # the request's time, in its asks and again in their answers
             if self.budget is not None:
-                await self._write_asked(chosen, partition, answered=False)
+                await self._write_asked(chosen, partition, asked_at, answered=False)
             results = await self._call(ips)
             self.stats.lookups += len(ips)
             self.stats.batches += 1
@@ -263,7 +264,7 @@ class Resolver(Service):
         # only once the answers are on the broker may the log say "answered": from then on a repeat of
         # these requests (redelivery, a re-emission crossing the answer) is dropped whatever its age
         if self.budget is not None and why_not is None:
-            await self._write_asked(chosen, partition, answered=True)
+            await self._write_asked(chosen, partition, asked_at, answered=True)
         else:
             for ip, attempt in chosen.items():
                 self.asked.record(ip, attempt, time.time(), answered=True)
@@ -293,15 +294,16 @@ class Resolver(Service):
             stopping.cancel()
 
     async def _write_asked(
-        self, chosen: dict[str, int], partition: dict[str, int], *, answered: bool
+        self, chosen: dict[str, int], partition: dict[str, int], at: float, *, answered: bool
     ) -> None:
-        """Record asks (and wait for the broker: a successor must see them) or their answers."""
+        """Record asks (and wait for the broker: a successor must see them) or their answers, both with the
+        time of the request: compaction keeps only an IP's latest record, and a successor seeding its budget
+        must still see when the request left."""
         assert self._producer is not None
-        now = time.time()
         by = self.settings.worker_label
         deliveries = []
         for ip, attempt in chosen.items():
-            value = encode_asked(attempt, now, by, answered=answered)
+            value = encode_asked(attempt, at, by, answered=answered)
             # the asked log is co-partitioned with the resolve topic: the record goes to the request's own
             # partition number, where that partition's next owner reads it back
             deliveries.append(
@@ -309,7 +311,7 @@ class Resolver(Service):
                     self.settings.asked_topic, value, key=ip.encode(), partition=partition[ip]
                 )
             )
-            self.asked.record(ip, attempt, now, answered=answered)
+            self.asked.record(ip, attempt, at, answered=answered)
         await asyncio.gather(*deliveries)
 
     async def _load_asked(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from pipeline.app import CACHE_TABLE, ensure_topics
+from pipeline.app import CACHE_TABLE, asked_topic_config, ensure_topics
 from pipeline.devtools.broker import LocalKafka, free_port
 from pipeline.devtools.fake_ipapi import Faults, IpApiServer, ServerConfig
 from pipeline.devtools.workloads import public_ips
+from pipeline.messages import decode_asked
 from pipeline.settings import Settings
 from pipeline.throttle import BREAKER_THRESHOLD, SLACK
 from tests.support.chaos import (
@@ -34,7 +36,7 @@ from tests.support.chaos import (
     resolver_owner,
     tagged_events,
 )
-from tests.support.kafka import create_topics, wait_for
+from tests.support.kafka import create_topics, produce, wait_for
 from tests.support.pipeline import WINDOW, Outputs, make_settings, publish_values, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -297,6 +299,10 @@ async def test_rolling_restarts_of_the_resolvers_owner_never_exceed_the_budget_n
             pending_timeout=600.0,
             http_timeout=10.0,
         )
+        # the asked log as compaction leaves it: segments roll every second and the cleaner keeps only the
+        # latest record per IP of everything older (its "answered" one, once the answer is delivered)
+        eager = {**asked_topic_config(600.0), "segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01"}
+        await create_topics(kafka_bootstrap, {settings.asked_topic: settings.resolve_partitions}, eager)
         await ensure_topics(settings)
         crew = Crew(settings, tmp_path / "crew", 2)
         try:
@@ -544,3 +550,80 @@ async def test_a_broker_restart_mid_run_loses_nothing_and_workers_recover_by_the
     assert counts.complete and not counts.misrouted and not stuck
     assert api.count_429 == 0 and not api.banned
     assert all(s < 10 for s in stops)
+
+
+# -- the asked log after compaction ------------------------------------------------------------------------
+
+LONG_WINDOW = 15.0  # seconds: long enough to compact the asked log and restart a worker inside one window
+SEEDED = re.compile(
+    r"asked log loaded for resolve partitions \[0\]: \d+ IPs, (\d+) requests in the current window"
+)
+
+
+async def test_a_new_owner_counts_the_requests_of_a_compacted_asked_log(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The asked log is compacted (only each IP's latest record, its answer, survives a cleaned segment):
+    a resolver restarted inside the window in which it spent its whole budget still counts those requests
+    and waits, so the API answers no 429 and bans nobody."""
+    ips = public_ips(2 * BUDGET * 100, seed=79, offline_known=False)  # two windows of full requests
+    tally = Tally()
+    async with IpApiServer(ServerConfig(window=LONG_WINDOW, batch_limit=BUDGET)) as api:
+        settings = chaos_settings(
+            kafka_bootstrap,
+            tmp_path,
+            api.url,
+            budget_requests=BUDGET,
+            budget_window=LONG_WINDOW,
+            pending_timeout=600.0,
+        )
+        # segments roll every second and the cleaner keeps only the latest record per IP of the older ones
+        eager = {**asked_topic_config(600.0), "segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01"}
+        await create_topics(kafka_bootstrap, {settings.asked_topic: settings.resolve_partitions}, eager)
+        await ensure_topics(settings)
+        crew = Crew(settings, tmp_path / "crew", 1)
+        try:
+            await crew.ready()
+            await publish_tagged(
+                kafka_bootstrap,
+                settings.events_topic,
+                tagged_events(ips, len(ips), bad_every=0),
+                tally,
+                partitions=settings.partitions,
+                seed=9,
+            )
+            await wait_for(lambda: api.requests >= BUDGET, 60, message=lambda: api.summary())
+            spent = time.monotonic()
+
+            async def compacted() -> bool:
+                # a record written later closes the segment holding the asks (the next owner skips it)
+                await produce(kafka_bootstrap, settings.asked_topic, [(b"roll", b"")])
+                records = await read_topic(kafka_bootstrap, settings.asked_topic)
+                asks = [decode_asked(r.value) for r in records]
+                return sum(a is not None for a in asks) >= BUDGET * 100 and all(
+                    a is None or a.answered for a in asks
+                )
+
+            await wait_for(compacted, LONG_WINDOW / 2, interval=1.0, message="the asked log compacted")
+            await crew.stop(0)
+            crew.restart(0)
+            await crew.ready()
+            restarted_after = time.monotonic() - spent
+            counted = await wait_for(
+                lambda: SEEDED.findall(crew.workers[0].log_path.read_text(errors="replace")),
+                30,
+                message="the asked log loaded",
+            )
+
+            async def resolved() -> bool:
+                return api.requests >= 2 * BUDGET and len(api.ips_seen()) == len(ips)
+
+            await wait_for(resolved, 2 * LONG_WINDOW + 30, message=lambda: api.summary())
+        finally:
+            crew.close()
+    print(
+        f"\ncompacted asked log: restarted {restarted_after:.1f}s into the window, it counted {counted[-1]} "
+        f"requests in the window; API {api.summary()}"
+    )
+    assert int(counted[-1]) == BUDGET
+    assert api.count_429 == 0 and api.violations == 0 and not api.banned

@@ -294,12 +294,14 @@ class ApiRequest:
 
 
 async def api_requests(settings: Settings) -> list[ApiRequest]:
-    """The API requests of every resolver, oldest first: the asks of one request share one timestamp."""
-    groups: dict[tuple[float, str], int] = Counter()
+    """The API requests of every resolver, oldest first: the asks of one request and their answers share
+    its timestamp (so a compacted log still shows it); `ips` counts the IPs whose latest record is left."""
+    latest: dict[bytes, tuple[float, str]] = {}
     for record in await read_topic(settings.kafka_bootstrap, settings.asked_topic):
         asked = decode_asked(record.value)
-        if asked is not None and not asked.answered:
-            groups[asked.at, json.loads(record.value).get("by", "")] += 1
+        if asked is not None and record.key is not None:
+            latest[record.key] = (asked.at, json.loads(record.value).get("by", ""))
+    groups = Counter(latest.values())
     return [ApiRequest(at, by, n) for (at, by), n in sorted(groups.items())]
 
 
