@@ -39,7 +39,14 @@ from .asked import AskedLog, asked_horizon, asked_keep, request_times
 from .ipapi import MAX_BATCH as RESOLVE_BATCH  # more IPs in one request gives HTTP 422
 from .ipapi import IpApiProvider
 from .kafka_config import client_kwargs
-from .messages import Asked, decode_asked, decode_resolve_request, encode_asked, encode_result
+from .messages import (
+    ASKED_TIME_DIGITS,
+    Asked,
+    decode_asked,
+    decode_resolve_request,
+    encode_asked,
+    encode_result,
+)
 from .models import LookupResult, TransientFailure
 from .providers import GeoProvider, OfflineProvider, ProviderChain
 from .settings import Settings
@@ -88,6 +95,9 @@ class Resolver(Service):
         self.generation = 0
         self.to_load: frozenset[int] | None = None  # resolve partitions whose asked log is still to read
         self.loaded: frozenset[int] = frozenset()
+        # times (as the asked log holds them) of the requests this resolver asked: its budget counts them
+        # already, so seeding it from the asked log after an assignment must not count them again
+        self._own_asks: set[float] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
@@ -250,6 +260,7 @@ class Resolver(Service):
         else:
             asked_at = time.time()  # the request's time, in its asks and again in their answers
             if self.budget is not None:
+                self._own_asks.add(round(asked_at, ASKED_TIME_DIGITS))
                 await self._write_asked(chosen, partition, asked_at, answered=False)
             results = await self._call(ips)
             self.stats.lookups += len(ips)
@@ -333,14 +344,22 @@ class Resolver(Service):
         self.asked.prune(now)
         self.loaded = mine
         recent: list[float] = []
+        ours = 0
         if self.budget is not None:
-            recent = request_times(records, since=now - (self.budget.window + self.budget.slack))
-            self.budget.note_sends([mono - (now - at) for at in recent])
+            since = now - (self.budget.window + self.budget.slack)
+            self._own_asks = {at for at in self._own_asks if at >= since}
+            recent = request_times(records, since=since)
+            # a rebalance can give us back the partition we had: our own requests are in the budget already
+            others = [at for at in recent if at not in self._own_asks]
+            ours = len(recent) - len(others)
+            self.budget.note_sends([mono - (now - at) for at in others])
         log.info(
-            "resolver: asked log loaded for resolve partitions %s: %d IPs, %d requests in the current window",
+            "resolver: asked log loaded for resolve partitions %s: %d IPs, %d requests in the current window "
+            "(%d of them ours)",
             sorted(mine),
             len(self.asked),
             len(recent),
+            ours,
         )
 
     async def _pause(self, seconds: float) -> None:

@@ -31,8 +31,8 @@ from tests.support.chaos import (
     audit_table,
     committed,
     disagreements,
-    handovers,
     publish_tagged,
+    rearms,
     resolver_owner,
     tagged_events,
 )
@@ -255,7 +255,8 @@ async def test_kill_9_every_few_seconds_loses_nothing_and_table_changelog_and_in
         f"\nkill -9: {crew.kills} kills ({owner_kills} of the resolver's owner) in {chaos_seconds:.0f}s, "
         f"{crew.restarts} restarts; {counts.line()}; "
         f"IPs {len(tally.ips)} resolved {ended} stuck "
-        f"pending {len(stuck)}; API {api.summary()}; stops {[round(s, 1) for s in stops]}s\n"
+        f"pending {len(stuck)}; API {api.summary()} max_asks_per_ip={max(api.ips_seen().values())}; "
+        f"stops {[round(s, 1) for s in stops]}s\n"
         f"  same data dirs: {' | '.join(a.line() for a in same_dirs)}\n  old dir alone: {alone.line()}\n"
         f"  rebuilt from changelog: {rebuilt.line()}"
     )
@@ -275,9 +276,9 @@ async def test_kill_9_every_few_seconds_loses_nothing_and_table_changelog_and_in
 ROLLING_IPS = 6_000  # 60 requests: longer than the restarts at BUDGET requests per window
 BUDGET = 5  # requests per WINDOW, on the server and in the workers: a handover that forgot one bursts over
 RESTARTS = 4
-# a new owner's first request after its budget allows one: a batch gathered (resolve_batch_wait), a budget
-# check (every PACE_STEP), the asks written and acknowledged
-PACING_TOLERANCE = 2.5
+# how late an owner's first request may leave after its budget allows one: the budget is checked every
+# PACE_STEP (0.5 s) and the request's time is taken right after, on two busy cores
+PACING_TOLERANCE = 1.5
 
 
 async def test_rolling_restarts_of_the_resolvers_owner_never_exceed_the_budget_nor_wait_a_full_window(
@@ -342,27 +343,30 @@ async def test_rolling_restarts_of_the_resolvers_owner_never_exceed_the_budget_n
                 )
                 counts = tally.count(out)
             requests = await api_requests(settings)
-            moves = handovers(requests, crew, BUDGET, span)
+            moves = rearms(requests, crew, BUDGET, span)
         finally:
             crew.close()
+    handed = [m for m in moves if m.handover]
     print(
         f"\nrolling restarts: {RESTARTS} stops of the owner {[round(s, 1) for s in crew.stops]}s; "
-        f"{counts.line()}; API {api.summary()}; {len(moves)} handovers:"
+        f"{counts.line()}; API {api.summary()} max_asks_per_ip={max(api.ips_seen().values())}; "
+        f"{len(handed)} handovers, {len(moves) - len(handed)} rebalances keeping the owner:"
     )
     for move in moves:
         print(
-            f"  silence {move.silence:.1f}s (old owner's last request to the new one's first), the new "
-            f"owner's wait after seeding {move.wait:.1f}s, {move.first_new - move.allowed:+.1f}s after its "
-            "budget allowed"
+            f"  {'handover' if move.handover else 'kept    '}: silence {move.silence:.1f}s (last request "
+            f"before to first after), wait after seeding {move.wait:.1f}s, {move.late:+.1f}s after budget "
+            "allowed"
         )
     assert counts.complete and not counts.misrouted
     assert api.count_429 == 0 and api.violations == 0 and not api.banned
     assert api.max_in_window() <= BUDGET
+    assert max(api.ips_seen().values()) == 1, "a clean stop made a new owner ask an IP again"
     assert all(s < 10 for s in crew.stops)
-    assert len(moves) >= RESTARTS, "every stop of the owner hands the partition over"
+    assert len(handed) >= RESTARTS, "every stop of the owner hands the partition over"
     for move in moves:
-        assert move.wait < span, "a new owner waited a full window"
-        assert move.first_new - move.allowed < PACING_TOLERANCE, "a new owner waited longer than its budget"
+        assert move.wait < span, "an owner waited a full window after an assignment"
+        assert move.late < PACING_TOLERANCE, "an owner waited longer than its budget after an assignment"
 
 
 # -- SIGTERM in every state --------------------------------------------------------------------------------

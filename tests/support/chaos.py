@@ -11,7 +11,6 @@ with its index and with `geo-resolved`.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import random
 import re
@@ -107,16 +106,16 @@ class Crew:
         for worker in self.workers:
             worker.stop()
 
-    def log_times(self, pid: str, needle: str) -> list[float]:
-        """Unix times of the log lines of process `pid` that contain `needle` (any of its log files)."""
-        times = []
+    def log_events(self, needle: str) -> list[tuple[float, str]]:
+        """(Unix time, pid) of every log line of every start that contains `needle`."""
+        events = []
         for path in sorted(self.workdir.glob("w*.log")):
             for line in path.read_text(errors="replace").splitlines():
                 found = LOG_LINE.match(line)
-                if found and found["pid"] == pid and needle in line:
+                if found and needle in line:
                     stamp = datetime.strptime(found["at"], "%Y-%m-%d %H:%M:%S,%f")
-                    times.append(stamp.timestamp())  # the worker logs local time, as this reads it
-        return sorted(times)
+                    events.append((stamp.timestamp(), found["pid"]))  # the worker logs local time
+        return sorted(events)
 
 
 # -- input with known positions, and what came out of it ---------------------------------------------------
@@ -306,41 +305,49 @@ async def api_requests(settings: Settings) -> list[ApiRequest]:
 
 
 @dataclass(frozen=True)
-class Handover:
-    """The resolve partition passing from one worker to another, seen in the API requests."""
+class Rearm:
+    """A resolver assigned the resolve partition (a handover, or a rebalance that left it where it was):
+    it read the asked log back, seeded its budget, and sent its first request."""
 
-    old: str  # worker labels
-    new: str
-    last_old: float  # the old owner's last request (Unix seconds)
-    loaded: float  # the new owner read the asked log back and seeded its budget
-    first_new: float  # the new owner's first request
-    allowed: float  # when a budget seeded with every earlier request lets the new owner send
+    handover: bool  # the partition changed hands (else the owner kept it)
+    last_before: float  # the last request before the assignment (Unix seconds), by anyone
+    loaded: float  # the owner read the asked log back and seeded its budget
+    first: float  # its first request after that
+    allowed: float  # when a budget seeded with every earlier request allowed that request
 
     @property
     def silence(self) -> float:
-        """No request between the old owner's last and the new owner's first."""
-        return self.first_new - self.last_old
+        """No request between the last one before the assignment and the first one after."""
+        return self.first - self.last_before
 
     @property
     def wait(self) -> float:
-        """From the new owner's budget seeding to its first request."""
-        return self.first_new - self.loaded
+        """From seeding the budget to the first request."""
+        return self.first - self.loaded
+
+    @property
+    def late(self) -> float:
+        """How much later than its budget allowed the first request left."""
+        return self.first - self.allowed
 
 
-def handovers(requests: Sequence[ApiRequest], crew: Crew, limit: int, span: float) -> list[Handover]:
-    """Every change of the requesting worker, with when the new owner loaded the asked log (its log) and
-    when a sliding window of `limit` requests per `span` seconds, seeded with all earlier requests, allowed
-    its first request."""
+def rearms(requests: Sequence[ApiRequest], crew: Crew, limit: int, span: float) -> list[Rearm]:
+    """Every time a resolver loaded the asked log for the resolve partition (its log says when) and then
+    asked the API, with when a sliding window of `limit` requests per `span` seconds, seeded with all
+    earlier requests, allowed that first request."""
     found = []
-    for before, after in itertools.pairwise(requests):
-        if before.by == after.by:
-            continue
-        pid = after.by.rpartition(":")[2]
-        loads = [t for t in crew.log_times(pid, LOADED) if t <= after.at]
-        assert loads, f"worker {after.by} asked without loading the asked log"
-        earlier = [r.at for r in requests if r.at < after.at]
-        allowed = max(loads[-1], earlier[-limit] + span if len(earlier) >= limit else 0.0)
-        found.append(Handover(before.by, after.by, before.at, loads[-1], after.at, allowed))
+    loads = sorted(crew.log_events(LOADED))
+    for n, (loaded, pid) in enumerate(loads):
+        later = [t for t, p in loads[n + 1 :] if p == pid]
+        until = later[0] if later else float("inf")
+        mine = [r for r in requests if loaded <= r.at < until and r.by.endswith(f":{pid}")]
+        before = [r for r in requests if r.at < loaded]
+        if not mine or not before:
+            continue  # stopped (or the backlog ended) before asking; or nothing to hand over
+        first = mine[0]
+        earlier = [r.at for r in requests if r.at < first.at]
+        allowed = max(loaded, earlier[-limit] + span if len(earlier) >= limit else 0.0)
+        found.append(Rearm(before[-1].by != first.by, before[-1].at, loaded, first.at, allowed))
     return found
 
 
