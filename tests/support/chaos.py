@@ -44,6 +44,7 @@ LOG_LINE = re.compile(
     r"\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[(?P<pid>\d+)\] "
 )  # Faust's worker log
 LOADED = "resolver: asked log loaded for resolve partitions [0]"  # the resolver seeded its budget
+ASSIGNED = "resolver: assigned ["  # the resolver's partitions after a rebalance
 
 
 class Crew:
@@ -105,6 +106,18 @@ class Crew:
     def close(self) -> None:
         for worker in self.workers:
             worker.stop()
+
+    def resolver_owner(self) -> int | None:
+        """The running worker whose resolver holds the resolve partition: the latest `resolver: assigned`
+        line of each running worker says what it holds (the newest claim wins during a rebalance)."""
+        claims = []
+        for i, worker in enumerate(self.workers):
+            if worker.proc.poll() is not None:
+                continue
+            lines = [ln for ln in worker.log_path.read_text(errors="replace").splitlines() if ASSIGNED in ln]
+            if lines and f"{self.settings.resolve_topic}[0]" in lines[-1]:
+                claims.append((lines[-1][:25], i))  # the line starts with its time stamp
+        return max(claims)[1] if claims else None
 
     def log_events(self, needle: str) -> list[tuple[float, str]]:
         """(Unix time, pid) of every log line of every start that contains `needle`."""
@@ -349,12 +362,6 @@ def rearms(requests: Sequence[ApiRequest], crew: Crew, limit: int, span: float) 
         allowed = max(loaded, earlier[-limit] + span if len(earlier) >= limit else 0.0)
         found.append(Rearm(before[-1].by != first.by, before[-1].at, loaded, first.at, allowed))
     return found
-
-
-async def resolver_owner(settings: Settings, crew: Crew) -> int | None:
-    """The crew member that sent the latest API request (the resolve partition's owner by then)."""
-    requests = await api_requests(settings)
-    return crew.by_label(requests[-1].by) if requests else None
 
 
 async def committed(bootstrap: str, group: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
