@@ -260,7 +260,7 @@ class Resolver(Service):
         else:
             asked_at = time.time()  # the request's time, in its asks and again in their answers
             if self.budget is not None:
-                self._own_asks.add(round(asked_at, ASKED_TIME_DIGITS))
+                self._remember_ask(asked_at, self.budget.window + self.budget.slack)
                 await self._write_asked(chosen, partition, asked_at, answered=False)
             results = await self._call(ips)
             self.stats.lookups += len(ips)
@@ -304,6 +304,11 @@ class Resolver(Service):
         finally:
             stopping.cancel()
 
+    def _remember_ask(self, at: float, span: float) -> None:
+        """Note a request of ours (as the asked log will hold its time); forget those older than `span`."""
+        self._own_asks = {t for t in self._own_asks if t >= at - span}
+        self._own_asks.add(round(at, ASKED_TIME_DIGITS))
+
     async def _write_asked(
         self, chosen: dict[str, int], partition: dict[str, int], at: float, *, answered: bool
     ) -> None:
@@ -346,9 +351,7 @@ class Resolver(Service):
         recent: list[float] = []
         ours = 0
         if self.budget is not None:
-            since = now - (self.budget.window + self.budget.slack)
-            self._own_asks = {at for at in self._own_asks if at >= since}
-            recent = request_times(records, since=since)
+            recent = request_times(records, since=now - (self.budget.window + self.budget.slack))
             # a rebalance can give us back the partition we had: our own requests are in the budget already
             others = [at for at in recent if at not in self._own_asks]
             ours = len(recent) - len(others)
