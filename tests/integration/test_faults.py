@@ -1,7 +1,8 @@
 """Faults on worker processes against the real broker and the fake ip-api with bans on: a failed Faust-side
 send, kill -9 while results flow, rolling restarts of the resolver's owner under a backlog, SIGTERM in every
-state, and a broker restart. Each test counts what came out (events in/enriched/dlq/duplicates, 429s, bans,
-stuck entries, index drift, stop durations) and prints it."""
+state, a broker restart, and a new owner of the resolve partition reading a compacted asked log. Each test
+counts what came out (events in/enriched/dlq/duplicates, 429s, bans, stuck entries, index drift, stop
+durations) and prints it."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from tests.support.chaos import (
     audit_table,
     committed,
     disagreements,
+    drained,
     publish_tagged,
     rearms,
     tagged_events,
@@ -55,9 +57,13 @@ async def set_topic_config(bootstrap: str, topic: str, config: dict[str, str]) -
         await admin.close()
 
 
-def latest(records: list, ip: str) -> dict | None:
-    values = [json.loads(r.value) for r in records if r.key == ip.encode() and r.value is not None]
-    return values[-1] if values else None
+async def latest(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
+    """The latest value per key of a topic of JSON records keyed by IP, read to its end."""
+    return {
+        r.key.decode(): json.loads(r.value)
+        for r in await read_topic(bootstrap, topic)
+        if r.key is not None and r.value is not None
+    }
 
 
 async def test_a_failed_changelog_send_is_replayed_and_the_replay_repairs_the_changelog(
@@ -89,7 +95,7 @@ async def test_a_failed_changelog_send_is_replayed_and_the_replay_repairs_the_ch
             log = worker.log_path.read_text(errors="replace")
             assert worker.proc.returncode != 0
             assert "was not delivered (MessageSizeTooLargeError" in log and "commit refused" in log
-            assert latest(await read_topic(kafka_bootstrap, changelog), ip)["status"] == "pending"
+            assert (await latest(kafka_bootstrap, changelog))[ip]["status"] == "pending"
             results = await read_topic(kafka_bootstrap, settings.results_topic)
             assert [json.loads(r.value)["type"] for r in results] == ["result"]
             tp = TopicPartition(settings.results_topic, 0)
@@ -105,9 +111,9 @@ async def test_a_failed_changelog_send_is_replayed_and_the_replay_repairs_the_ch
 
             await wait_for(result_committed, 90, message=lambda: crew.workers[0].tail())
             stopped_in = await crew.stop(0)
-            resolved = latest(await read_topic(kafka_bootstrap, settings.resolved_topic), ip)
+            resolved = (await latest(kafka_bootstrap, settings.resolved_topic)).get(ip)
             assert resolved is not None and resolved["status"] == "resolved"
-            in_changelog = latest(await read_topic(kafka_bootstrap, changelog), ip)
+            in_changelog = (await latest(kafka_bootstrap, changelog)).get(ip)
             same_dir = audit_table(tmp_path / "crew" / "w0")
             crew.restart(0, data_dir=tmp_path / "crew" / "fresh")  # rebuilt from the changelog alone
             await crew.ready()
@@ -179,15 +185,6 @@ def stuck_pending(resolved: dict[str, dict[str, Any]], pending_timeout: float, n
     )
 
 
-async def latest_resolved(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The latest geo-resolved record per IP, read to the topic's end."""
-    found: dict[str, dict[str, Any]] = {}
-    for record in await read_topic(settings.kafka_bootstrap, settings.resolved_topic):
-        if record.value is not None:
-            found[record.key.decode()] = json.loads(record.value)
-    return found
-
-
 async def test_kill_9_every_few_seconds_loses_nothing_and_table_changelog_and_index_agree(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -220,22 +217,11 @@ async def test_kill_9_every_few_seconds_loses_nothing_and_table_changelog_and_in
                 chaos_seconds = time.monotonic() - started
                 await feeding
 
-                async def quiet() -> bool:
-                    await out.poll()
-                    done = all(out.resolved.get(ip, {}).get("status") == "resolved" for ip in tally.ips)
-                    return done and tally.count(out).complete
-
-                await wait_for(
-                    quiet,
-                    180,
-                    interval=0.2,
-                    message=lambda: f"{tally.count(out).line()} {out.statuses()} {api.summary()}",
-                )
-                counts = tally.count(out)
+                counts = await drained(out, tally, 180, note=api.summary)
             await crew.ready()
             stops = await crew.stop_all()
             same_dirs = [audit_table(w.data_dir) for w in crew.workers]
-            resolved = await latest_resolved(settings)
+            resolved = await latest(settings.kafka_bootstrap, settings.resolved_topic)
             # the old data dir alone (every partition, recovered from its own state plus the changelog's
             # delta), then an empty one (every partition rebuilt from the changelog)
             crew.restart(0)
@@ -332,15 +318,7 @@ async def test_rolling_restarts_of_the_resolvers_owner_never_exceed_the_budget_n
                     crew.restart(owner)
                     await crew.ready()  # rolling: one worker down at a time
 
-                async def quiet() -> bool:
-                    await out.poll()
-                    done = all(out.resolved.get(ip, {}).get("status") == "resolved" for ip in tally.ips)
-                    return done and tally.count(out).complete
-
-                await wait_for(
-                    quiet, 180, interval=0.5, message=lambda: f"{tally.count(out).line()} {api.summary()}"
-                )
-                counts = tally.count(out)
+                counts = await drained(out, tally, 180, note=api.summary)
             requests = await api_requests(settings)
             moves = rearms(requests, crew, BUDGET, span)
         finally:
@@ -451,22 +429,11 @@ async def test_sigterm_in_every_state_stops_within_10s_and_loses_nothing(
 
                 crew.restart(0)
 
-                async def quiet() -> bool:
-                    await out.poll()
-                    done = all(out.resolved.get(ip, {}).get("status") == "resolved" for ip in tally.ips)
-                    return done and tally.count(out).complete
-
-                await wait_for(
-                    quiet,
-                    180,
-                    interval=0.5,
-                    message=lambda: f"{tally.count(out).line()} {out.statuses()} {api.summary()}",
-                )
-                counts = tally.count(out)
+                counts = await drained(out, tally, 180, note=api.summary)
                 stops["after catching up"] = await crew.stop(0)
         finally:
             crew.close()
-    resolved = await latest_resolved(settings)
+    resolved = await latest(settings.kafka_bootstrap, settings.resolved_topic)
     stuck = stuck_pending(resolved, settings.pending_timeout, time.time())
     print(
         f"\nSIGTERM: stops {', '.join(f'{state} {took:.1f}s' for state, took in stops.items())}; "
@@ -522,21 +489,9 @@ async def test_a_broker_restart_mid_run_loses_nothing_and_workers_recover_by_the
                     bootstrap, settings.events_topic, events, tally, partitions=settings.partitions, seed=4
                 )
                 async with Outputs(settings) as out:
-
-                    async def quiet() -> bool:
-                        await out.poll()
-                        done = all(out.resolved.get(ip, {}).get("status") == "resolved" for ip in tally.ips)
-                        return done and tally.count(out).complete
-
-                    await wait_for(
-                        quiet,
-                        180,
-                        interval=0.5,
-                        message=lambda: f"{tally.count(out).line()} {out.statuses()} {api.summary()}",
-                    )
-                    counts = tally.count(out)
+                    counts = await drained(out, tally, 180, note=api.summary)
                 alive = [w.proc.poll() is None for w in crew.workers]
-                resolved = await latest_resolved(settings)
+                resolved = await latest(settings.kafka_bootstrap, settings.resolved_topic)
                 stops = await crew.stop_all()
             finally:
                 crew.close()

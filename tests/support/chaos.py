@@ -15,7 +15,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -40,9 +40,8 @@ from tests.support.pipeline import Outputs, read_topic
 # aiokafka consumers of the hot path and the resolver have, so a kill costs seconds, not a minute.
 FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "10"}
 READY_TIMEOUT = 90.0  # a worker start on two busy cores, recovery included
-LOG_LINE = re.compile(
-    r"\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[(?P<pid>\d+)\] "
-)  # Faust's worker log
+# the start of a line of Faust's worker log: "[2026-11-30 17:26:48,218] [8784] [INFO] ..."
+LOG_LINE = re.compile(r"\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[(?P<pid>\d+)\] ")
 LOADED = "resolver: asked log loaded for resolve partitions [0]"  # the resolver seeded its budget
 ASSIGNED = "resolver: assigned ["  # the resolver's partitions after a rebalance
 
@@ -163,6 +162,21 @@ class Tally:
             duplicates=sum(n - 1 for n in enriched.values() if n > 1)
             + sum(n - 1 for n in dead.values() if n > 1),
         )
+
+
+async def drained(out: Outputs, tally: Tally, timeout: float, note: Callable[[], str] = str) -> TallyCounts:
+    """Follow the outputs until every tagged input came out and every IP of the valid ones is resolved;
+    the counts then. On timeout the message shows the counts, the statuses and `note()`."""
+
+    async def quiet() -> bool:
+        await out.poll()
+        resolved = all(out.resolved.get(ip, {}).get("status") == "resolved" for ip in tally.ips)
+        return resolved and tally.count(out).complete
+
+    await wait_for(
+        quiet, timeout, interval=0.5, message=lambda: f"{tally.count(out).line()} {out.statuses()} {note()}"
+    )
+    return tally.count(out)
 
 
 @dataclass(frozen=True)
