@@ -256,6 +256,18 @@ async def test_kill_9_every_few_seconds_loses_nothing_and_table_changelog_and_in
         assert disagreements(audit.entries, resolved) == []
 
 
+async def create_compacting_asked_log(settings: Settings) -> None:
+    """Create the asked log as compaction leaves it soon: segments roll every second and the cleaner keeps
+    only the latest record per IP (its answer, once delivered) of everything older."""
+    eager = {
+        **asked_topic_config(settings.pending_timeout),
+        "segment.ms": "1000",
+        "min.cleanable.dirty.ratio": "0.01",
+    }
+    topics = {settings.asked_topic: settings.resolve_partitions}
+    await create_topics(settings.kafka_bootstrap, topics, eager)
+
+
 # -- rolling restarts of the resolver's owner under a backlog -----------------------------------------------
 
 ROLLING_IPS = 6_000  # 60 requests: longer than the restarts at BUDGET requests per window
@@ -285,10 +297,7 @@ async def test_rolling_restarts_of_the_resolvers_owner_never_exceed_the_budget_n
             pending_timeout=600.0,
             http_timeout=10.0,
         )
-        # the asked log as compaction leaves it: segments roll every second and the cleaner keeps only the
-        # latest record per IP of everything older (its "answered" one, once the answer is delivered)
-        eager = {**asked_topic_config(600.0), "segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01"}
-        await create_topics(kafka_bootstrap, {settings.asked_topic: settings.resolve_partitions}, eager)
+        await create_compacting_asked_log(settings)
         await ensure_topics(settings)
         crew = Crew(settings, tmp_path / "crew", 2)
         try:
@@ -537,9 +546,7 @@ async def test_a_new_owner_counts_the_requests_of_a_compacted_asked_log(
             budget_window=LONG_WINDOW,
             pending_timeout=600.0,
         )
-        # segments roll every second and the cleaner keeps only the latest record per IP of the older ones
-        eager = {**asked_topic_config(600.0), "segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01"}
-        await create_topics(kafka_bootstrap, {settings.asked_topic: settings.resolve_partitions}, eager)
+        await create_compacting_asked_log(settings)
         await ensure_topics(settings)
         crew = Crew(settings, tmp_path / "crew", 1)
         try:
