@@ -5,8 +5,8 @@ redelivered after a crash or rebalance, a pending entry whose answer is slow is 
 attempt number when its pending timeout passes, and a new owner of a cache partition may start the same
 attempt again. Each of those would cost an API request and count against the shared budget. So before it
 asks, the resolver writes "asked (ip, attempt) at t" to the asked log (a compacted topic, co-partitioned
-with the resolve topic), once the answers are delivered to the results topic it writes "answered", and it
-consults what it and its predecessors wrote:
+with the resolve topic), once the answers are delivered to the results topic it writes "answered" (with the
+same t, the time of the request), and it consults what it and its predecessors wrote:
 
 - an attempt lower than the last one asked is stale (its entry already moved on): never asked;
 - the same attempt answered: its result is on the results topic, the cache agent will apply it: not asked;
@@ -99,8 +99,9 @@ class AskedLog:
 def request_times(records: Iterable[tuple[str, Asked]], *, since: float) -> list[float]:
     """When the API requests behind `records` (as read back from the asked log) left, oldest first.
 
-    One request's asks share one timestamp, written before the call, so the distinct times of unanswered
-    records since `since` are the requests sent since then: what the previous owner of a resolve partition
-    spent of the current window.
+    One request's asks share one timestamp, taken before the call, and its answers repeat it, so the
+    distinct times since `since` are the requests sent since then: what the previous owner of a resolve
+    partition spent of the current window. Answers count too because the topic is compacted: once the
+    cleaner has been through a segment, an IP's answer is all that is left of its ask.
     """
-    return sorted({asked.at for _, asked in records if not asked.answered and asked.at >= since})
+    return sorted({asked.at for _, asked in records if asked.at >= since})

@@ -11,7 +11,9 @@ Faust rules this module lives by: a table is written only inside the agent's per
 from a timer or a batch raises); an exception escaping the agent acks and loses the event, so none
 escapes; concurrency 1, because concurrent iterations can commit past an unfinished event. A failed send
 is caught by `faustx.DeliveryGuard`, which refuses the commit and crashes the worker, so the event is
-replayed instead of skipped; every decision is idempotent, so a replay repeats work, never loses it.
+replayed instead of skipped; every decision is idempotent, so a replay repeats work, never loses it. A
+replay also writes the current entry again when it changes nothing: Faust writes RocksDB at once and the
+changelog record a moment later, so a crash in between keeps on this disk a write the changelog never got.
 """
 
 from __future__ import annotations
@@ -127,10 +129,12 @@ class CacheAgent:
             self.stats.forgotten += 1
             return
         entry = decision.entry or old
-        if decision.entry is not None:
-            self.table[key] = decision.entry.to_json()  # the store indexes it in the same write
         if entry is None:
             return
+        if decision.entry is not None or decision.publish:
+            # the store indexes it in the same write; an unchanged entry that is republished (a replay, a
+            # duplicate) is written again so its changelog record goes out again (same value, same index key)
+            self.table[key] = entry.to_json()
         if decision.publish:
             await send(self.settings.resolved_topic, key, entry.to_json(), None, None, None)
             self.stats.resolved_published += 1

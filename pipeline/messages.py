@@ -22,6 +22,7 @@ DLQ_PREVIEW_CHARS = 1024  # readable excerpt of the original beside its base64 c
 # base64 of this many bytes (4/3 larger) plus the rest of the dead letter stays well under MAX_RECORD_BYTES
 DLQ_ORIGINAL_MAX = 512 * 1024
 DLQ_KEY_MAX = 1024  # an input key longer than this is kept as a prefix with its size and hash, not as the key
+ASKED_TIME_DIGITS = 3  # decimals of an asked record's time: milliseconds tell requests apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +202,10 @@ def decode_results_message(raw: bytes | None) -> ResultMessage | RetryMessage | 
 
 def encode_asked(attempt: int, at: float, by: str = "", *, answered: bool = False) -> bytes:
     """The asked log's record value (the key is the IP as raw UTF-8); `by` names the asking worker, for
-    operators and tests (readers ignore it)."""
-    return _dumps({"attempt": attempt, "at": round(at, 3), "by": by[:200], "answered": answered})
+    operators and tests (readers ignore it); `at` keeps ASKED_TIME_DIGITS decimals."""
+    return _dumps(
+        {"attempt": attempt, "at": round(at, ASKED_TIME_DIGITS), "by": by[:200], "answered": answered}
+    )
 
 
 def decode_asked(raw: bytes | None) -> Asked | None:

@@ -39,7 +39,14 @@ from .asked import AskedLog, asked_horizon, asked_keep, request_times
 from .ipapi import MAX_BATCH as RESOLVE_BATCH  # more IPs in one request gives HTTP 422
 from .ipapi import IpApiProvider
 from .kafka_config import client_kwargs
-from .messages import Asked, decode_asked, decode_resolve_request, encode_asked, encode_result
+from .messages import (
+    ASKED_TIME_DIGITS,
+    Asked,
+    decode_asked,
+    decode_resolve_request,
+    encode_asked,
+    encode_result,
+)
 from .models import LookupResult, TransientFailure
 from .providers import GeoProvider, OfflineProvider, ProviderChain
 from .settings import Settings
@@ -94,6 +101,9 @@ class Resolver(Service):
         self.generation = 0
         self.to_load: frozenset[int] | None = None  # resolve partitions whose asked log is still to read
         self.loaded: frozenset[int] = frozenset()
+        # times (as the asked log holds them) of the requests this resolver asked: its budget counts them
+        # already, so seeding it from the asked log after an assignment must not count them again
+        self._own_asks: set[float] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
@@ -254,8 +264,10 @@ class Resolver(Service):
             results = await self.chain.fallback(ips, why_not)
             self.stats.fallback_answers += len(ips)
         else:
+            asked_at = time.time()  # the request's time, in its asks and again in their answers
             if self.budget is not None:
-                await self._write_asked(chosen, partition, answered=False)
+                self._remember_ask(asked_at, self.budget.window + self.budget.slack)
+                await self._write_asked(chosen, partition, asked_at, answered=False)
             results = await self._call(ips)
             self.stats.lookups += len(ips)
             self.stats.batches += 1
@@ -269,7 +281,7 @@ class Resolver(Service):
         # only once the answers are on the broker may the log say "answered": from then on a repeat of
         # these requests (redelivery, a re-emission crossing the answer) is dropped whatever its age
         if self.budget is not None and why_not is None:
-            await self._write_asked(chosen, partition, answered=True)
+            await self._write_asked(chosen, partition, asked_at, answered=True)
         else:
             for ip, attempt in chosen.items():
                 self.asked.record(ip, attempt, time.time(), answered=True)
@@ -298,16 +310,22 @@ class Resolver(Service):
         finally:
             stopping.cancel()
 
+    def _remember_ask(self, at: float, span: float) -> None:
+        """Note a request of ours (as the asked log will hold its time); forget those older than `span`."""
+        self._own_asks = {t for t in self._own_asks if t >= at - span}
+        self._own_asks.add(round(at, ASKED_TIME_DIGITS))
+
     async def _write_asked(
-        self, chosen: dict[str, int], partition: dict[str, int], *, answered: bool
+        self, chosen: dict[str, int], partition: dict[str, int], at: float, *, answered: bool
     ) -> None:
-        """Record asks (and wait for the broker: a successor must see them) or their answers."""
+        """Record asks (and wait for the broker: a successor must see them) or their answers, both with the
+        time of the request: compaction keeps only an IP's latest record, and a successor seeding its budget
+        must still see when the request left."""
         assert self._producer is not None
-        now = time.time()
         by = self.settings.worker_label
         deliveries = []
         for ip, attempt in chosen.items():
-            value = encode_asked(attempt, now, by, answered=answered)
+            value = encode_asked(attempt, at, by, answered=answered)
             # the asked log is co-partitioned with the resolve topic: the record goes to the request's own
             # partition number, where that partition's next owner reads it back
             deliveries.append(
@@ -315,7 +333,7 @@ class Resolver(Service):
                     self.settings.asked_topic, value, key=ip.encode(), partition=partition[ip]
                 )
             )
-            self.asked.record(ip, attempt, now, answered=answered)
+            self.asked.record(ip, attempt, at, answered=answered)
         await asyncio.gather(*deliveries)
 
     async def _load_asked(self) -> None:
@@ -337,14 +355,20 @@ class Resolver(Service):
         self.asked.prune(now)
         self.loaded = mine
         recent: list[float] = []
+        ours = 0
         if self.budget is not None:
             recent = request_times(records, since=now - (self.budget.window + self.budget.slack))
-            self.budget.note_sends([mono - (now - at) for at in recent])
+            # a rebalance can give us back the partition we had: our own requests are in the budget already
+            others = [at for at in recent if at not in self._own_asks]
+            ours = len(recent) - len(others)
+            self.budget.note_sends([mono - (now - at) for at in others])
         log.info(
-            "resolver: asked log loaded for resolve partitions %s: %d IPs, %d requests in the current window",
+            "resolver: asked log loaded for resolve partitions %s: %d IPs, %d requests in the current window "
+            "(%d of them ours)",
             sorted(mine),
             len(self.asked),
             len(recent),
+            ours,
         )
 
     async def _pause(self, seconds: float) -> None:

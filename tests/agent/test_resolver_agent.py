@@ -6,8 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from pipeline.messages import ResolveRequest, decode_asked, decode_results_message, encode_resolve_request
+from pipeline.messages import (
+    Asked,
+    ResolveRequest,
+    decode_asked,
+    decode_results_message,
+    encode_resolve_request,
+)
 from pipeline.models import GeoData, LookupResult, Resolved, TransientFailure
 from pipeline.providers import ProviderChain
 from pipeline.resolver import Resolver
@@ -144,3 +151,26 @@ async def test_malformed_requests_are_skipped_and_counted_without_dropping_the_r
     await asyncio.wait_for(service.run_once(), 5)
     assert service.stats.malformed == 1
     assert set(results(producer)) == {"8.8.8.8", "9.9.9.9"}
+
+
+async def test_an_assignment_seeds_the_budget_with_the_requests_of_others_only(monkeypatch: Any) -> None:
+    """Reading the asked log back after an assignment counts another worker's request of the window once
+    and this resolver's own (already in its budget) not again, so keeping the partition costs no wait."""
+    service, _, producer, _ = resolver()
+    budget = ResolveBudget(asyncio.get_running_loop().time, limit=15, window=60.0)
+    service.chain = ProviderChain([Remote(budget), Offline()])
+    service.budget = budget
+    await asyncio.wait_for(service.run_once(), 5)  # our request: asks and answers in the asked log
+    assert budget.sent_in_window == 1
+    written = [
+        (k.decode(), decode_asked(v)) for t, k, v in producer.singles if t == SETTINGS.asked_topic and k
+    ]
+    theirs = ("5.5.5.5", Asked(1, round(time.time() - 5, 3), answered=True))
+
+    async def read_back(settings: Settings, partitions: frozenset[int], *, since: float) -> list[Any]:
+        return [*written, theirs]
+
+    monkeypatch.setattr("pipeline.resolver.read_asked", read_back)
+    service.to_load = frozenset({0})  # the rebalance gave us the partition again
+    await service._load_asked()
+    assert budget.sent_in_window == 2  # ours once, theirs once

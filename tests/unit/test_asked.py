@@ -125,13 +125,23 @@ def test_a_request_never_starves(asks: list[tuple[int, float]], data: st.DataObj
 
 
 def test_request_times_are_the_distinct_ask_times_since_a_moment() -> None:
-    """One request's asks share a time: the distinct unanswered times since `since` are the requests sent,
-    answered records (written after the call) and older asks are not counted."""
+    """One request's asks and answers share its time: the distinct times since `since` are the requests
+    sent; an answer does not count twice and older asks are not counted."""
     records = [
         ("1.1.1.1", Asked(1, 100.0)),
         ("2.2.2.2", Asked(1, 100.0)),
         ("3.3.3.3", Asked(2, 130.0)),
-        ("1.1.1.1", Asked(1, 131.0, answered=True)),
+        ("1.1.1.1", Asked(1, 100.0, answered=True)),
         ("4.4.4.4", Asked(1, 40.0)),
     ]
     assert request_times(records, since=60.0) == [100.0, 130.0]
+
+
+def test_request_times_survive_compaction_down_to_the_answers() -> None:
+    """A compacted asked log keeps only each IP's latest record, its answer: the requests still count."""
+    compacted = [
+        ("1.1.1.1", Asked(1, 100.0, answered=True)),
+        ("2.2.2.2", Asked(1, 100.0, answered=True)),
+        ("3.3.3.3", Asked(2, 130.0, answered=True)),
+    ]
+    assert request_times(compacted, since=60.0) == [100.0, 130.0]
