@@ -21,6 +21,8 @@ so the fix reads the topic's dynamic configs first and sends them back with the 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +33,7 @@ from .errors import ConfigError
 from .kafka_config import client_kwargs
 from .settings import Settings
 
+APPLY_TIMEOUT = 15.0  # seconds an altered config may take to read back
 DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs config_source: set on the topic itself (not a broker default)
 POLICY = "cleanup.policy"
 FIX_COMMAND = "geo-pipeline topics fix"
@@ -183,6 +186,15 @@ async def apply(admin: AIOKafkaAdminClient, problem: Problem) -> None:
         for error, message, *_ in response.resources:
             if error:
                 raise ConfigError(f"topic {problem.topic}: altering its configs failed ({error} {message})")
+    # the broker applies a change through its metadata log: wait until it reads back, so "fixed" is true
+    deadline = time.monotonic() + APPLY_TIMEOUT
+    wanted_policy = policies(problem.configs.get(POLICY))
+    while policies((await inspect(admin, [problem.topic]))[problem.topic].policy) != wanted_policy:
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"topic {problem.topic}: the new configs did not show within {APPLY_TIMEOUT:.0f}s"
+            )
+        await asyncio.sleep(0.2)  # polling the broker's view: it offers no notification
 
 
 async def run(settings: Settings, *, fix: bool) -> tuple[list[Problem], list[Problem]]:
