@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from . import client, present, topics
+from .errors import BrokerError
 from .settings import Settings
 
 NAMES = ("lookup", "produce", "tail", "stats", "topics")
@@ -50,7 +52,12 @@ def add_parsers(sub: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     command = {"lookup": lookup, "produce": produce, "tail": tail, "stats": stats, "topics": topics_command}
-    return asyncio.run(command[args.command](args, settings))
+    try:
+        return asyncio.run(command[args.command](args, settings))
+    except (KafkaError, OSError) as exc:  # one line naming the broker, not a traceback
+        raise BrokerError(
+            f"{args.command}: Kafka at KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap} failed: {exc!r}"
+        ) from None
 
 
 async def lookup(args: argparse.Namespace, settings: Settings) -> int:

@@ -250,6 +250,8 @@ class Settings:
                     f"GEO_ADVERTISED_URL={self.advertised_url!r} is not valid: use http://<host>:<port> as "
                     "other workers reach this one, or leave it empty"
                 )
+            elif url.username or url.password:  # it is shared with every group member and shown by the API
+                problems.append("GEO_ADVERTISED_URL must not hold credentials: use http://<host>:<port>")
         try:
             log_levels(self.log_level)
         except ValueError as exc:

@@ -110,6 +110,7 @@ def test_libraries_are_quiet_by_default_and_can_be_raised() -> None:
         ({"GEO_LOG_FORMAT": "xml"}, "GEO_LOG_FORMAT='xml' is not valid: use text or json"),
         ({"GEO_ADVERTISED_URL": "w1:6066"}, "GEO_ADVERTISED_URL='w1:6066' is not valid"),
         ({"GEO_ADVERTISED_URL": "http://w1:6066/api"}, "GEO_ADVERTISED_URL="),
+        ({"GEO_ADVERTISED_URL": "http://u:p@w1:6066"}, "must not hold credentials"),
     ],
 )
 def test_bad_operator_settings_are_refused(environ: dict[str, str], message: str) -> None:
