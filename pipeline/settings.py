@@ -85,7 +85,7 @@ class Settings:
     # web
     web_host: str = field(default="127.0.0.1", metadata={"env": "GEO_WEB_HOST"})
     web_port: int = field(default=6066, metadata={"env": "GEO_WEB_PORT"})  # taken: a free one, logged
-    # how other workers and the CLI reach this one ("": http://<GEO_WEB_HOST or hostname>:<port>); unique
+    # how other workers and the CLI reach this one ("": http://<GEO_WEB_HOST or its address>:<port>); unique
     advertised_url: str = field(default="", metadata={"env": "GEO_ADVERTISED_URL"})
     # logging: the pipeline's level, optionally `logger=LEVEL` pairs (Faust, mode, aiokafka: WARNING)
     log_level: str = field(default="INFO", metadata={"env": "GEO_LOG_LEVEL"})

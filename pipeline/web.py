@@ -78,14 +78,26 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 
 def advertised_url(settings: Settings, port: int) -> str:
-    """How others reach this worker: GEO_ADVERTISED_URL, else http://<GEO_WEB_HOST>:<port> (the host name
-    when bound to every interface)."""
+    """How others reach this worker: GEO_ADVERTISED_URL, else http://<GEO_WEB_HOST>:<port> (when bound to
+    every interface: the address this host's name resolves to, see `reachable_host`)."""
     if settings.advertised_url:
         return str(URL(settings.advertised_url.rstrip("/")))
     host = settings.web_host
     if host in ("0.0.0.0", "::", ""):
-        host = socket.gethostname()
+        host = reachable_host()
     return str(URL.build(scheme="http", host=host, port=port))
+
+
+def reachable_host() -> str:
+    """The address the host name resolves to (in a container or a pod: its own address on the network,
+    reachable by its peers without DNS for the name); the name itself when it resolves to loopback or not
+    at all."""
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        return name
+    return name if address.startswith("127.") else address
 
 
 class WebServer(Service):

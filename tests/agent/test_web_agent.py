@@ -21,7 +21,7 @@ from pipeline.routing import NearCache
 from pipeline.settings import Settings
 from pipeline.stats import Stats
 from pipeline.throttle import ResolveBudget
-from pipeline.web import WebServer, advertised_url, bind_listener
+from pipeline.web import WebServer, advertised_url, bind_listener, reachable_host
 
 PARTITIONS = 4
 CHANGELOG = "geo-geo-cache-changelog"
@@ -214,11 +214,13 @@ def test_a_taken_port_is_replaced_by_a_free_one() -> None:
 
 
 def test_advertised_url_is_the_setting_or_the_bound_address() -> None:
-    """GEO_ADVERTISED_URL wins; else the host bound, or the host name when bound to every interface."""
+    """GEO_ADVERTISED_URL wins; else the host bound, or this host's own address when bound to every
+    interface."""
     base = Settings.from_env({})
     assert advertised_url(base, 7000) == "http://127.0.0.1:7000"
     assert advertised_url(Settings.from_env({"GEO_WEB_HOST": "0.0.0.0"}), 7000) == (
-        f"http://{socket.gethostname()}:7000"
+        f"http://{reachable_host()}:7000"
     )
+    assert not reachable_host().startswith("127.")  # loopback would send other hosts to themselves
     explicit = Settings.from_env({"GEO_ADVERTISED_URL": "http://worker-3.geo:6066/"})
     assert advertised_url(explicit, 7000) == "http://worker-3.geo:6066"
