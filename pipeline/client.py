@@ -9,6 +9,7 @@ coordinator to describe the group and reads those URLs back. Every Kafka client 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,6 +31,9 @@ HTTP_TIMEOUT = 5.0  # seconds per request to a worker
 READ_TIMEOUT = 60.0  # seconds to read the resolved topic's partitions to their end
 MEMBER_METADATA = 3  # index of member_metadata in a DescribeGroups member (member_id, client_id, host, ...)
 MEMBERS = 5  # index of the members in a DescribeGroups group
+GROUP_STATE = 2  # index of the state in a DescribeGroups group
+REBALANCING = ("PreparingRebalance", "CompletingRebalance")  # no member metadata is shared meanwhile
+DISCOVERY_WAIT = 10.0  # seconds `worker_urls` waits for a rebalancing group to settle
 
 
 def member_url(metadata: bytes) -> str | None:
@@ -43,19 +47,23 @@ def member_url(metadata: bytes) -> str | None:
 
 
 async def worker_urls(settings: Settings) -> list[str]:
-    """The URLs of the workers currently in the app's group, sorted (empty when none is up)."""
+    """The URLs of the workers currently in the app's group, sorted (empty when none is up). The
+    coordinator shares member metadata only while the group is stable: during a rebalance this waits for
+    it, DISCOVERY_WAIT seconds at most."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10000)
     await admin.start()
     try:
-        responses = await admin.describe_consumer_groups([settings.app_id])
+        deadline = time.monotonic() + DISCOVERY_WAIT
+        while True:
+            responses = await admin.describe_consumer_groups([settings.app_id])
+            groups = [group for response in responses for group in response.groups]
+            rebalancing = any(group[GROUP_STATE] in REBALANCING for group in groups)
+            if not rebalancing or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)  # polling the coordinator: it has no "stable again" notification
     finally:
         await admin.close()
-    urls = {
-        member_url(member[MEMBER_METADATA])
-        for response in responses
-        for group in response.groups
-        for member in group[MEMBERS]
-    }
+    urls = {member_url(member[MEMBER_METADATA]) for group in groups for member in group[MEMBERS]}
     return sorted(url for url in urls if url)
 
 

@@ -139,9 +139,12 @@ async def test_cli_and_owner_answers_across_two_workers(kafka_bootstrap: str, tm
     public = public_ips(12, seed=33)
     lines = [*public, json.dumps({"ip": public[0], "jail": "sshd"}), PRIVATE, "not-an-ip", ""]
     async with running_workers(settings, tmp_path, n=2) as workers:
-        urls = await wait_for(
-            lambda: _two(worker_urls(settings)), 30, message="both workers in the group's metadata"
-        )
+        try:
+            urls = await wait_for(lambda: _two(worker_urls(settings)), 30, message="both workers")
+        except AssertionError:
+            raise AssertionError(
+                f"{await _group(settings)}\n" + "\n".join(w.tail(40) for w in workers)
+            ) from None
 
         async def settled() -> bool:
             """Both ready, and their hot paths share the input partitions (the groups settled)."""
@@ -153,7 +156,11 @@ async def test_cli_and_owner_answers_across_two_workers(kafka_bootstrap: str, tm
                 assigned.append({labels["partition"] for labels, _ in lag})
             return all(assigned) and set().union(*assigned) == {"0", "1", "2", "3"}
 
-        await wait_for(settled, 60, interval=0.3, message="both workers ready and consuming")
+        try:
+            await wait_for(settled, 60, interval=0.3, message="both workers ready and consuming")
+        except (AssertionError, aiohttp.ClientError) as exc:
+            logs = "\n".join(w.tail(60) for w in workers)
+            raise AssertionError(f"{exc!r}: {urls}\n{logs}") from None
         produced = cli(settings, "produce", stdin="\n".join(lines) + "\n")
         assert produced.returncode == 0, produced.stderr
         assert f"produce: {len(lines) - 1} records" in produced.stderr
@@ -233,6 +240,16 @@ async def _offsets(settings: Settings) -> str:
         )
     finally:
         await consumer.stop()
+        await admin.close()
+
+
+async def _group(settings: Settings) -> str:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([settings.app_id])
+        return repr([(g[2], [(m[0], len(m[3])) for m in g[5]]) for g in response.groups])
+    finally:
         await admin.close()
 
 
