@@ -39,6 +39,8 @@ from .routing import NearCache, Router
 from .settings import Settings
 from .stats import Stats
 from .timers import RetryTimer, VersionSweep, register_progress, register_reload, register_stall_check
+from .topics import enforce
+from .web import WebServer, advertised_url, bind_listener
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class GeoApp:
     timer: RetryTimer
     guard: DeliveryGuard
     watch: StallWatch  # stalled partitions of the cache agent's inputs, for the progress line and readiness
+    web: WebServer | None = None  # the HTTP API (build(web=True)); started before the app, see web.py
 
     @property
     def store(self) -> IndexedStore:
@@ -126,7 +129,8 @@ def asked_topic_config(pending_timeout: float) -> dict[str, str]:
 
 
 async def ensure_topics(settings: Settings) -> None:
-    """Create missing topics; refuse to run when an internal topic's partition count is wrong."""
+    """Create missing topics; refuse to run when an existing topic breaks the contract (pipeline/topics.py:
+    partition counts of co-partitioned topics, cleanup policies)."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=30000)
     await admin.start()
     try:
@@ -140,24 +144,17 @@ async def ensure_topics(settings: Settings) -> None:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race: fine
                 await admin.create_topics(missing)
-        # the table's feeds must match the table; the asked log must match the resolve topic it mirrors
-        s = settings
-        names = [s.seen_topic, s.results_topic, f"{s.app_id}-{CACHE_TABLE}-changelog", s.asked_topic]
-        for item in await admin.describe_topics(names):
-            want = layout[item["topic"]][0]
-            have = len(item.get("partitions") or [])
-            if have and have != want:
-                raise ConfigError(
-                    f"topic {item['topic']} has {have} partitions but {want} are configured: the table and "
-                    "its input topics, and the resolve and asked topics, must be co-partitioned"
-                )
+        await enforce(settings, admin)
     finally:
         await admin.close()
 
 
 def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None, web: bool = False) -> GeoApp:
     """Create the worker (nothing runs until `app.start()`); `providers` replaces the configured provider
-    chain (tests and benchmarks pass their own)."""
+    chain (tests and benchmarks pass their own); `web` binds the HTTP API's socket now (its URL goes into
+    the group metadata) and adds the API as `GeoApp.web`, to be started before the app."""
+    sock = bind_listener(settings.web_host, settings.web_port) if web else None
+    url = advertised_url(settings, sock.getsockname()[1]) if sock is not None else None
     app = faust.App(
         settings.app_id,
         **faust_app_kwargs(settings),  # broker and, for secured clusters, SASL/TLS credentials
@@ -167,10 +164,8 @@ def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None,
         topic_replication_factor=settings.replication,
         processing_guarantee="at_least_once",  # exactly_once has open bugs (duplicates, rebalance crashes)
         consumer_auto_offset_reset="earliest",
-        web_enabled=web,
-        web_bind=settings.web_host,
-        web_port=settings.web_port,
-        web_host=settings.web_host,
+        web_enabled=False,  # Faust's own web server would also serve its table and router routes
+        canonical_url=url,  # how the assignor tells other workers to reach us (None: Faust's default)
         stream_wait_empty=True,
         producer_linger_ms=5,
         broker_commit_interval=1.0,
@@ -220,7 +215,10 @@ def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None,
     if "mmdb" in offline:
         register_reload(app, offline["mmdb"])
     register_progress(app, stats, watch)
-    return GeoApp(settings, app, table, policy, stats, near, hotpath, resolver, cache, timer, guard, watch)
+    geo = GeoApp(settings, app, table, policy, stats, near, hotpath, resolver, cache, timer, guard, watch)
+    if sock is not None and url is not None:
+        geo.web = WebServer(geo, sock, url)
+    return geo
 
 
 def offline_providers(settings: Settings) -> dict[str, Any]:
@@ -274,6 +272,8 @@ async def running(geo: GeoApp, *, timeout: float = 60.0) -> AsyncIterator[GeoApp
     Waits until the worker has an assignment and its tables have recovered, so callers can produce at once.
     """
     await ensure_topics(geo.settings)
+    if geo.web is not None:
+        await geo.web.start()
     await geo.app.start()
     try:
         deadline = time.monotonic() + timeout
@@ -286,6 +286,8 @@ async def running(geo: GeoApp, *, timeout: float = 60.0) -> AsyncIterator[GeoApp
         yield geo
     finally:
         await geo.app.stop()
+        if geo.web is not None:
+            await geo.web.stop()
 
 
 def ready(geo: GeoApp) -> bool:

@@ -1,4 +1,5 @@
-"""`geo-pipeline`: run a worker, the demo, the local Kafka broker, or the benchmark.
+"""`geo-pipeline`: run a worker, the demo, the local Kafka broker, the benchmarks, or the operator commands
+(lookup, produce, tail, stats, topics: pipeline/commands.py).
 
 The environment is read here and only here (Settings.from_env); everything below gets a Settings.
 """
@@ -7,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
 
+from . import commands
 from .errors import PipelineError
+from .logs import configure as configure_logging
 from .settings import Settings
 
 DEFAULT_RUN_DIR = Path(".kafka-local")  # git-ignored; holds the dev broker's config, data and logs
@@ -51,10 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     mmdb.add_argument("--networks", type=int, default=100_000)
     mmdb.add_argument("--ips", type=int, default=100_000)
+    commands.add_parsers(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env(os.environ)
+        configure_logging(settings)  # quiet by default: GEO_LOG_LEVEL, GEO_LOG_FORMAT
+        if args.command in commands.NAMES:
+            return commands.run(args, settings)
         if args.command == "worker":
             return run_worker(settings)
         if args.command == "demo":
@@ -105,19 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_worker(settings: Settings) -> int:
-    import faust
+    from .serve import run_worker as serve
 
-    from .app import build, ensure_topics
-    from .kafka_preflight import check_kafka
-
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    loop.run_until_complete(check_kafka(settings))  # a wrong password or protocol: one clear error
-    loop.run_until_complete(ensure_topics(settings))
-    geo = build(settings, web=True)
-    worker = faust.Worker(geo.app, loop=loop, loglevel="INFO")
-    worker.execute_from_commandline()
-    return 0
+    return serve(settings)
 
 
 def kafka_command(action: str, run_dir: Path, port: int) -> int:

@@ -14,6 +14,8 @@ Layout of each partition's RocksDB (keys sort bytewise):
     ~1<due ms, 13 digits>|<ip> -> b""   refresh lane (resolved; private, due only to be forgotten)
     ~2<data version>|<ip>     -> b""   offline-answered entries by the version of the data that answered
     ~~index-v2                -> b""   this partition's index was built (older stores are indexed once)
+    ~~n|<status>              -> b"<count>"  entries per status, written with the entries (metrics)
+    ~~status-v1               -> b""   this partition's status counts were built (older stores: once)
 
 Faust internals relied on (faust-streaming 0.15.x, `faust/stores/rocksdb.py`): `Store._set`, `_del` and
 `apply_changelog_batch` are the only paths that write a partition database; `_open_for_partition` opens
@@ -49,19 +51,29 @@ from .policy import (
 log = logging.getLogger(__name__)
 
 INDEX_MARKER = (INDEX_PREFIX + INDEX_PREFIX + "index-v2").encode()  # v2: the version lane was added
+COUNTS_MARKER = (INDEX_PREFIX + INDEX_PREFIX + "status-v1").encode()
+COUNT_PREFIX = (INDEX_PREFIX + INDEX_PREFIX + "n|").encode()  # + status: that status's entry count
 _INDEX_START = INDEX_PREFIX.encode()
 LANES = (RETRY_LANE, REFRESH_LANE, VERSION_LANE)
+_NONE: frozenset[bytes] = frozenset()
+
+
+def entry_facts(value: bytes | None) -> tuple[frozenset[bytes], str | None]:
+    """(index keys, status) an entry value implies, from one parse; (none, None) for tombstones and garbage
+    (a value that is not an entry is served as it is, but never scheduled nor counted)."""
+    if not value:
+        return _NONE, None
+    try:
+        entry = GeoEntry.from_json(value)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return _NONE, None
+    keys = frozenset(key.encode() for key in (schedule_key(entry), version_key(entry)) if key)
+    return keys, entry.status.value
 
 
 def index_keys(value: bytes | None) -> frozenset[bytes]:
-    """The index keys an entry value implies (none for tombstones and garbage)."""
-    if not value:
-        return frozenset()
-    try:
-        entry = GeoEntry.from_json(value)
-    except (ValueError, KeyError, TypeError):
-        return frozenset()  # a value that is not an entry is served as it is but never scheduled
-    return frozenset(key.encode() for key in (schedule_key(entry), version_key(entry)) if key)
+    """The index keys (due time, data version) an entry value implies."""
+    return entry_facts(value)[0]
 
 
 def index_key(value: bytes | None) -> bytes | None:
@@ -80,6 +92,8 @@ class IndexedStore(Store):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lane_counts: dict[int, Counter[str]] = {}  # partition -> index keys per lane
+        self.status_counts: dict[int, Counter[str]] = {}  # partition -> entries per status (persisted)
+        self._counts_changed: set[int] = set()  # partitions whose counts the next write must carry
 
     # -- writes: every path that changes a partition database -----------------------------------------
 
@@ -92,6 +106,7 @@ class IndexedStore(Store):
         batch = rocksdict.WriteBatch(raw_mode=True)
         self._reindex(partition, batch, key, db.get(key), value)
         batch.put(key, value)
+        self._write_counts(partition, batch)
         db.write(batch)
 
     def _del(self, key: bytes) -> None:
@@ -102,6 +117,7 @@ class IndexedStore(Store):
             batch = rocksdict.WriteBatch(raw_mode=True)
             self._reindex(partition, batch, key, old, None)
             batch.delete(key)
+            self._write_counts(partition, batch)
             db.write(batch)
 
     def apply_changelog_batch(self, batch: Iterable[Any], to_key: Any, to_value: Any) -> None:
@@ -123,6 +139,7 @@ class IndexedStore(Store):
                 write.put(key, value)
             latest[partition, key] = value
         for partition, write in batches.items():
+            self._write_counts(partition, write)
             self._db_for_partition(partition).write(write)
         for tp, offset in offsets.items():
             self.set_persisted_offset(tp, offset)
@@ -135,10 +152,18 @@ class IndexedStore(Store):
         for key, value in items:
             self._reindex(partition, batch, key, db.get(key), value)
             batch.put(key, value)
+        self._write_counts(partition, batch)
         db.write(batch)
 
     def _reindex(self, partition: int, batch: Any, key: bytes, old: bytes | None, new: bytes | None) -> None:
-        before, after = index_keys(old), index_keys(new)
+        (before, was), (after, now) = entry_facts(old), entry_facts(new)
+        if was != now:
+            statuses = self.status_counts.setdefault(partition, Counter())
+            if was is not None:
+                statuses[was] -= 1
+            if now is not None:
+                statuses[now] += 1
+            self._counts_changed.add(partition)
         if before == after:
             return
         counts = self.lane_counts.setdefault(partition, Counter())
@@ -158,7 +183,36 @@ class IndexedStore(Store):
             prefix = lane_prefix(lane).encode()
             counts[lane] = sum(1 for _ in _keys_with_prefix(db, prefix))
         self.lane_counts[partition] = counts
+        self.status_counts[partition] = self._read_counts(partition, db)
         return db
+
+    def _write_counts(self, partition: int, batch: Any) -> None:
+        """Put the partition's status counts into `batch`: they change in the same write as the entries."""
+        if partition not in self._counts_changed:
+            return
+        self._counts_changed.discard(partition)
+        for status, count in self.status_counts.get(partition, Counter()).items():
+            batch.put(COUNT_PREFIX + status.encode(), str(count).encode())
+
+    def _read_counts(self, partition: int, db: Any) -> Counter[str]:
+        """The persisted status counts; a partition written before they existed is counted once, here."""
+        counts = Counter[str]()
+        if db.get(COUNTS_MARKER) is not None:
+            for key in _keys_with_prefix(db, COUNT_PREFIX):
+                counts[key[len(COUNT_PREFIX) :].decode()] = int(db.get(key))
+            return counts
+        for _, value in self._visible_items(db):
+            status = entry_facts(value)[1]
+            if status is not None:
+                counts[status] += 1
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for status, count in counts.items():
+            batch.put(COUNT_PREFIX + status.encode(), str(count).encode())
+        batch.put(COUNTS_MARKER, b"")
+        db.write(batch)
+        if counts:
+            log.info("geo table partition %d: counted %d entries by status", partition, counts.total())
+        return counts
 
     def _build_index(self, partition: int, db: Any) -> None:
         """Index a partition written before the index existed (or by a store without it): once, at open."""
@@ -213,6 +267,15 @@ class IndexedStore(Store):
         skip_to = (lane_prefix(VERSION_LANE) + current + "}").encode()  # "}" sorts after any IP character
         for _, db in self.active_partitions():
             yield from _older(db, start, skip_from, skip_to, limit)
+
+    def entries_by_status(self) -> Counter[str]:
+        """Entries per status across this worker's active partitions (kept as counts, never scanned)."""
+        actives = {p for p, _ in self.active_partitions()}
+        total = Counter[str]()
+        for partition, counts in self.status_counts.items():
+            if partition in actives:
+                total.update({status: n for status, n in counts.items() if n})
+        return total
 
     def lane_size(self, lane: str) -> int:
         """Index keys in `lane` across this worker's active partitions (kept as counts, never scanned)."""

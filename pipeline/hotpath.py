@@ -146,6 +146,36 @@ class HotPath(Service):
         clients = [c for c in (self._consumer, self._feeder, self._producer) if c is not None]
         await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
 
+    # -- for the metrics and readiness endpoints (pipeline/web.py); the loops never call these ----------
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> input records not yet consumed, per partition this worker is assigned:
+        the high watermark of the last fetch minus the position (a partition never fetched is left out)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lags: dict[tuple[str, int], int] = {}
+        for tp in sorted(consumer.assignment()):
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 1.0)
+            except (KafkaError, TimeoutError, AssertionError):  # revoked or being reset meanwhile
+                continue
+            lags[tp.topic, tp.partition] = max(0, high - position)
+        return lags
+
+    async def broker_reachable(self, timeout: float) -> bool:
+        """Whether a metadata request through this worker's own producer is answered within `timeout`."""
+        if self._producer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout)
+        except (KafkaError, TimeoutError, OSError):
+            return False
+        return True
+
     # -- the near cache's feed ------------------------------------------------------------------------
 
     async def _feed(self) -> None:
@@ -276,6 +306,9 @@ class HotPath(Service):
         stats.new += new
         stats.enriched += hits + new
         stats.dead_lettered += dead + salvaged
+        stats.dead_by_reason.update(self.router.dead)
+        if salvaged:
+            stats.dead_by_reason["unwritable"] += salvaged
 
     async def _salvage(self, topic: str, rows: list[tuple[bytes | None, bytes, Any]], exc: Exception) -> int:
         """A batch to `topic` was refused for good: send its records one by one, dead-letter the ones that

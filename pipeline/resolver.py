@@ -47,7 +47,7 @@ from .messages import (
     encode_asked,
     encode_result,
 )
-from .models import LookupResult, TransientFailure
+from .models import LookupResult, PermanentFailure, Resolved, TransientFailure
 from .providers import GeoProvider, OfflineProvider, ProviderChain
 from .settings import Settings
 from .stats import Stats
@@ -278,6 +278,8 @@ class Resolver(Service):
             value = encode_result(chosen[ip], result)
             deliveries.append(await self._producer.send(self.settings.results_topic, value, key=ip.encode()))
         await asyncio.gather(*deliveries)
+        for ip in ips:
+            self.stats.answers[answer_label(results.get(ip))] += 1
         # only once the answers are on the broker may the log say "answered": from then on a repeat of
         # these requests (redelivery, a re-emission crossing the answer) is dropped whatever its age
         if self.budget is not None and why_not is None:
@@ -375,6 +377,14 @@ class Resolver(Service):
         """Sleep, but end at once when the service stops."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def answer_label(result: LookupResult | None) -> tuple[str, str]:
+    """(provider, outcome) of one answer for the metrics: resolved, permanent or transient."""
+    if result is None:
+        return "none", "transient"
+    outcome = {Resolved: "resolved", PermanentFailure: "permanent"}.get(type(result), "transient")
+    return result.provider, outcome
 
 
 async def read_asked(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +26,27 @@ from .messages import dead_letter, dead_letter_key, enriched
 
 SPELLINGS_MAX = 200_000  # raw IP texts remembered with their normal form (~150 B each); cleared when full
 UNKNOWN_HASH = -1  # a near-cache entry learnt from the resolved topic has its key hash computed on first use
+# dead-letter reasons -> a few stable labels for metrics (reasons carry sizes and type names: unbounded)
+REASON_LABELS = (
+    ("empty message", "empty"),
+    ("message too large", "too_large"),
+    ("not UTF-8", "not_utf8"),
+    ("invalid JSON", "invalid_json"),
+    ("non-standard JSON", "invalid_json"),
+    ("JSON value must be", "not_an_object"),
+    ("missing field 'ip'", "missing_ip"),
+    ("field 'ip' must be", "ip_not_a_string"),
+    ("invalid ip", "invalid_ip"),
+    ("could not write to", "unwritable"),
+)
+
+
+def reason_label(reason: str) -> str:
+    """The metric label of a dead-letter reason: one of a fixed few, "other" for anything new."""
+    for prefix, label in REASON_LABELS:
+        if reason.startswith(prefix):
+            return label
+    return "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +167,12 @@ class Router:
         self._touch_every = touch_every  # a known IP still in use is sent again this often (its last_seen)
         self._spellings: dict[str, str] = {}
         self.fresh: list[bytes] = []  # IPs routed NEW since `begin`: undone if their batch is not delivered
+        self.dead: Counter[str] = Counter()  # dead letters since `begin` by reason label (metrics)
 
     def begin(self) -> None:
         """A new input batch starts."""
         self.fresh.clear()
+        self.dead.clear()
 
     def undo(self) -> None:
         """The batch was not delivered: forget its first sights, so the replay sends those IPs again."""
@@ -158,6 +181,7 @@ class Router:
             if found is not None and found[2] < 0:  # still our own provisional entry
                 self.near.learn(ip, None)
         self.fresh.clear()
+        self.dead.clear()
 
     def route(
         self, raw: bytes | None, key: bytes | None, where: tuple[str, int, int], now: float
@@ -169,6 +193,7 @@ class Router:
         try:
             parsed = parse_event(raw, self.max_bytes, self._normalise)
         except BadEvent as exc:
+            self.dead[reason_label(exc.reason)] += 1
             return Route.DEAD_LETTER, dead_letter_key(key), dead_letter(raw, exc.reason, *where, key=key), 0
         ip = parsed.ip.encode()
         found = self.near.get(ip)

@@ -38,6 +38,8 @@ MAX_PARTITIONS = 10_000  # per topic; beyond this a value is a typo, and each pa
 MAX_NEAR_CACHE = 50_000_000  # entries: ~25 GiB at ~0.5 KiB each, more than any one worker should hold
 MAX_HTTP_TIMEOUT = 300.0  # s: ip-api answers within a second; a call held longer stalls its whole batch
 MAX_DURATION = 10 * 365 * 86400.0  # s: longest delay; due keys hold 13-digit milliseconds (policy.py)
+LOG_FORMATS = ("text", "json")  # GEO_LOG_FORMAT
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # GEO_LOG_LEVEL
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,12 @@ class Settings:
     forget_after: float = field(default=180 * 86400.0, metadata={"env": "GEO_FORGET_AFTER"})
     # web
     web_host: str = field(default="127.0.0.1", metadata={"env": "GEO_WEB_HOST"})
-    web_port: int = field(default=6066, metadata={"env": "GEO_WEB_PORT"})
+    web_port: int = field(default=6066, metadata={"env": "GEO_WEB_PORT"})  # taken: a free one, logged
+    # how other workers and the CLI reach this one ("": http://<GEO_WEB_HOST or its address>:<port>); unique
+    advertised_url: str = field(default="", metadata={"env": "GEO_ADVERTISED_URL"})
+    # logging: the pipeline's level, optionally `logger=LEVEL` pairs (Faust, mode, aiokafka: WARNING)
+    log_level: str = field(default="INFO", metadata={"env": "GEO_LOG_LEVEL"})
+    log_format: str = field(default="text", metadata={"env": "GEO_LOG_FORMAT"})  # text | json
     # --- Kafka security: how every client (Faust's and our own aiokafka ones) authenticates --------------
     # pipeline.kafka_config turns these into client keyword arguments and Faust's broker_credentials.
     kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"env": "GEO_KAFKA_SECURITY_PROTOCOL"})
@@ -133,6 +140,7 @@ class Settings:
                 *self._relation_problems(),
                 *self._endpoint_problems(),
                 *self._kafka_problems(),
+                *self._operator_problems(),
             ]
             if p
         ]
@@ -252,6 +260,26 @@ class Settings:
             problems.append("GEO_KAFKA_SSL_KEY_PASSWORD is set but GEO_KAFKA_SSL_KEYFILE is not")
         return problems
 
+    def _operator_problems(self) -> list[str]:
+        """The advertised URL must be reachable as written, the log settings must parse."""
+        problems: list[str] = []
+        if self.advertised_url:
+            url = urlsplit(self.advertised_url)
+            if url.scheme not in ("http", "https") or not url.hostname or url.path.strip("/"):
+                problems.append(
+                    f"GEO_ADVERTISED_URL={self.advertised_url!r} is not valid: use http://<host>:<port> as "
+                    "other workers reach this one, or leave it empty"
+                )
+            elif url.username or url.password:  # it is shared with every group member and shown by the API
+                problems.append("GEO_ADVERTISED_URL must not hold credentials: use http://<host>:<port>")
+        try:
+            log_levels(self.log_level)
+        except ValueError as exc:
+            problems.append(f"GEO_LOG_LEVEL={self.log_level!r} is not valid: {exc}")
+        if self.log_format not in LOG_FORMATS:
+            problems.append(f"GEO_LOG_FORMAT={self.log_format!r} is not valid: use text or json")
+        return problems
+
     @property
     def seen_topic(self) -> str:
         """Internal topic: IPs workers saw for the first time, keyed by IP (co-partitioned with the table)."""
@@ -304,6 +332,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "kafka_security_protocol": lambda raw: raw.strip().upper(),
     "kafka_sasl_mechanism": lambda raw: raw.strip().upper(),
     "kafka_sasl_password": Secret,
+    "log_format": lambda raw: raw.strip().lower(),
     "kafka_ssl_key_password": Secret,
 }
 
@@ -350,6 +379,19 @@ _LIMITS: dict[str, _Limit] = {
     "stale_after": _Limit(0, MAX_DURATION, "time unseen after which an IP is no longer refreshed", _S, True),
     "forget_after": _Limit(0, MAX_DURATION, "time unseen after which an IP's entry is deleted", _S, True),
 }
+
+
+def log_levels(spec: str) -> dict[str, str]:
+    """GEO_LOG_LEVEL as {logger: level}: a bare level is the pipeline's (`pipeline`), `name=LEVEL` any
+    logger's, e.g. "INFO,faust=INFO,aiokafka=DEBUG"; ValueError names what does not parse."""
+    levels: dict[str, str] = {}
+    for part in _words(spec):
+        name, _, level = part.rpartition("=")
+        level = level.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{level!r} is not a level: use one of {', '.join(LOG_LEVELS)}")
+        levels[name.strip() or "pipeline"] = level
+    return levels
 
 
 def _loopback(host: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -29,6 +30,11 @@ class Stats:
     resolve_deduped: int = 0  # resolve requests dropped because an ask for them was in flight or answered
     errors: int = 0
     ticks: list[dict[str, float]] = field(default_factory=list)
+    # for the metrics endpoint (pipeline/metrics.py reads them at scrape time; nothing here is per event)
+    dead_by_reason: Counter[str] = field(default_factory=Counter)  # routing.reason_label -> dead letters
+    answers: Counter[tuple[str, str]] = field(default_factory=Counter)  # (provider, outcome) -> IPs
+    ticks_run: int = 0  # retry ticks since start ...
+    tick_seconds: float = 0.0  # ... and the seconds they took together
 
     def line(self) -> str:
         return (

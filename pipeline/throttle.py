@@ -64,6 +64,7 @@ class BudgetState:
     server_errors: int
     transport_failures: int
     other_errors: int
+    succeeded: int = 0  # 2xx responses (sent minus these and the failures: the one request in flight)
 
 
 class ResolveBudget:
@@ -110,7 +111,7 @@ class ResolveBudget:
         self._cooloff = breaker_cooloff
         self._probe_sent_at: float | None = None
         self._failures = 0
-        self._sent = self._n429 = self._n5xx = self._ntransport = self._nother = 0
+        self._sent = self._n429 = self._n5xx = self._ntransport = self._nother = self._n2xx = 0
 
     # -- decisions ---------------------------------------------------------------------------------------
 
@@ -149,6 +150,7 @@ class ResolveBudget:
             if rl <= 0:  # the server's rule: send nothing until the window resets
                 self._paused_until = max(self._paused_until, self._server_reset_at)
         if 200 <= status < 300:
+            self._n2xx += 1
             self._succeed(now)
         elif status == 429:
             self._n429 += 1
@@ -224,7 +226,7 @@ class ResolveBudget:
         return BudgetState(
             self._effective, len(self._sends), self._paused_until, self._backoff_until, self._breaker,
             self._failures, self._server_remaining, self._server_reset_at, self._sent, self._n429,
-            self._n5xx, self._ntransport, self._nother,
+            self._n5xx, self._ntransport, self._nother, self._n2xx,
         )  # fmt: skip
 
     # -- mechanism ---------------------------------------------------------------------------------------

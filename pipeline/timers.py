@@ -62,6 +62,8 @@ class RetryTimer:
             log.exception("retry tick failed; the next tick runs as usual")
             return
         self.stats.ticks.append(stats)
+        self.stats.ticks_run += 1
+        self.stats.tick_seconds += stats["seconds"]
         del self.stats.ticks[:-100]  # the last hundred ticks are plenty for a summary
         log.info("retry tick: %s", " ".join(f"{k}={v:g}" for k, v in stats.items()))
 

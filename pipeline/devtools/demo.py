@@ -1,9 +1,10 @@
 """`geo-pipeline demo`: the whole product on one machine in about a minute.
 
 Starts (unless KAFKA_BOOTSTRAP_SERVERS is set) a local Kafka broker, the ip-api-compatible test server
-from tests/ (short rate window, so the throttle is visible), and one worker; publishes demo events (public,
-private and invalid addresses, JSON and bare text); prints progress until every event is accounted for and
-every public IP has its geography; then prints samples and a summary and stops everything it started.
+shipped in the package (pipeline/devtools/fake_ipapi.py; short rate window, so the throttle is visible),
+and one worker; publishes demo events (public, private and invalid addresses, JSON and bare text); prints
+progress until every event is accounted for and every public IP has its geography; then prints samples
+and a summary and stops everything it started.
 """
 
 from __future__ import annotations

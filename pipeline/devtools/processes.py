@@ -22,7 +22,7 @@ from ..settings import Settings
 from .broker import free_port
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds `pipeline/`: a source checkout or site-packages
-READY = b"[^Worker]: Ready"  # the line faust's Worker logs once the app has started
+READY = b"geo-pipeline worker ready"  # printed once the app has started (pipeline/serve.py READY_LINE)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import weakref
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from faust.streams import _current_event
 from faust.types import TP
 
-from pipeline.geotable import INDEX_MARKER, GeoTable, IndexedStore, index_key
+from pipeline.geotable import COUNT_PREFIX, COUNTS_MARKER, INDEX_MARKER, GeoTable, IndexedStore, index_key
 from pipeline.geotable import index_keys as derived_keys
 from pipeline.models import EntryStatus, GeoData, GeoEntry
 from pipeline.policy import REFRESH_LANE, RETRY_LANE, is_index_key
@@ -75,9 +76,14 @@ def agent_write(store: IndexedStore, partition: int, key: bytes, value: bytes | 
 
 
 def all_keys(store: IndexedStore, partition: int) -> set[bytes]:
-    """Entry and index keys (not the index marker, nor the offset faust records after recovery)."""
+    """Entry and index keys (not the markers, the status counts, nor the offset faust records after
+    recovery)."""
     db = store._db_for_partition(partition)
-    return {key for key in db.keys() if key not in (INDEX_MARKER, store.offset_key)}  # noqa: SIM118 - an Rdict
+    return {
+        key
+        for key in db.keys()  # noqa: SIM118 - an Rdict
+        if key not in (INDEX_MARKER, COUNTS_MARKER, store.offset_key) and not key.startswith(COUNT_PREFIX)
+    }
 
 
 def derived_index(store: IndexedStore, partition: int) -> set[bytes]:
@@ -187,3 +193,61 @@ def test_older_versions_finds_entries_answered_by_other_versions_of_the_data(tmp
     assert list(store.older_versions("iptocc:", "iptocc:3.3.2", 1)) == ["10.0.0.1"]
     assert list(store.older_versions("mmdb:", "mmdb:GeoLite2-City@2", 10)) == ["10.0.0.5"]
     assert list(store.older_versions("mmdb:", "mmdb:GeoLite2-City@1", 10)) == []
+
+
+def counted(store: IndexedStore, partition: int) -> dict[str, int]:
+    """Entries per status, counted by reading every entry of the partition."""
+    db = store._db_for_partition(partition)
+    found: dict[str, int] = {}
+    for key, value in db.items():
+        if not is_index_key(key) and key != store.offset_key:
+            status = GeoEntry.from_json(value).status.value
+            found[status] = found.get(status, 0) + 1
+    return found
+
+
+def nonzero(counts: Any) -> dict[str, int]:
+    return {status: n for status, n in counts.items() if n}
+
+
+def test_status_counts_follow_agent_writes_recovery_and_reopening(tmp_path: Path) -> None:
+    """Entries per status are kept exact by agent writes and changelog recovery, persisted with the
+    entries (a reopened store has them without a scan), and summed over active partitions."""
+    rng = random.Random(9)
+    written = make_store(tmp_path / "agent")
+    changelog: list[FakeMessage] = []
+    for offset in range(1500):
+        partition = rng.randrange(2)
+        ip = f"10.1.{partition}.{rng.randrange(50)}"
+        status = rng.choice(list(EntryStatus))
+        value = None if rng.random() < 0.1 else entry(ip, status, NOW + rng.randrange(10_000))
+        agent_write(written, partition, ip.encode(), value)
+        changelog.append(FakeMessage(TOPIC, partition, offset, ip.encode(), value))
+    rebuilt = make_store(tmp_path / "recovered")
+    for start in range(0, len(changelog), 250):
+        rebuilt.apply_changelog_batch([FakeEvent(m) for m in changelog[start : start + 250]], None, None)
+    for partition in (0, 1):
+        assert nonzero(written.status_counts[partition]) == counted(written, partition) != {}
+        assert nonzero(rebuilt.status_counts[partition]) == counted(written, partition)
+    total = sum((written.status_counts[p] for p in (0, 1)), start=Counter[str]())
+    assert written.entries_by_status() == nonzero(total)
+    for db in written._dbs.values():
+        db.close()
+    written._dbs.clear()
+    reopened = make_store(tmp_path / "agent")
+    assert nonzero(reopened._read_counts(0, reopened._db_for_partition(0))) == counted(reopened, 0)
+
+
+def test_a_partition_written_without_status_counts_is_counted_once_when_opened(tmp_path: Path) -> None:
+    """Entries written by an older store (no counts, no marker) are counted when the partition opens."""
+    store = make_store(tmp_path)
+    db = store._db_for_partition(0)
+    db.put(b"1.1.1.1", entry("1.1.1.1", EntryStatus.UNRESOLVED, NOW))
+    db.put(b"2.2.2.2", entry("2.2.2.2", EntryStatus.PRIVATE, None))
+    db.delete(COUNTS_MARKER)
+    store._dbs.pop(0)
+    db.close()
+    reopened = make_store(tmp_path)
+    reopened._db_for_partition(0)  # partitions open on assignment
+    assert reopened.entries_by_status() == {"unresolved": 1, "private": 1}
+    assert reopened._db_for_partition(0).get(COUNTS_MARKER) is not None  # counted once: next opens read

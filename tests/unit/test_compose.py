@@ -41,8 +41,21 @@ def test_worker_bootstrap_is_kafka_internal_listener() -> None:
     assert bootstrap in internal
 
 
-def test_worker_data_dir_is_a_volume() -> None:
-    """GEO_DATA_DIR is mounted from a volume so RocksDB state survives container restarts."""
-    worker = load()["services"]["worker"]
+def test_worker_data_dir_is_a_volume_of_its_own_per_replica() -> None:
+    """GEO_DATA_DIR is a volume (state survives restarts) that is anonymous, so `--scale worker=3` gives
+    each replica its own: a named volume there would be shared by every replica."""
+    data = load()
+    worker = data["services"]["worker"]
     data_dir = environment(worker)["GEO_DATA_DIR"]
-    assert any(str(v).split(":")[1] == data_dir for v in worker.get("volumes", []))
+    mounts = [v if isinstance(v, str) else f"{v.get('source', '')}:{v['target']}" for v in worker["volumes"]]
+    assert data_dir in mounts  # the short syntax without a source: an anonymous volume
+    assert not data.get("volumes"), "no named volume to share"
+
+
+def test_worker_api_is_reachable_by_the_other_replicas() -> None:
+    """The API binds every interface inside the container (the worker advertises its host name) and the
+    healthcheck asks its /ready."""
+    worker = load()["services"]["worker"]
+    env = environment(worker)
+    assert env["GEO_WEB_HOST"] == "0.0.0.0" and "GEO_ADVERTISED_URL" not in env
+    assert f"127.0.0.1:{env['GEO_WEB_PORT']}/ready" in " ".join(worker["healthcheck"]["test"])

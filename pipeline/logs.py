@@ -1,0 +1,77 @@
+"""Logging for every command: the pipeline's own lines at INFO, the libraries' at WARNING, text or JSON.
+
+Why quiet by default: Faust, mode and aiokafka log every rebalance step, group join and fetch session at
+INFO, which buries the progress line and the one error an operator needs. `GEO_LOG_LEVEL` sets the
+pipeline's level and, as `logger=LEVEL` pairs, any other logger's (`INFO,faust=INFO,aiokafka=DEBUG`);
+`GEO_LOG_FORMAT=json` writes one JSON object per line for log shippers. Faust's worker is started with
+`override_logging=False` so it keeps this configuration instead of installing its own.
+
+Faust and mode also log through OUR loggers: a mode Service logs "[^Name]: Starting..." with its subclass's
+module logger (pipeline.hotpath, pipeline.web), Faust's store "opening partition ..." with pipeline.geotable.
+`LibraryLines` holds those at the libraries' level too, by the file the call comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import IO, Any
+
+from .settings import Settings, log_levels
+
+QUIET = ("faust", "mode", "aiokafka", "aiohttp", "kafka")  # library loggers held at WARNING by default
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LIBRARY_DIRS = tuple(f"{os.sep}{name}{os.sep}" for name in ("faust", "mode"))  # calls from these are theirs
+
+
+class LibraryLines(logging.Filter):
+    """Drops records below `level` whose logging call is in Faust's or mode's code, whatever the logger."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level or not any(d in record.pathname for d in LIBRARY_DIRS)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, and the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def levels(settings: Settings) -> dict[str, int]:
+    """{logger: level} to apply: the libraries at WARNING, the pipeline at INFO, then GEO_LOG_LEVEL."""
+    wanted = {name: "WARNING" for name in QUIET} | {"pipeline": "INFO"} | log_levels(settings.log_level)
+    return {name: logging.getLevelName(level) for name, level in wanted.items()}
+
+
+def configure(settings: Settings, stream: IO[str] | None = None) -> None:
+    """Replace the root logger's handlers with one stream handler in the configured format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    wanted = levels(settings)
+    handler.addFilter(LibraryLines(min(wanted["faust"], wanted["mode"])))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(
+        logging.WARNING
+    )  # anything not named (asyncio, urllib3, ...) speaks up only when it matters
+    for name, level in wanted.items():
+        logging.getLogger(name).setLevel(level)

@@ -1,0 +1,100 @@
+"""The topic contract: which existing topics break the pipeline, and what each fix is."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.settings import Settings
+from pipeline.topics import Found, Problem, Wanted, contract, policies, problems, report
+
+SETTINGS = Settings.from_env({}, app_id="geo", partitions=8, resolve_partitions=2)
+CHANGELOG = "geo-geo-cache-changelog"
+
+
+def layout() -> dict[str, Wanted]:
+    return {w.name: w for w in contract(SETTINGS)}
+
+
+def healthy() -> dict[str, Found]:
+    """Every topic as the pipeline creates it."""
+    return {w.name: Found(w.partitions, w.config.get("cleanup.policy", "delete")) for w in contract(SETTINGS)}
+
+
+def test_contract_names_the_copartitioned_topics_and_their_setting() -> None:
+    """The table's changelog and inputs follow GEO_PARTITIONS, resolve and asked GEO_RESOLVE_PARTITIONS; the
+    input and output topics may have any count."""
+    wanted = layout()
+    exact = {name: (w.exact, w.partitions) for name, w in wanted.items() if w.exact}
+    assert exact == {
+        "geo-ips-seen": ("GEO_PARTITIONS", 8),
+        "geo-geo-results": ("GEO_PARTITIONS", 8),
+        CHANGELOG: ("GEO_PARTITIONS", 8),
+        "geo-resolve": ("GEO_RESOLVE_PARTITIONS", 2),
+        "geo-geo-asked": ("GEO_RESOLVE_PARTITIONS", 2),
+    }
+    compacted = {
+        name: w.config["cleanup.policy"] for name, w in wanted.items() if "cleanup.policy" in w.config
+    }
+    assert compacted == {"geo-resolved": "compact", CHANGELOG: "compact", "geo-geo-asked": "compact,delete"}
+
+
+def test_topics_as_created_keep_the_contract() -> None:
+    """The layout itself, and no topics at all (all still to be created), have no problems."""
+    assert problems(contract(SETTINGS), healthy()) == []
+    assert problems(contract(SETTINGS), {}) == []
+
+
+def test_a_wrong_count_on_a_copartitioned_topic_names_the_topic_and_the_setting() -> None:
+    """4 partitions on the seen topic: the fix is GEO_PARTITIONS=4 or a new app id; nothing to alter."""
+    found = healthy() | {"geo-ips-seen": Found(4, "delete")}
+    [problem] = problems(contract(SETTINGS), found)
+    assert problem.topic == "geo-ips-seen" and not problem.configs
+    assert "has 4 partitions but GEO_PARTITIONS=8" in problem.text
+    assert "set GEO_PARTITIONS=4" in problem.text and "GEO_APP_ID" in problem.text
+
+
+def test_a_wrong_count_on_the_asked_log_says_to_recreate_it() -> None:
+    """The asked log holds only recent asks: its fix is deleting it after fixing the resolve setting."""
+    found = healthy() | {"geo-geo-asked": Found(1, "compact,delete")}
+    [problem] = problems(contract(SETTINGS), found)
+    assert "delete the topic" in problem.text and "GEO_RESOLVE_PARTITIONS" in problem.text
+
+
+def test_any_count_is_fine_where_nothing_is_copartitioned() -> None:
+    """The input, enriched, dead-letter and resolved topics work with any partition count."""
+    found = healthy() | {
+        name: Found(3, f.policy) for name, f in healthy().items() if not layout()[name].exact
+    }
+    assert problems(contract(SETTINGS), found) == []
+
+
+@pytest.mark.parametrize(("topic", "have"), [("geo-resolved", "delete"), (CHANGELOG, "compact,delete")])
+def test_a_compacted_topic_without_exactly_its_policy_is_fixable(topic: str, have: str) -> None:
+    """A delete policy where the layout says compact loses entries: `topics fix` sets the layout's policy."""
+    found = healthy() | {topic: Found(healthy()[topic].partitions, have)}
+    [problem] = problems(contract(SETTINGS), found)
+    assert problem == Problem(topic, problem.text, {"cleanup.policy": "compact"})
+    assert f"cleanup.policy={have}" in problem.text and "geo-pipeline topics fix" in problem.text
+
+
+def test_policy_order_and_spaces_do_not_matter() -> None:
+    """ "delete, compact" is the asked log's "compact,delete"."""
+    assert policies("delete, compact") == policies("compact,delete")
+    found = healthy() | {"geo-geo-asked": Found(2, "delete, compact")}
+    assert problems(contract(SETTINGS), found) == []
+
+
+def test_unknown_counts_and_policies_are_not_problems() -> None:
+    """A topic just created (no partitions in the metadata yet, policy not described) passes for now."""
+    found = healthy() | {"geo-ips-seen": Found(0, None), "geo-resolved": Found(8, None)}
+    assert problems(contract(SETTINGS), found) == []
+
+
+def test_report_lists_every_problem() -> None:
+    """One problem is its text; several are counted and listed one per line."""
+    one, two = Problem("a", "topic a is wrong"), Problem("b", "topic b is wrong")
+    assert report([one]) == "topic a is wrong"
+    assert (
+        report([one, two])
+        == "2 topics break the pipeline's contract:\n  topic a is wrong\n  topic b is wrong"
+    )
