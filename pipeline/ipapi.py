@@ -28,7 +28,8 @@ from yarl import URL
 from .answers import item_result, parse_int
 from .models import LookupResult, PermanentFailure, Resolved, TransientFailure
 from .secret import Secret
-from .throttle import ResolveBudget
+from .settings import Settings
+from .throttle import BREAKER_COOLOFF_CAP, Clock, ResolveBudget
 
 log = logging.getLogger(__name__)
 
@@ -235,3 +236,29 @@ def _key(ip: str) -> str:
         return ipaddress.ip_address(text).compressed
     except ValueError:
         return text.lower()
+
+
+def remote_provider(
+    settings: Settings, session: aiohttp.ClientSession, clock: Clock
+) -> tuple[IpApiProvider, ResolveBudget]:
+    """The ip-api provider of one worker and its budget, from settings; the session is the caller's."""
+    s = settings
+    budget = ResolveBudget(
+        clock,
+        limit=s.budget_requests,
+        window=s.budget_window,
+        # an open breaker keeps the API closed for a window at first, and never for longer than an entry
+        # waits between retries: after an outage every entry is served within one retry cap
+        breaker_cooloff=min(s.budget_window, s.retry_cap),
+        breaker_cooloff_cap=min(BREAKER_COOLOFF_CAP, s.retry_cap),
+    )
+    provider = IpApiProvider(
+        session,
+        budget,
+        base_url=s.ipapi_url or None,
+        api_key=s.ipapi_key,
+        fields=s.ipapi_fields,
+        lang=s.ipapi_lang,
+        timeout=s.http_timeout,
+    )
+    return provider, budget

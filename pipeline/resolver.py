@@ -36,13 +36,12 @@ from mode import Service
 
 from .addresses import AddressKind, classify
 from .asked import AskedLog, asked_horizon, asked_keep, request_times
+from .asked_log import read_asked
 from .ipapi import MAX_BATCH as RESOLVE_BATCH  # more IPs in one request gives HTTP 422
-from .ipapi import IpApiProvider
+from .ipapi import remote_provider
 from .kafka_config import client_kwargs
 from .messages import (
     ASKED_TIME_DIGITS,
-    Asked,
-    decode_asked,
     decode_resolve_request,
     encode_asked,
     encode_result,
@@ -51,11 +50,10 @@ from .models import LookupResult, PermanentFailure, Resolved, TransientFailure
 from .providers import GeoProvider, OfflineProvider, ProviderChain
 from .settings import Settings
 from .stats import Stats
-from .throttle import BREAKER_COOLOFF_CAP, ResolveBudget
+from .throttle import ResolveBudget
 
 log = logging.getLogger(__name__)
 
-LOAD_TIMEOUT = 30.0  # seconds to read the asked log back; past it we assume a full window was spent
 FETCH_WAIT_MS = 500  # an idle poll returns this often, so a stop is noticed quickly
 PACE_STEP = 0.5  # seconds between budget checks while waiting: short, so a stop or rebalance is quick
 STOP_GRACE = 3.0  # seconds a call in flight may finish after a stop; then it is answered from the fallback
@@ -144,25 +142,8 @@ class Resolver(Service):
             if name != "ipapi":
                 chain.append(self._offline.get(name) or OfflineProvider())
                 continue
-            budget = ResolveBudget(
-                asyncio.get_running_loop().time,
-                limit=s.budget_requests,
-                window=s.budget_window,
-                # an open breaker keeps the API closed for a window at first, and never for longer than an
-                # entry waits between retries: after an outage every entry is served within one retry cap
-                breaker_cooloff=min(s.budget_window, s.retry_cap),
-                breaker_cooloff_cap=min(BREAKER_COOLOFF_CAP, s.retry_cap),
-            )
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.http_timeout))
-            remote = IpApiProvider(
-                self._session,
-                budget,
-                base_url=s.ipapi_url or None,
-                api_key=s.ipapi_key,
-                fields=s.ipapi_fields,
-                lang=s.ipapi_lang,
-                timeout=s.http_timeout,
-            )
+            remote, budget = remote_provider(s, self._session, asyncio.get_running_loop().time)
             chain.append(remote)
         return ProviderChain(chain), budget
 
@@ -385,41 +366,3 @@ def answer_label(result: LookupResult | None) -> tuple[str, str]:
         return "none", "transient"
     outcome = {Resolved: "resolved", PermanentFailure: "permanent"}.get(type(result), "transient")
     return result.provider, outcome
-
-
-async def read_asked(
-    settings: Settings, partitions: frozenset[int], *, since: float
-) -> list[tuple[str, Asked]]:
-    """The asked records of `partitions` written since `since` (Unix seconds), read to the current end.
-
-    A plain consumer without a group: it must not join (and rebalance) a consumer group.
-    """
-    if not partitions:
-        return []
-    topic = settings.asked_topic
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    records: list[tuple[str, Asked]] = []
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
-        for tp in tps:
-            found = starts.get(tp)
-            consumer.seek(tp, found.offset if found is not None else ends[tp])
-        deadline = time.monotonic() + LOAD_TIMEOUT
-        left = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
-        while left:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"asked log not read to the end within {LOAD_TIMEOUT:.0f}s")
-            batch = await consumer.getmany(*left, timeout_ms=500)
-            for part in batch.values():
-                for record in part:
-                    value = decode_asked(record.value)
-                    if record.key and value is not None:
-                        records.append((record.key.decode(errors="replace"), value))
-            left = [tp for tp in left if await consumer.position(tp) < ends[tp]]
-    finally:
-        await consumer.stop()
-    return records

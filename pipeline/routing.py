@@ -121,6 +121,10 @@ class NearCache:
             self._entries.move_to_end(ip)
         return found
 
+    def items(self) -> list[tuple[bytes, tuple[bytes, int, float]]]:
+        """A snapshot of every (ip, (entry, key hash, seen mark)), least recently used first."""
+        return list(self._entries.items())
+
     def entry(self, ip: bytes) -> bytes | None:
         """The entry JSON alone, without marking the IP as used (for views and tests)."""
         found = self._entries.get(ip)
@@ -163,7 +167,7 @@ class Router:
         self.max_bytes = max_bytes
         self._provisional = provisional  # (normalised ip, now) -> entry JSON
         self._key_hash = key_hash  # murmur2 of the key bytes, made non-negative (Kafka's partitioner)
-        self._resend_after = resend_after  # seconds an own provisional entry waits for the owner's answer
+        self.resend_after = resend_after  # seconds an own provisional entry waits for the owner's answer
         self._touch_every = touch_every  # a known IP still in use is sent again this often (its last_seen)
         self._spellings: dict[str, str] = {}
         self.fresh: list[bytes] = []  # IPs routed NEW since `begin`: undone if their batch is not delivered
@@ -183,6 +187,20 @@ class Router:
         self.fresh.clear()
         self.dead.clear()
 
+    def overdue(self, now: float, limit: int = 10_000) -> list[tuple[bytes, int]]:
+        """(ip, key hash) of own provisional entries that never got the owner's answer within the resend
+        time, marked as sent again now: their seen record (or the entry it created) may have been lost, and
+        an IP that is not seen again would otherwise never reach the table. Reads the whole near cache."""
+        found: list[tuple[bytes, int]] = []
+        for ip, (entry, key_hash, seen) in list(self.near.items()):
+            if seen < 0 and now + seen >= self.resend_after:
+                key_hash = key_hash if key_hash != UNKNOWN_HASH else self._key_hash(ip)
+                self.near.put(ip, entry, key_hash, -now)
+                found.append((ip, key_hash))
+                if len(found) >= limit:
+                    break
+        return found
+
     def route(
         self, raw: bytes | None, key: bytes | None, where: tuple[str, int, int], now: float
     ) -> tuple[Route, bytes | None, bytes, int]:
@@ -200,7 +218,7 @@ class Router:
         if found is not None:
             entry, key_hash, seen = found
             route = Route.HIT
-            if seen < 0 and now + seen >= self._resend_after:
+            if seen < 0 and now + seen >= self.resend_after:
                 # our own provisional entry never got the owner's answer: the seen record may be lost
                 seen, route = -now, Route.NEW
                 self.fresh.append(ip)

@@ -28,7 +28,7 @@ from faust.stores.rocksdb import Store
 
 from pipeline.app import CACHE_TABLE
 from pipeline.devtools.processes import WorkerProcess
-from pipeline.geotable import INDEX_MARKER, index_key
+from pipeline.geotable import index_keys
 from pipeline.messages import decode_asked
 from pipeline.policy import is_index_key
 from pipeline.settings import Settings
@@ -269,7 +269,7 @@ class TableAudit:
 
 def audit_table(data_dir: Path, table: str = CACHE_TABLE) -> TableAudit:
     """Read every partition database of `table` under a STOPPED worker's data dir (RocksDB allows one
-    writer) and check the due-time index against the entries both ways."""
+    writer) and check the due-time and version indexes against the entries both ways."""
     audit = TableAudit()
     for path in sorted(data_dir.rglob(f"{table}-*.db")):
         partition = int(path.name.removesuffix(".db").rpartition("-")[2])
@@ -281,7 +281,7 @@ def audit_table(data_dir: Path, table: str = CACHE_TABLE) -> TableAudit:
             values: dict[bytes, bytes] = {}
             keys: set[bytes] = set()
             for key, value in db.items():
-                if key in (INDEX_MARKER, Store.offset_key):
+                if key == Store.offset_key or key.startswith(b"~~"):  # markers and status counts
                     continue
                 if is_index_key(key):
                     keys.add(key)
@@ -289,8 +289,7 @@ def audit_table(data_dir: Path, table: str = CACHE_TABLE) -> TableAudit:
                     values[key] = value
         finally:
             db.close()
-        implied = {index_key(value): key for key, value in values.items()}
-        implied.pop(None, None)
+        implied = {derived: key for key, value in values.items() for derived in index_keys(value)}
         audit.index_keys += len(keys)
         audit.orphans += sorted(k.decode() for k in keys - implied.keys())
         audit.unindexed += sorted(implied[k].decode() for k in implied.keys() - keys if k is not None)

@@ -376,3 +376,15 @@ def test_a_known_ip_in_use_is_sent_to_the_owner_again_once_a_day() -> None:
     day = 86400.0
     kinds = [r.route(b"8.8.8.8", None, WHERE, now)[0] for now in (100.0, 200.0, 100.0 + day, 200.0 + day)]
     assert kinds == [Route.HIT, Route.HIT, Route.TOUCH, Route.HIT]
+
+
+def test_overdue_returns_own_first_sights_unanswered_past_the_resend_time_once() -> None:
+    """First sights the owner never answered within the resend time are returned (and marked sent again,
+    so not twice); answered ones and recent ones are not."""
+    r = router()
+    r.route(b"8.8.8.8", None, WHERE, 100.0)
+    r.route(b"9.9.9.9", None, WHERE, 100.0 + RESEND / 2)
+    r.route(b"1.1.1.1", None, WHERE, 100.0)
+    r.near.learn(b"1.1.1.1", GeoEntry("1.1.1.1", EntryStatus.PENDING).to_json())
+    assert [ip for ip, _ in r.overdue(100.0 + RESEND)] == [b"8.8.8.8"]
+    assert r.overdue(100.0 + RESEND + 1) == []

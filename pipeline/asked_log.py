@@ -1,0 +1,57 @@
+"""The asked log's I/O: what the resolver asked of the API, read back by whoever owns a resolve partition.
+
+The records themselves are `messages.Asked`; what they mean for the next ask is decided in `asked.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from .kafka_config import client_kwargs
+from .messages import Asked, decode_asked
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOAD_TIMEOUT = 30.0  # seconds to read the asked log back; past it we assume a full window was spent
+
+
+async def read_asked(
+    settings: Settings, partitions: frozenset[int], *, since: float
+) -> list[tuple[str, Asked]]:
+    """The asked records of `partitions` written since `since` (Unix seconds), read to the current end.
+
+    A plain consumer without a group: it must not join (and rebalance) a consumer group.
+    """
+    if not partitions:
+        return []
+    topic = settings.asked_topic
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    records: list[tuple[str, Asked]] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
+        for tp in tps:
+            found = starts.get(tp)
+            consumer.seek(tp, found.offset if found is not None else ends[tp])
+        deadline = time.monotonic() + LOAD_TIMEOUT
+        left = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+        while left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"asked log not read to the end within {LOAD_TIMEOUT:.0f}s")
+            batch = await consumer.getmany(*left, timeout_ms=500)
+            for part in batch.values():
+                for record in part:
+                    value = decode_asked(record.value)
+                    if record.key and value is not None:
+                        records.append((record.key.decode(errors="replace"), value))
+            left = [tp for tp in left if await consumer.position(tp) < ends[tp]]
+    finally:
+        await consumer.stop()
+    return records
