@@ -17,7 +17,6 @@ The enriched topic is read after the workers are done, so the measurement does n
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Mapping
@@ -28,8 +27,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from ..app import ensure_topics
 from ..settings import Settings
-from .bench_hotpath import PARTITIONS, Rate, baseline, create_topics, delete_topics
+from .bench_hotpath import PARTITIONS, baseline, create_topics, delete_topics
 from .processes import WorkerProcess, worker_processes
+from .readback import read_output
 from .scratch import scratch
 from .workloads import public_ips, publish, tagged_events
 
@@ -66,7 +66,14 @@ async def _run(settings: Settings, run: str, tmp: Path, events: int, n_ips: int,
             await _wait_assigned(procs)
             await publish(bootstrap, settings.events_topic, payloads, label="burst")
             peaks = await _drain(settings, procs, events)
-        pipeline, with_country, known, served = await _read_enriched(settings, events, f'"b-{run}"'.encode())
+        pipeline, with_country, known, served = await read_output(
+            bootstrap,
+            settings.enriched_topic,
+            events,
+            f'"b-{run}"'.encode(),
+            "pipeline (backlog, cold start)",
+            lambda doc: doc["geo"]["geo"]["country_code"],
+        )
         new = await _count(bootstrap, settings.seen_topic)
         after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
     finally:
@@ -135,40 +142,6 @@ async def _drain(settings: Settings, procs: list[WorkerProcess], events: int) ->
             await asyncio.sleep(0.5)  # polling the group's committed offsets: there is no event to wait on
     finally:
         await admin.close()
-
-
-async def _read_enriched(settings: Settings, events: int, marker: bytes) -> tuple[Rate, int, int, int]:
-    """(rate by record timestamps, events with a country, events whose IP the offline data knows, total)."""
-    import iptocc  # the offline data, to know which IPs could have a country at all
-
-    consumer = AIOKafkaConsumer(
-        settings.enriched_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    seen = with_country = known = 0
-    lo = hi = None
-    knows: dict[str, bool] = {}
-    deadline = time.monotonic() + 120
-    try:
-        while seen < events and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
-            for records in batch.values():
-                for record in records:
-                    if marker not in record.value:
-                        continue
-                    seen += 1
-                    lo = record.timestamp if lo is None else min(lo, record.timestamp)
-                    hi = record.timestamp if hi is None else max(hi, record.timestamp)
-                    doc = json.loads(record.value)
-                    ip = doc["ip"]
-                    if ip not in knows:
-                        knows[ip] = bool(iptocc.country_code(ip))
-                    known += knows[ip]
-                    with_country += knows[ip] and bool(doc["geo"]["geo"]["country_code"])
-    finally:
-        await consumer.stop()
-    rate = Rate("pipeline (backlog, cold start)", seen, ((hi or 0) - (lo or 0)) / 1000)
-    return rate, with_country, known, seen
 
 
 async def _count(bootstrap: str, topic: str) -> int:
