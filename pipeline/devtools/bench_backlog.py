@@ -12,6 +12,8 @@ so a rebalance in the middle is not what is measured. Measured in one run on one
   share served by a near-cache hit (every other event was an IP's first sight in its worker), and each
   worker's peak RSS.
 The enriched topic is read after the workers are done, so the measurement does not compete with it.
+With `quix_python`, Quix Streams does the same job in the same run, before the second baseline
+(bench_quix.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from ..app import ensure_topics
 from ..settings import Settings
 from .bench_hotpath import PARTITIONS, baseline, create_topics, delete_topics
+from .bench_quix import QuixResult, run_quix
 from .processes import WorkerProcess, worker_processes
 from .readback import read_output
 from .scratch import scratch
@@ -38,14 +41,23 @@ START_TIMEOUT = 120.0  # for the workers to start and join
 
 
 async def run_backlog_bench(
-    base: Settings, environ: Mapping[str, str], *, events: int = 200_000, ips: int = 2_000, workers: int = 1
+    base: Settings,
+    environ: Mapping[str, str],
+    *,
+    events: int = 200_000,
+    ips: int = 2_000,
+    workers: int = 1,
+    quix_python: str | None = None,
 ) -> int:
-    """Publish the backlog, run baseline / W workers / baseline, print rates, ratio, coverage and RSS."""
+    """Publish the backlog, run baseline / W workers / (Quix Streams with `quix_python`) / baseline, print
+    rates, ratios, coverage and RSS."""
     with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as run:
-        return await _run(run.settings, run.run, run.tmp, events, ips, workers)
+        return await _run(run.settings, run.run, run.tmp, events, ips, workers, quix_python)
 
 
-async def _run(settings: Settings, run: str, tmp: Path, events: int, n_ips: int, n_workers: int) -> int:
+async def _run(
+    settings: Settings, run: str, tmp: Path, events: int, n_ips: int, n_workers: int, quix_python: str | None
+) -> int:
     bootstrap = settings.kafka_bootstrap
     base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
     ips = public_ips(n_ips, seed=13, offline_known=False)
@@ -55,6 +67,9 @@ async def _run(settings: Settings, run: str, tmp: Path, events: int, n_ips: int,
         f"{n_workers} worker process(es), {PARTITIONS} partitions, offline provider, topics *-{run}",
         flush=True,
     )
+    if quix_python:
+        print(f"  with Quix Streams (its job in {quix_python}), on a copy of the burst", flush=True)
+    quix: QuixResult | None = None
     try:
         await create_topics(bootstrap, [base_in, base_out])
         await publish(bootstrap, base_in, payloads, label="baseline input")
@@ -75,12 +90,14 @@ async def _run(settings: Settings, run: str, tmp: Path, events: int, n_ips: int,
             lambda doc: doc["geo"]["geo"]["country_code"],
         )
         new = await _count(bootstrap, settings.seen_topic)
+        if quix_python:
+            quix = await run_quix(bootstrap, run, tmp, payloads, quix_python)
         after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
     finally:
         await delete_topics(bootstrap, run)
     mean = (before.per_second + after.per_second) / 2
     print("\nsummary:")
-    for rate in (before, after, pipeline):
+    for rate in (before, after, pipeline, *([quix.output.rate] if quix else [])):
         print(f"  {rate.line()}")
     print(f"  baseline mean: {mean:,.0f} events/s")
     print(f"  ratio pipeline/baseline: {pipeline.per_second / mean:.2f}  (goal >= 0.5 with one worker)")
@@ -89,7 +106,9 @@ async def _run(settings: Settings, run: str, tmp: Path, events: int, n_ips: int,
     hits = served - new
     print(f"  near-cache hits: {hits:,} of {served:,}, {hits / max(1, served):.1%}; first sights {new:,}")
     print(f"  peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)}")
-    return 0 if served == events else 1
+    for line in quix.lines(mean, pipeline) if quix else []:
+        print(f"  {line}")
+    return 0 if served == events and (quix is None or quix.output.seen == events) else 1
 
 
 async def _wait_assigned(procs: list[WorkerProcess]) -> None:
