@@ -41,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--events", type=int, default=None, help="events (backlog 200,000; hits 50,000)")
     bench.add_argument("--ips", type=int, default=2_000, help="distinct IPs in the backlog (2,000)")
     bench.add_argument("--workers", type=int, default=1, help="worker processes in backlog mode (1)")
+    bench.add_argument(
+        "--with-quix",
+        action="store_true",
+        help="backlog mode: also run Quix Streams on the same job, same broker, same run",
+    )
+    bench.add_argument(
+        "--quix-python",
+        default=sys.executable,
+        help="interpreter that has quixstreams and iptocc, for --with-quix (default: this one)",
+    )
     tick = sub.add_parser("bench-timer", help="retry tick vs a full cache scan (200k entries, 1k unresolved)")
     tick.add_argument("--entries", type=int, default=200_000)
     tick.add_argument("--unresolved", type=int, default=1_000, help="entries due now (default 1,000)")
@@ -55,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     mmdb.add_argument("--ips", type=int, default=100_000)
     commands.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command == "bench" and args.with_quix and args.mode != "backlog":
+        parser.error("--with-quix needs --mode backlog")
     try:
         settings = Settings.from_env(os.environ)
         configure_logging(settings)  # quiet by default: GEO_LOG_LEVEL, GEO_LOG_FORMAT
@@ -74,10 +86,21 @@ def main(argv: list[str] | None = None) -> int:
 
                 return asyncio.run(run_bench(settings, os.environ, events=args.events or 50_000))
             from .devtools.bench_backlog import run_backlog_bench
+            from .devtools.bench_quix import check_quix_python
 
+            if args.with_quix:
+                check_quix_python(args.quix_python)  # before any topic exists
             events = args.events or 200_000
+            quix_python = args.quix_python if args.with_quix else None
             return asyncio.run(
-                run_backlog_bench(settings, os.environ, events=events, ips=args.ips, workers=args.workers)
+                run_backlog_bench(
+                    settings,
+                    os.environ,
+                    events=events,
+                    ips=args.ips,
+                    workers=args.workers,
+                    quix_python=quix_python,
+                )
             )
         if args.command == "bench-timer":
             from .devtools.bench_timer import run_tick_bench

@@ -12,12 +12,13 @@ so a rebalance in the middle is not what is measured. Measured in one run on one
   share served by a near-cache hit (every other event was an IP's first sight in its worker), and each
   worker's peak RSS.
 The enriched topic is read after the workers are done, so the measurement does not compete with it.
+With `quix_python`, Quix Streams does the same job in the same run, before the second baseline
+(bench_quix.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Mapping
@@ -28,8 +29,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from ..app import ensure_topics
 from ..settings import Settings
-from .bench_hotpath import PARTITIONS, Rate, baseline, create_topics, delete_topics
+from .bench_hotpath import PARTITIONS, baseline, create_topics, delete_topics
+from .bench_quix import QuixResult, run_quix
 from .processes import WorkerProcess, worker_processes
+from .readback import read_output
 from .scratch import scratch
 from .workloads import public_ips, publish, tagged_events
 
@@ -38,14 +41,23 @@ START_TIMEOUT = 120.0  # for the workers to start and join
 
 
 async def run_backlog_bench(
-    base: Settings, environ: Mapping[str, str], *, events: int = 200_000, ips: int = 2_000, workers: int = 1
+    base: Settings,
+    environ: Mapping[str, str],
+    *,
+    events: int = 200_000,
+    ips: int = 2_000,
+    workers: int = 1,
+    quix_python: str | None = None,
 ) -> int:
-    """Publish the backlog, run baseline / W workers / baseline, print rates, ratio, coverage and RSS."""
+    """Publish the backlog, run baseline / W workers / (Quix Streams with `quix_python`) / baseline, print
+    rates, ratios, coverage and RSS."""
     with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as run:
-        return await _run(run.settings, run.run, run.tmp, events, ips, workers)
+        return await _run(run.settings, run.run, run.tmp, events, ips, workers, quix_python)
 
 
-async def _run(settings: Settings, run: str, tmp: Path, events: int, n_ips: int, n_workers: int) -> int:
+async def _run(
+    settings: Settings, run: str, tmp: Path, events: int, n_ips: int, n_workers: int, quix_python: str | None
+) -> int:
     bootstrap = settings.kafka_bootstrap
     base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
     ips = public_ips(n_ips, seed=13, offline_known=False)
@@ -55,6 +67,9 @@ async def _run(settings: Settings, run: str, tmp: Path, events: int, n_ips: int,
         f"{n_workers} worker process(es), {PARTITIONS} partitions, offline provider, topics *-{run}",
         flush=True,
     )
+    if quix_python:
+        print(f"  with Quix Streams (its job in {quix_python}), on a copy of the burst", flush=True)
+    quix: QuixResult | None = None
     try:
         await create_topics(bootstrap, [base_in, base_out])
         await publish(bootstrap, base_in, payloads, label="baseline input")
@@ -66,14 +81,23 @@ async def _run(settings: Settings, run: str, tmp: Path, events: int, n_ips: int,
             await _wait_assigned(procs)
             await publish(bootstrap, settings.events_topic, payloads, label="burst")
             peaks = await _drain(settings, procs, events)
-        pipeline, with_country, known, served = await _read_enriched(settings, events, f'"b-{run}"'.encode())
+        pipeline, with_country, known, served = await read_output(
+            bootstrap,
+            settings.enriched_topic,
+            events,
+            f'"b-{run}"'.encode(),
+            "pipeline (backlog, cold start)",
+            lambda doc: doc["geo"]["geo"]["country_code"],
+        )
         new = await _count(bootstrap, settings.seen_topic)
+        if quix_python:
+            quix = await run_quix(bootstrap, run, tmp, payloads, quix_python)
         after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
     finally:
         await delete_topics(bootstrap, run)
     mean = (before.per_second + after.per_second) / 2
     print("\nsummary:")
-    for rate in (before, after, pipeline):
+    for rate in (before, after, pipeline, *([quix.output.rate] if quix else [])):
         print(f"  {rate.line()}")
     print(f"  baseline mean: {mean:,.0f} events/s")
     print(f"  ratio pipeline/baseline: {pipeline.per_second / mean:.2f}  (goal >= 0.5 with one worker)")
@@ -82,7 +106,9 @@ async def _run(settings: Settings, run: str, tmp: Path, events: int, n_ips: int,
     hits = served - new
     print(f"  near-cache hits: {hits:,} of {served:,}, {hits / max(1, served):.1%}; first sights {new:,}")
     print(f"  peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)}")
-    return 0 if served == events else 1
+    for line in quix.lines(mean, pipeline) if quix else []:
+        print(f"  {line}")
+    return 0 if served == events and (quix is None or quix.output.seen == events) else 1
 
 
 async def _wait_assigned(procs: list[WorkerProcess]) -> None:
@@ -135,40 +161,6 @@ async def _drain(settings: Settings, procs: list[WorkerProcess], events: int) ->
             await asyncio.sleep(0.5)  # polling the group's committed offsets: there is no event to wait on
     finally:
         await admin.close()
-
-
-async def _read_enriched(settings: Settings, events: int, marker: bytes) -> tuple[Rate, int, int, int]:
-    """(rate by record timestamps, events with a country, events whose IP the offline data knows, total)."""
-    import iptocc  # the offline data, to know which IPs could have a country at all
-
-    consumer = AIOKafkaConsumer(
-        settings.enriched_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    seen = with_country = known = 0
-    lo = hi = None
-    knows: dict[str, bool] = {}
-    deadline = time.monotonic() + 120
-    try:
-        while seen < events and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
-            for records in batch.values():
-                for record in records:
-                    if marker not in record.value:
-                        continue
-                    seen += 1
-                    lo = record.timestamp if lo is None else min(lo, record.timestamp)
-                    hi = record.timestamp if hi is None else max(hi, record.timestamp)
-                    doc = json.loads(record.value)
-                    ip = doc["ip"]
-                    if ip not in knows:
-                        knows[ip] = bool(iptocc.country_code(ip))
-                    known += knows[ip]
-                    with_country += knows[ip] and bool(doc["geo"]["geo"]["country_code"])
-    finally:
-        await consumer.stop()
-    rate = Rate("pipeline (backlog, cold start)", seen, ((hi or 0) - (lo or 0)) / 1000)
-    return rate, with_country, known, seen
 
 
 async def _count(bootstrap: str, topic: str) -> int:

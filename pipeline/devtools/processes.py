@@ -76,11 +76,7 @@ class WorkerProcess:
 
     def peak_rss_mib(self) -> float | None:
         """The process's peak resident set so far (VmHWM), in MiB; None once it has exited."""
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return None
+        return peak_rss_mib(self.pid)
 
     def kill(self) -> None:
         """SIGKILL: a crash, no clean shutdown, no final commit."""
@@ -102,6 +98,15 @@ class WorkerProcess:
     def stop(self) -> None:
         self.terminate()
         self._log.close()
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """Process `pid`'s peak resident set so far (VmHWM), in MiB; None once it has exited."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
 
 
 @contextlib.contextmanager
