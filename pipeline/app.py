@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 ROCKSDB_OPTIONS = {
     "block_cache_size": 4 * 1024 * 1024,  # per partition; Faust's default is 2 GiB each
     "block_cache_compressed_size": 2 * 1024 * 1024,
-    "write_buffer_size": 4 * 1024 * 1024,
+    "write_buffer_size": 2 * 1024 * 1024,  # memtables fill under a burst of new IPs: 2 x 2 MiB per partition
     "max_write_buffer_number": 2,
     "max_open_files": 256,
 }

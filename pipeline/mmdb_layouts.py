@@ -26,7 +26,7 @@ from typing import Any
 
 # Longest text kept from a database. Real values are far shorter (AS organisation names, the longest, stay
 # under about 100 characters); the cap bounds what one hostile record can add to every entry, enriched
-# event and near-cache slot (about 0.5 KiB each) that carries it.
+# event and near-cache slot (about 1 KiB each) that carries it.
 MAX_TEXT_CHARS = 128
 MAX_ASN = 2**32 - 1  # AS numbers are 32-bit (RFC 6793)
 _AS_TEXT = re.compile(r"AS(\d{1,10})", re.IGNORECASE)

@@ -24,7 +24,7 @@ from .addresses import normalise_ip
 from .errors import BadEvent, InvalidAddress
 from .messages import dead_letter, dead_letter_key, enriched
 
-SPELLINGS_MAX = 200_000  # raw IP texts remembered with their normal form (~150 B each); cleared when full
+SPELLINGS_MAX = 50_000  # raw IP texts remembered with their normal form (~150 B each); cleared when full
 UNKNOWN_HASH = -1  # a near-cache entry learnt from the resolved topic has its key hash computed on first use
 # dead-letter reasons -> a few stable labels for metrics (reasons carry sizes and type names: unbounded)
 REASON_LABELS = (
