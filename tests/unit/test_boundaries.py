@@ -24,6 +24,7 @@ PURE = [
     "routing",
     "secret",
     "settings",
+    "settings_checks",
     "throttle",
     "watchdog",
 ]
