@@ -36,7 +36,7 @@ from mode import Service
 
 from .kafka_config import client_kwargs
 from .messages import encode_seen
-from .outputs import Outputs
+from .outputs import Outputs, partition_count
 from .routing import NearCache, Route, Router
 from .settings import Settings
 from .stats import Stats
@@ -208,7 +208,7 @@ class HotPath(Service):
             if not overdue or self.should_stop:
                 continue
             s = self.settings
-            partitions = len(self._producer.client.cluster.partitions_for_topic(s.seen_topic) or ()) or 1
+            partitions = partition_count(self._producer, s.seen_topic)
             value = encode_seen(time.time(), s.worker_label)
             try:
                 sends = [
@@ -289,24 +289,20 @@ class HotPath(Service):
             topic, partition = tp.topic, tp.partition
             for record in records:
                 kind, key, value, h = route(record.value, record.key, (topic, partition, record.offset), now)
-                if kind is Route.HIT:
-                    hits += 1
-                    if not add(s.enriched_topic, h % enriched_n, key, value, record):
-                        await out.spill(s.enriched_topic, h % enriched_n, key, value, record)
-                elif kind is Route.NEW or kind is Route.TOUCH:
-                    if kind is Route.NEW:
-                        new += 1
-                    else:
-                        hits += 1
-                    if not add(s.enriched_topic, h % enriched_n, key, value, record):
-                        await out.spill(s.enriched_topic, h % enriched_n, key, value, record)
-                    if not add(s.seen_topic, h % seen_n, key, seen_value, record):
-                        await out.spill(s.seen_topic, h % seen_n, key, seen_value, record)
-                else:
+                if kind is Route.DEAD_LETTER:
                     dead += 1
                     p = key_hash(key) % dlq_n if key is not None else random.randrange(dlq_n)
                     if not add(s.dlq_topic, p, key, value, record):
                         await out.spill(s.dlq_topic, p, key, value, record)
+                    continue
+                if kind is Route.NEW:
+                    new += 1
+                else:  # HIT, or TOUCH: a hit whose IP also goes to the owner again
+                    hits += 1
+                if not add(s.enriched_topic, h % enriched_n, key, value, record):
+                    await out.spill(s.enriched_topic, h % enriched_n, key, value, record)
+                if kind is not Route.HIT and not add(s.seen_topic, h % seen_n, key, seen_value, record):
+                    await out.spill(s.seen_topic, h % seen_n, key, seen_value, record)
         salvaged = await out.flush(s.dlq_topic, self.stats)
         await self._consumer.commit()
         stats = self.stats

@@ -47,6 +47,11 @@ PERMANENT_ERRORS = (
 )
 
 
+def partition_count(producer: AIOKafkaProducer, topic: str) -> int:
+    """Partitions of `topic` in the producer's cached metadata (1 when it has none yet)."""
+    return len(producer.client.cluster.partitions_for_topic(topic) or ()) or 1
+
+
 class Outputs:
     """The output of one input batch: one open record batch per (topic, partition), sent when full or at
     the end; each sent batch keeps its rows, so a batch refused for good can be salvaged record by record."""
@@ -57,7 +62,7 @@ class Outputs:
         self._sent: list[tuple[asyncio.Future[Any], str, list[Row]]] = []
 
     def partitions(self, topic: str) -> int:
-        return len(self._producer.client.cluster.partitions_for_topic(topic) or ()) or 1
+        return partition_count(self._producer, topic)
 
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes, record: Any) -> bool:
         """Append to the open batch of (topic, partition); False when it is full (call `spill`)."""
