@@ -131,12 +131,13 @@ class CacheAgent:
         entry = decision.entry or old
         if entry is None:
             return
+        value = entry.to_json()
         if decision.entry is not None or decision.publish:
             # the store indexes it in the same write; an unchanged entry that is republished (a replay, a
             # duplicate) is written again so its changelog record goes out again (same value, same index key)
-            self.table[key] = entry.to_json()
+            self.table[key] = value
         if decision.publish:
-            await send(self.settings.resolved_topic, key, entry.to_json(), None, None, None)
+            await send(self.settings.resolved_topic, key, value, None, None, None)
             self.stats.resolved_published += 1
         if decision.resolve_attempt is not None:
             request = ResolveRequest(entry.ip, decision.resolve_attempt, self._by)
