@@ -23,6 +23,7 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from . import faustx
 from .addresses import AddressKind, classify
 from .asked import asked_keep
 from .cache_agent import CacheAgent
@@ -292,5 +293,4 @@ async def running(geo: GeoApp, *, timeout: float = 60.0) -> AsyncIterator[GeoApp
 
 def ready(geo: GeoApp) -> bool:
     """Assigned, tables recovered, not rebalancing, and the hot path started."""
-    recovery = geo.app.tables.recovery  # type: ignore[attr-defined]  # the concrete TableManager has it
-    return bool(recovery.completed.is_set()) and not geo.app.rebalancing and geo.hotpath._consumer is not None
+    return faustx.recovered(geo.app) and not geo.app.rebalancing and geo.hotpath._consumer is not None

@@ -205,10 +205,15 @@ class StallWatch:
             await self.app.crash(StalledPartitionsError(text))  # the worker exits; restarted, it rejoins
 
 
+def recovered(app: faust.App) -> bool:
+    """Table recovery of the current assignment is complete (Faust's `Recovery.completed`)."""
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # the concrete TableManager has it
+    return bool(recovery.completed.is_set())
+
+
 def settled(app: faust.App) -> bool:
     """Assigned, recovered and not rebalancing: the only time partitions are expected to move."""
-    recovery = app.tables.recovery  # type: ignore[attr-defined]  # the concrete TableManager has it
-    return bool(recovery.completed.is_set()) and not app.rebalancing and _consumer(app).flow_active
+    return recovered(app) and not app.rebalancing and bool(_consumer(app).flow_active)
 
 
 async def partition_views(app: faust.App) -> list[PartitionView]:
@@ -264,7 +269,6 @@ class DeliveryGuard:
     def __init__(self, app: faust.App) -> None:
         self.app = app
         self.failure: BaseException | None = None
-        self.sent = 0
         self._crashing: asyncio.Future[None] | None = None
 
     def install(self) -> None:
@@ -279,7 +283,6 @@ class DeliveryGuard:
             except Exception as exc:
                 self._failed(exc, args[0] if args else kwargs.get("topic"))
                 raise
-            self.sent += 1
             future.add_done_callback(lambda f, topic=args[0] if args else None: self._check(f, topic))
             return future
 

@@ -98,7 +98,6 @@ class Resolver(Service):
         self.lock = asyncio.Lock()
         self.generation = 0
         self.to_load: frozenset[int] | None = None  # resolve partitions whose asked log is still to read
-        self.loaded: frozenset[int] = frozenset()
         # times (as the asked log holds them) of the requests this resolver asked: its budget counts them
         # already, so seeding it from the asked log after an assignment must not count them again
         self._own_asks: set[float] = set()
@@ -336,7 +335,6 @@ class Resolver(Service):
             return
         self.asked.replace(records)
         self.asked.prune(now)
-        self.loaded = mine
         recent: list[float] = []
         ours = 0
         if self.budget is not None:

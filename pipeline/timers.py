@@ -20,6 +20,7 @@ from typing import Any
 
 import faust
 
+from . import faustx
 from .faustx import StallWatch
 from .geotable import IndexedStore
 from .ipapi import MAX_BATCH as RESOLVE_BATCH  # IPs per API request
@@ -53,7 +54,7 @@ class RetryTimer:
         self.app.timer(self.settings.retry_interval, name="geo-retry-timer")(self._tick)
 
     async def _tick(self) -> None:
-        if self.app.rebalancing or not _recovered(self.app):
+        if self.app.rebalancing or not faustx.recovered(self.app):
             log.info("retry tick skipped: rebalancing or recovering")
             return
         try:
@@ -112,12 +113,6 @@ class RetryTimer:
         }
 
 
-def _recovered(app: Any) -> bool:
-    recovery = getattr(app.tables, "recovery", None)
-    completed = getattr(recovery, "completed", None)
-    return completed is None or completed.is_set()
-
-
 SWEEP_EVERY = 10.0  # seconds between version sweeps
 SWEEP_CHUNK = 1_000  # entries re-answered per sweep at most: ~100/s, never a burst on the hot path's loop
 RELOAD_CHECK_EVERY = 10.0  # seconds between looks at the .mmdb files (a stat each when nothing changed)
@@ -155,7 +150,7 @@ class VersionSweep:
         self.app.timer(SWEEP_EVERY, name="geo-version-sweep")(self._tick)
 
     async def _tick(self) -> None:
-        if self.app.rebalancing or not _recovered(self.app):
+        if self.app.rebalancing or not faustx.recovered(self.app):
             return
         try:
             sent = await self.run_sweep()

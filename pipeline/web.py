@@ -37,6 +37,7 @@ from aiohttp import web
 from mode import Service
 from yarl import URL
 
+from . import faustx
 from .addresses import normalise_ip
 from .errors import InvalidAddress
 from .hotpath import key_hash
@@ -167,7 +168,7 @@ class WebServer(Service):
         partition = key_hash(ip.encode()) % self.geo.settings.partitions
         about = {"ip": ip, "partition": partition}
         geo = self.geo
-        if geo.app.rebalancing or not _recovered(geo):
+        if geo.app.rebalancing or not faustx.recovered(geo.app):
             return _unavailable({**about, "error": "rebalancing or recovering", "worker": self._me()})
         local = dict(geo.store.active_partitions()).get(partition)
         if local is not None:
@@ -200,7 +201,7 @@ class WebServer(Service):
     async def _not_ready(self) -> list[str]:
         geo = self.geo
         checks = Checks(
-            recovered=_recovered(geo),
+            recovered=faustx.recovered(geo.app),
             rebalancing=bool(geo.app.rebalancing),
             assigned=member(_distribution(geo), self.url),
             broker=await self._broker_reachable(),
@@ -227,11 +228,6 @@ def _distribution(geo: GeoApp) -> Distribution:
     assignor: Any = geo.app.assignor  # the concrete PartitionAssignor; its interface type lacks this
     distribution: Distribution = assignor.changelog_distribution
     return distribution
-
-
-def _recovered(geo: GeoApp) -> bool:
-    recovery = geo.app.tables.recovery  # type: ignore[attr-defined]  # the concrete TableManager has it
-    return bool(recovery.completed.is_set())
 
 
 def _unavailable(body: dict[str, Any]) -> web.Response:
