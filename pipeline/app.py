@@ -34,7 +34,7 @@ from .hotpath import HotPath, key_hash
 from .kafka_config import client_kwargs, faust_app_kwargs
 from .models import GeoEntry
 from .policy import RetryPolicy, first_sight
-from .providers import GeoProvider, OfflineProvider
+from .providers import GeoProvider, OfflineProvider, OfflineSource
 from .resolver import Resolver
 from .routing import NearCache, Router
 from .settings import Settings
@@ -187,7 +187,8 @@ def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None,
     app.tables.add(table)
     policy, stats = retry_policy(settings), Stats()
     offline = offline_providers(settings)
-    sight = first_sight_factory(offline, settings.providers, policy)
+    sources = offline_sources(offline)
+    sight = first_sight_factory(sources, settings.providers, policy)
     near = NearCache(settings.near_cache_size)
     router = Router(
         near,
@@ -210,7 +211,6 @@ def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None,
     store = cast(IndexedStore, table.data)  # created now; its partition databases open on assignment
     timer = RetryTimer(app, settings, store, stats)
     timer.register()
-    sources = {name: provider.source if name == "offline" else provider for name, provider in offline.items()}
     VersionSweep(app, settings, store, sources).register()
     register_stall_check(app, watch)
     if "mmdb" in offline:
@@ -236,34 +236,29 @@ def offline_providers(settings: Settings) -> dict[str, Any]:
     return found
 
 
+def offline_sources(offline: dict[str, Any]) -> dict[str, OfflineSource]:
+    """Provider name -> the synchronous source behind it (the "offline" provider wraps iptocc's)."""
+    return {name: provider.source if name == "offline" else provider for name, provider in offline.items()}
+
+
 def first_sight_factory(
-    offline: dict[str, Any], order: Sequence[str], policy: RetryPolicy
+    sources: dict[str, OfflineSource], order: Sequence[str], policy: RetryPolicy
 ) -> Callable[[str, float], GeoEntry]:
     """(ip, now) -> the entry of an IP never seen before, with what the offline data knows at once: the
     first in-process provider in GEO_PROVIDERS order that knows the country answers (iptocc at the end)."""
-    names = [name for name in order if name in offline and name != "offline"] + ["offline"]
-    sources = [(name, offline[name].source if name == "offline" else offline[name]) for name in names]
+    names = [name for name in order if name in sources and name != "offline"] + ["offline"]
+    chain = [(name, sources[name].lookup_with_version) for name in names]
 
     def sight(ip: str, now: float) -> GeoEntry:
         kind = classify(ip)
         if kind is AddressKind.GLOBAL:
-            for name, source in sources:
-                geo, version = _lookup(source, ip)
+            for name, lookup in chain:
+                geo, version = lookup(ip)
                 if geo is not None and geo.country_code:
                     return first_sight(ip, kind, geo, name, now, policy, version)
         return first_sight(ip, kind, None, None, now, policy)
 
     return sight
-
-
-def _lookup(source: Any, ip: str) -> tuple[Any, str]:
-    """(geo, version) from an offline source; the MMDB source answers both at once, consistently with a
-    reload running beside it."""
-    with_version = getattr(source, "lookup_with_version", None)
-    if with_version is not None:
-        found: tuple[Any, str] = with_version(ip)
-        return found
-    return source.lookup(ip), source.version
 
 
 @contextlib.asynccontextmanager

@@ -40,6 +40,10 @@ class OfflineSource(Protocol):
         """What the data knows about a normalised IP, or None; never raises for a lookup problem."""
         ...
 
+    def lookup_with_version(self, ip: str) -> tuple[GeoData | None, str]:
+        """`lookup` and the version of the data that answered it (consistent across a reload)."""
+        ...
+
 
 def offline_result(
     geo: GeoData | None, provider: str, miss_reason: str, version: str | None = None
@@ -64,6 +68,9 @@ class IptoccSource:
     def lookup(self, ip: str) -> GeoData | None:
         code = self._lookup(ip)
         return GeoData(country_code=code, country_name=country_name(code)) if code else None
+
+    def lookup_with_version(self, ip: str) -> tuple[GeoData | None, str]:
+        return self.lookup(ip), self.version  # the package's data never changes while it is imported
 
 
 class OfflineProvider:
