@@ -15,7 +15,8 @@ Layout of each partition's RocksDB (keys sort bytewise):
     ~2<data version>|<ip>     -> b""   offline-answered entries by the version of the data that answered
     ~~index-v2                -> b""   this partition's index was built (older stores are indexed once)
     ~~n|<status>              -> b"<count>"  entries per status, written with the entries (metrics)
-    ~~status-v1               -> b""   this partition's status counts were built (older stores: once)
+    ~~n|lane:<lane>           -> b"<count>"  index keys per lane, likewise (the timer's `unresolved`)
+    ~~counts-v2               -> b""   this partition's counts were built (older stores: counted once)
 
 Faust internals relied on (faust-streaming 0.15.x, `faust/stores/rocksdb.py`): `Store._set`, `_del` and
 `apply_changelog_batch` are the only paths that write a partition database; `_open_for_partition` opens
@@ -51,8 +52,9 @@ from .policy import (
 log = logging.getLogger(__name__)
 
 INDEX_MARKER = (INDEX_PREFIX + INDEX_PREFIX + "index-v2").encode()  # v2: the version lane was added
-COUNTS_MARKER = (INDEX_PREFIX + INDEX_PREFIX + "status-v1").encode()
-COUNT_PREFIX = (INDEX_PREFIX + INDEX_PREFIX + "n|").encode()  # + status: that status's entry count
+COUNTS_MARKER = (INDEX_PREFIX + INDEX_PREFIX + "counts-v2").encode()  # v2: lane counts too (v1: statuses)
+COUNT_PREFIX = (INDEX_PREFIX + INDEX_PREFIX + "n|").encode()  # + status, or LANE_TAG + lane: its count
+LANE_TAG = "lane:"  # a count key for a lane's index keys, not a status's entries
 _INDEX_START = INDEX_PREFIX.encode()
 LANES = (RETRY_LANE, REFRESH_LANE, VERSION_LANE)
 _NONE: frozenset[bytes] = frozenset()
@@ -91,7 +93,7 @@ class IndexedStore(Store):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.lane_counts: dict[int, Counter[str]] = {}  # partition -> index keys per lane
+        self.lane_counts: dict[int, Counter[str]] = {}  # partition -> index keys per lane (persisted)
         self.status_counts: dict[int, Counter[str]] = {}  # partition -> entries per status (persisted)
         self._counts_changed: set[int] = set()  # partitions whose counts the next write must carry
 
@@ -173,58 +175,59 @@ class IndexedStore(Store):
         for added in after - before:
             batch.put(added, b"")
             counts[_lane(added)] += 1
+        if sorted(map(_lane, before)) != sorted(map(_lane, after)):  # not a mere move within its lanes
+            self._counts_changed.add(partition)
 
     def _open_for_partition(self, partition: int) -> Any:
+        """Open a partition database and read its counts; an older one is indexed and counted once, here
+        (after that, opening it reads a few keys, whatever the partition's size)."""
         db = super()._open_for_partition(partition)
-        if db.get(INDEX_MARKER) is None:
+        indexed = db.get(INDEX_MARKER) is not None
+        if not indexed:
             self._build_index(partition, db)
-        counts = Counter[str]()
-        for lane in LANES:
-            prefix = lane_prefix(lane).encode()
-            counts[lane] = sum(1 for _ in _keys_with_prefix(db, prefix))
-        self.lane_counts[partition] = counts
-        self.status_counts[partition] = self._read_counts(partition, db)
+        if indexed and db.get(COUNTS_MARKER) is not None:
+            self.status_counts[partition], self.lane_counts[partition] = _read_counts(db)
+        else:
+            self._count(partition, db)
         return db
 
     def _write_counts(self, partition: int, batch: Any) -> None:
-        """Put the partition's status counts into `batch`: they change in the same write as the entries."""
+        """Put the partition's counts into `batch`: they change in the same write as the entries."""
         if partition not in self._counts_changed:
             return
         self._counts_changed.discard(partition)
         for status, count in self.status_counts.get(partition, Counter()).items():
             batch.put(COUNT_PREFIX + status.encode(), str(count).encode())
+        for lane, count in self.lane_counts.get(partition, Counter()).items():
+            batch.put(COUNT_PREFIX + (LANE_TAG + lane).encode(), str(count).encode())
 
-    def _read_counts(self, partition: int, db: Any) -> Counter[str]:
-        """The persisted status counts; a partition written before they existed is counted once, here."""
-        counts = Counter[str]()
-        if db.get(COUNTS_MARKER) is not None:
-            for key in _keys_with_prefix(db, COUNT_PREFIX):
-                counts[key[len(COUNT_PREFIX) :].decode()] = int(db.get(key))
-            return counts
+    def _count(self, partition: int, db: Any) -> None:
+        """Count a partition written before its counts were kept (or re-indexed): once, then persisted."""
+        statuses = Counter[str]()
         for _, value in self._visible_items(db):
             status = entry_facts(value)[1]
             if status is not None:
-                counts[status] += 1
+                statuses[status] += 1
+        lanes = Counter(
+            {lane: sum(1 for _ in _keys_with_prefix(db, lane_prefix(lane).encode())) for lane in LANES}
+        )
+        self.status_counts[partition], self.lane_counts[partition] = statuses, lanes
+        self._counts_changed.add(partition)
         batch = rocksdict.WriteBatch(raw_mode=True)
-        for status, count in counts.items():
-            batch.put(COUNT_PREFIX + status.encode(), str(count).encode())
+        self._write_counts(partition, batch)
         batch.put(COUNTS_MARKER, b"")
         db.write(batch)
-        if counts:
-            log.info("geo table partition %d: counted %d entries by status", partition, counts.total())
-        return counts
+        if statuses:
+            log.info("geo table partition %d: counted %d entries by status", partition, statuses.total())
 
     def _build_index(self, partition: int, db: Any) -> None:
         """Index a partition written before the index existed (or by a store without it): once, at open."""
         batch = rocksdict.WriteBatch(raw_mode=True)
         indexed = 0
-        for key, value in db.items():
-            if key.startswith(_INDEX_START):
-                break
-            if key != self.offset_key:
-                for derived in index_keys(value):
-                    batch.put(derived, b"")
-                indexed += 1
+        for _, value in self._visible_items(db):
+            for derived in index_keys(value):
+                batch.put(derived, b"")
+            indexed += 1
         batch.put(INDEX_MARKER, b"")
         db.write(batch)
         if indexed:
@@ -297,6 +300,18 @@ def _older(db: Any, start: bytes, skip_from: bytes, skip_to: bytes, limit: int) 
                 return
         else:
             return
+
+
+def _read_counts(db: Any) -> tuple[Counter[str], Counter[str]]:
+    """(entries per status, index keys per lane) as persisted beside the entries."""
+    statuses, lanes = Counter[str](), Counter[str]()
+    for key in _keys_with_prefix(db, COUNT_PREFIX):
+        name, count = key[len(COUNT_PREFIX) :].decode(), int(db.get(key))
+        if name.startswith(LANE_TAG):
+            lanes[name[len(LANE_TAG) :]] = count
+        else:
+            statuses[name] = count
+    return statuses, lanes
 
 
 def _keys_with_prefix(db: Any, prefix: bytes, start: bytes | None = None) -> Iterator[bytes]:

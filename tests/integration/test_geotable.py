@@ -23,7 +23,7 @@ from faust.types import TP
 from pipeline.geotable import COUNT_PREFIX, COUNTS_MARKER, INDEX_MARKER, GeoTable, IndexedStore, index_key
 from pipeline.geotable import index_keys as derived_keys
 from pipeline.models import EntryStatus, GeoData, GeoEntry
-from pipeline.policy import REFRESH_LANE, RETRY_LANE, is_index_key
+from pipeline.policy import REFRESH_LANE, RETRY_LANE, is_index_key, lane_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -206,13 +206,19 @@ def counted(store: IndexedStore, partition: int) -> dict[str, int]:
     return found
 
 
+def lanes_counted(store: IndexedStore, partition: int) -> dict[str, int]:
+    """Index keys per lane, counted from the keys themselves."""
+    return dict(Counter(chr(key[1]) for key in index_keys(store, partition)))
+
+
 def nonzero(counts: Any) -> dict[str, int]:
     return {status: n for status, n in counts.items() if n}
 
 
-def test_status_counts_follow_agent_writes_recovery_and_reopening(tmp_path: Path) -> None:
-    """Entries per status are kept exact by agent writes and changelog recovery, persisted with the
-    entries (a reopened store has them without a scan), and summed over active partitions."""
+def test_status_and_lane_counts_follow_agent_writes_recovery_and_reopening(tmp_path: Path) -> None:
+    """Entries per status and index keys per lane are kept exact by agent writes and changelog recovery,
+    persisted with the entries (a reopened store reads them, never scans), and summed over active
+    partitions."""
     rng = random.Random(9)
     written = make_store(tmp_path / "agent")
     changelog: list[FakeMessage] = []
@@ -229,13 +235,19 @@ def test_status_counts_follow_agent_writes_recovery_and_reopening(tmp_path: Path
     for partition in (0, 1):
         assert nonzero(written.status_counts[partition]) == counted(written, partition) != {}
         assert nonzero(rebuilt.status_counts[partition]) == counted(written, partition)
+        assert nonzero(written.lane_counts[partition]) == lanes_counted(written, partition) != {}
+        assert nonzero(rebuilt.lane_counts[partition]) == lanes_counted(written, partition)
     total = sum((written.status_counts[p] for p in (0, 1)), start=Counter[str]())
     assert written.entries_by_status() == nonzero(total)
+    stray = lane_prefix(RETRY_LANE).encode() + b"0000000000000|10.9.9.9"  # behind the store's back:
+    written._db_for_partition(0).put(stray, b"")  # a scan at the next open would count it
     for db in written._dbs.values():
         db.close()
     written._dbs.clear()
     reopened = make_store(tmp_path / "agent")
-    assert nonzero(reopened._read_counts(0, reopened._db_for_partition(0))) == counted(reopened, 0)
+    reopened._db_for_partition(0)  # partitions open on assignment
+    assert nonzero(reopened.status_counts[0]) == counted(reopened, 0)
+    assert reopened.lane_counts[0][RETRY_LANE] == lanes_counted(reopened, 0)[RETRY_LANE] - 1
 
 
 def test_a_partition_written_without_status_counts_is_counted_once_when_opened(tmp_path: Path) -> None:
