@@ -25,7 +25,6 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from . import faustx
 from .addresses import AddressKind, classify
-from .asked import asked_keep
 from .cache_agent import CacheAgent
 from .errors import ConfigError
 from .faustx import DeliveryGuard, StallWatch, install, start_with
@@ -40,7 +39,7 @@ from .routing import NearCache, Router
 from .settings import Settings
 from .stats import Stats
 from .timers import RetryTimer, VersionSweep, register_progress, register_reload, register_stall_check
-from .topics import enforce
+from .topics import CACHE_TABLE, enforce, topic_layout
 from .web import WebServer, advertised_url, bind_listener
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,7 @@ ROCKSDB_OPTIONS = {
     "max_write_buffer_number": 2,
     "max_open_files": 256,
 }
-CACHE_TABLE = (
-    "geo-cache"  # ip -> entry, plus the due-time index; its changelog is `<app>-geo-cache-changelog`
-)
 CHANGELOG_BUFFER = 1000  # table writes queued before Faust forces a flush (its 100 warned on every burst)
-COMPACTED = {"cleanup.policy": "compact"}  # latest record per IP is the state; older ones may go
 SEEN_EVERY = 86400.0  # last_seen is kept to the day: one seen record per IP, worker and day at most
 
 
@@ -95,38 +90,6 @@ def retry_policy(settings: Settings) -> RetryPolicy:
         forget_after=settings.forget_after,
         seen_every=min(SEEN_EVERY, settings.stale_after / 2),
     )
-
-
-def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
-    """Every topic the pipeline uses: name -> (partitions, config)."""
-    s = settings
-    return {
-        s.events_topic: (s.partitions, {}),
-        s.dlq_topic: (s.partitions, {}),
-        s.enriched_topic: (s.partitions, {}),
-        s.resolved_topic: (s.partitions, COMPACTED),
-        s.resolve_topic: (s.resolve_partitions, {}),
-        s.seen_topic: (s.partitions, {}),
-        s.results_topic: (s.partitions, {}),
-        # Faust creates this too, but racing its own start: a changelog missing from the metadata at the
-        # first assignment is ignored by its assignor, leaving the table without active partitions
-        f"{s.app_id}-{CACHE_TABLE}-changelog": (s.partitions, COMPACTED),
-        s.asked_topic: (s.resolve_partitions, asked_topic_config(s.pending_timeout)),
-    }
-
-
-def asked_topic_config(pending_timeout: float) -> dict[str, str]:
-    """The asked log keeps the latest ask per IP, for a few pending timeouts (all the resolver reads back).
-
-    Segments roll every pending timeout so that time retention can drop old ones (it only deletes closed
-    segments). Set when the topic is created: a later GEO_PENDING_TIMEOUT does not change it.
-    """
-    keep_ms = int(asked_keep(pending_timeout) * 1000)
-    return {
-        "cleanup.policy": "compact,delete",
-        "retention.ms": str(keep_ms),
-        "segment.ms": str(max(60_000, int(pending_timeout * 1000))),  # >= 1 min: few files
-    }
 
 
 async def ensure_topics(settings: Settings) -> None:

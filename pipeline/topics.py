@@ -16,7 +16,8 @@ a setting or a new app id. A cleanup policy can: `geo-pipeline topics fix` sets 
 client. aiokafka has only the legacy AlterConfigs request, which replaces a topic's whole dynamic config,
 so the fix reads the topic's dynamic configs first and sends them back with the change.
 
-`problems()` decides (pure, unit-tested); `inspect()` and `apply()` are the admin I/O around it.
+`topic_layout()` is the layout itself (every topic, its partitions and configs); `problems()` decides
+(pure, unit-tested); `inspect()` and `apply()` are the admin I/O around it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from .asked import asked_keep
 from .errors import ConfigError
 from .kafka_config import client_kwargs
 from .settings import Settings
@@ -37,6 +39,45 @@ APPLY_TIMEOUT = 15.0  # seconds an altered config may take to read back
 DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs config_source: set on the topic itself (not a broker default)
 POLICY = "cleanup.policy"
 FIX_COMMAND = "geo-pipeline topics fix"
+CACHE_TABLE = "geo-cache"  # the Faust table: ip -> entry, plus the due-time index
+COMPACTED = {POLICY: "compact"}  # latest record per IP is the state; older ones may go
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The geo table's changelog, named as Faust names it: `<app>-<table>-changelog`."""
+    return f"{settings.app_id}-{CACHE_TABLE}-changelog"
+
+
+def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+    """Every topic the pipeline uses: name -> (partitions, config)."""
+    s = settings
+    return {
+        s.events_topic: (s.partitions, {}),
+        s.dlq_topic: (s.partitions, {}),
+        s.enriched_topic: (s.partitions, {}),
+        s.resolved_topic: (s.partitions, COMPACTED),
+        s.resolve_topic: (s.resolve_partitions, {}),
+        s.seen_topic: (s.partitions, {}),
+        s.results_topic: (s.partitions, {}),
+        # Faust creates this too, but racing its own start: a changelog missing from the metadata at the
+        # first assignment is ignored by its assignor, leaving the table without active partitions
+        changelog_topic(s): (s.partitions, COMPACTED),
+        s.asked_topic: (s.resolve_partitions, asked_topic_config(s.pending_timeout)),
+    }
+
+
+def asked_topic_config(pending_timeout: float) -> dict[str, str]:
+    """The asked log keeps the latest ask per IP, for a few pending timeouts (all the resolver reads back).
+
+    Segments roll every pending timeout so that time retention can drop old ones (it only deletes closed
+    segments). Set when the topic is created: a later GEO_PENDING_TIMEOUT does not change it.
+    """
+    keep_ms = int(asked_keep(pending_timeout) * 1000)
+    return {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(keep_ms),
+        "segment.ms": str(max(60_000, int(pending_timeout * 1000))),  # >= 1 min: few files
+    }
 
 
 @dataclass(frozen=True)
@@ -68,14 +109,12 @@ class Problem:
 
 
 def contract(settings: Settings) -> list[Wanted]:
-    """The layout (`app.topic_layout`) with the partition rules it implies."""
-    from .app import CACHE_TABLE, topic_layout  # app imports this module at start-up
-
+    """The layout (`topic_layout`) with the partition rules it implies."""
     s = settings
     exact = {
         s.seen_topic: ("GEO_PARTITIONS", "the table's input: co-partitioned with the table"),
         s.results_topic: ("GEO_PARTITIONS", "the table's input: co-partitioned with the table"),
-        f"{s.app_id}-{CACHE_TABLE}-changelog": ("GEO_PARTITIONS", "the table's changelog"),
+        changelog_topic(s): ("GEO_PARTITIONS", "the table's changelog"),
         s.resolve_topic: ("GEO_RESOLVE_PARTITIONS", "resolve requests, co-partitioned with the asked log"),
         s.asked_topic: ("GEO_RESOLVE_PARTITIONS", "the resolver's asked log, one partition per resolve one"),
         s.resolved_topic: ("", "the latest entry per IP, for consumers and every worker's near cache"),

@@ -44,6 +44,7 @@ from .hotpath import key_hash
 from .metrics import CONTENT_TYPE, Metrics
 from .ownership import Checks, Distribution, member, not_ready, owner_url
 from .settings import Settings
+from .topics import changelog_topic
 
 if TYPE_CHECKING:
     from .app import GeoApp
@@ -108,7 +109,7 @@ class WebServer(Service):
         super().__init__(**kwargs)
         self.geo, self.sock, self.url = geo, sock, url
         self.metrics = Metrics(geo)
-        self.changelog = f"{geo.settings.app_id}-{geo.table.name}-changelog"
+        self.changelog = changelog_topic(geo.settings)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._broker: tuple[float, bool] = (-BROKER_CACHE, False)  # (checked at, reachable)

@@ -18,13 +18,14 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from pipeline.app import CACHE_TABLE, asked_topic_config, ensure_topics
+from pipeline.app import ensure_topics
 from pipeline.devtools.broker import LocalKafka, free_port
 from pipeline.devtools.fake_ipapi import Faults, IpApiServer, ServerConfig
 from pipeline.devtools.workloads import public_ips
 from pipeline.messages import decode_asked
 from pipeline.settings import Settings
 from pipeline.throttle import BREAKER_THRESHOLD, SLACK
+from pipeline.topics import asked_topic_config, changelog_topic
 from tests.support.chaos import (
     Crew,
     Tally,
@@ -82,7 +83,7 @@ async def test_a_failed_changelog_send_is_replayed_and_the_replay_repairs_the_ch
             budget_window=WINDOW,
             partitions=1,
         )
-        changelog = f"{settings.app_id}-{CACHE_TABLE}-changelog"
+        changelog = changelog_topic(settings)
         tight = {"cleanup.policy": "compact", "max.message.bytes": str(TIGHT_MESSAGE_BYTES)}
         await create_topics(kafka_bootstrap, {changelog: 1}, tight)
         await ensure_topics(settings)  # keeps the changelog as created
