@@ -238,27 +238,24 @@ def on_reanswer(entry: GeoEntry | None, fresh: GeoEntry, now: float) -> Decision
     """Newer offline data is in use: an entry whose geography came from an older version of it takes the
     new answer (`fresh`, the first-sight entry the data gives now); its status follows the country (a
     remote answer is never replaced: only offline-answered entries are swept)."""
-    if entry is None or entry.provider is None or entry.provider != entry_source(entry):
+    if entry is None or entry_source(entry) is None:
         return Decision(None)
     if (fresh.geo, fresh.provider, fresh.data_version) == (entry.geo, entry.provider, entry.data_version):
         return Decision(None)
-    status = entry.status
+    status, due = entry.status, entry.next_retry_at
     if status is EntryStatus.PARTIAL and not fresh.geo.country_code:
         status = EntryStatus.UNRESOLVED
     elif status is EntryStatus.RESOLVED and not fresh.geo.country_code:
-        status, due = EntryStatus.UNRESOLVED, now
-        return Decision(_reanswered(entry, fresh, status, now).evolve(next_retry_at=due), publish=True)
-    return Decision(_reanswered(entry, fresh, status, now), publish=True)
-
-
-def _reanswered(entry: GeoEntry, fresh: GeoEntry, status: EntryStatus, now: float) -> GeoEntry:
-    return entry.evolve(
+        status, due = EntryStatus.UNRESOLVED, now  # the country is gone: ask again at once
+    reanswered = entry.evolve(
         status=status,
         geo=fresh.geo,
         provider=fresh.provider,
         data_version=fresh.data_version,
         updated_at=now,
+        next_retry_at=due,
     )
+    return Decision(reanswered, publish=True)
 
 
 OFFLINE_PROVIDERS = {"offline": "iptocc:", "mmdb": "mmdb:"}  # provider name -> its data versions' prefix
