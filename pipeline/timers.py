@@ -16,6 +16,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -51,17 +52,11 @@ class RetryTimer:
         self.recently: dict[str, float] = {}
 
     def register(self) -> None:
-        self.app.timer(self.settings.retry_interval, name="geo-retry-timer")(self._tick)
+        every = self.settings.retry_interval
+        guarded_timer(self.app, every, "geo-retry-timer", self._tick, "retry tick", settled_only=True)
 
     async def _tick(self) -> None:
-        if self.app.rebalancing or not faustx.recovered(self.app):
-            log.info("retry tick skipped: rebalancing or recovering")
-            return
-        try:
-            stats = await self.run_tick()
-        except Exception:  # an exception escaping a Faust timer kills the worker
-            log.exception("retry tick failed; the next tick runs as usual")
-            return
+        stats = await self.run_tick()
         self.stats.ticks.append(stats)
         self.stats.ticks_run += 1
         self.stats.tick_seconds += stats["seconds"]
@@ -119,15 +114,34 @@ RELOAD_CHECK_EVERY = 10.0  # seconds between looks at the .mmdb files (a stat ea
 STALL_CHECK_EVERY = 30.0  # seconds between stall checks: far below the threshold, cheap (a few requests)
 
 
+def guarded_timer(
+    app: faust.App,
+    every: float,
+    name: str,
+    body: Callable[[], Awaitable[Any]],
+    what: str,
+    *,
+    settled_only: bool = False,
+) -> None:
+    """Run `body` every `every` seconds as a Faust timer that never raises: an exception escaping a Faust
+    timer kills the worker, so a failure is logged and the next run goes on as usual. `settled_only` skips
+    runs while the app rebalances or recovers its tables (the partitions being read may move)."""
+
+    async def run() -> None:
+        if settled_only and (app.rebalancing or not faustx.recovered(app)):
+            log.info("%s skipped: rebalancing or recovering", what)
+            return
+        try:
+            await body()
+        except Exception:
+            log.exception("%s failed; the next one runs as usual", what)
+
+    app.timer(every, name=name)(run)
+
+
 def register_stall_check(app: faust.App, watch: StallWatch) -> None:
     """Look for stalled stream partitions every STALL_CHECK_EVERY seconds (the watch logs and remedies)."""
-
-    @app.timer(STALL_CHECK_EVERY, name="geo-stall-check")  # type: ignore[untyped-decorator]  # faust is untyped
-    async def stall_check() -> None:
-        try:
-            await watch.check()
-        except Exception:  # an exception escaping a Faust timer kills the worker
-            log.exception("stall check failed; the next one runs as usual")
+    guarded_timer(app, STALL_CHECK_EVERY, "geo-stall-check", watch.check, "stall check")
 
 
 class VersionSweep:
@@ -147,16 +161,12 @@ class VersionSweep:
         self._last: set[str] = set()  # sent by the previous sweep: the agent may not have answered yet
 
     def register(self) -> None:
-        self.app.timer(SWEEP_EVERY, name="geo-version-sweep")(self._tick)
+        guarded_timer(
+            self.app, SWEEP_EVERY, "geo-version-sweep", self._tick, "version sweep", settled_only=True
+        )
 
     async def _tick(self) -> None:
-        if self.app.rebalancing or not faustx.recovered(self.app):
-            return
-        try:
-            sent = await self.run_sweep()
-        except Exception:  # an exception escaping a Faust timer kills the worker
-            log.exception("version sweep failed; the next one runs as usual")
-            return
+        sent = await self.run_sweep()
         if sent:
             log.info(
                 "version sweep: %d entries answered by older offline data sent to be answered again", sent
@@ -187,13 +197,11 @@ def register_reload(app: faust.App, source: Any) -> None:
     """Reopen replaced offline data files without a restart (`MmdbSource.maybe_reload`), in a thread: a
     changed 60 MB file takes a moment to read and check, and lookups go on meanwhile."""
 
-    @app.timer(RELOAD_CHECK_EVERY, name="geo-mmdb-reload")  # type: ignore[untyped-decorator]  # faust is untyped
     async def reload() -> None:
-        try:
-            if await asyncio.to_thread(source.maybe_reload):
-                log.info("mmdb: reloaded, now %s", source.version)
-        except Exception:  # an exception escaping a Faust timer kills the worker
-            log.exception("mmdb reload check failed; the data in use stays")
+        if await asyncio.to_thread(source.maybe_reload):
+            log.info("mmdb: reloaded, now %s", source.version)
+
+    guarded_timer(app, RELOAD_CHECK_EVERY, "geo-mmdb-reload", reload, "mmdb reload check")
 
 
 def register_progress(app: faust.App, stats: Stats, watch: StallWatch, every: float = 10.0) -> None:
