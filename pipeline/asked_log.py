@@ -6,11 +6,11 @@ The records themselves are `messages.Asked`; what they mean for the next ask is 
 from __future__ import annotations
 
 import logging
-import time
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from .kafka_config import client_kwargs
+from .kafka_io import follower, read_to_end
 from .messages import Asked, decode_asked
 from .settings import Settings
 
@@ -29,9 +29,15 @@ async def read_asked(
     if not partitions:
         return []
     topic = settings.asked_topic
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)
+    consumer = follower(settings)
     await consumer.start()
     records: list[tuple[str, Asked]] = []
+
+    def keep(record: Any) -> None:
+        value = decode_asked(record.value)
+        if record.key and value is not None:
+            records.append((record.key.decode(errors="replace"), value))
+
     try:
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
@@ -40,18 +46,7 @@ async def read_asked(
         for tp in tps:
             found = starts.get(tp)
             consumer.seek(tp, found.offset if found is not None else ends[tp])
-        deadline = time.monotonic() + LOAD_TIMEOUT
-        left = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
-        while left:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"asked log not read to the end within {LOAD_TIMEOUT:.0f}s")
-            batch = await consumer.getmany(*left, timeout_ms=500)
-            for part in batch.values():
-                for record in part:
-                    value = decode_asked(record.value)
-                    if record.key and value is not None:
-                        records.append((record.key.decode(errors="replace"), value))
-            left = [tp for tp in left if await consumer.position(tp) < ends[tp]]
+        await read_to_end(consumer, tps, ends, keep, what="the asked log", timeout=LOAD_TIMEOUT)
     finally:
         await consumer.stop()
     return records

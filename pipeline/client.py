@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +24,7 @@ from yarl import URL
 
 from .hotpath import key_hash
 from .kafka_config import client_kwargs
+from .kafka_io import follower, read_to_end
 from .present import Samples
 from .settings import Settings
 
@@ -118,9 +119,15 @@ def parse_metrics(text: str) -> Samples:
 async def read_resolved(settings: Settings, ips: Sequence[str]) -> dict[str, dict[str, Any] | None]:
     """The latest entry of each IP on the resolved topic (compacted, key = IP), read to its current end;
     None for an IP it does not hold. Only the partitions of the IPs asked for are read."""
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)
+    consumer = follower(settings)
     await consumer.start()
     latest: dict[str, dict[str, Any] | None] = dict.fromkeys(ips)
+    keys = {ip.encode(): ip for ip in ips}
+
+    def keep(record: Any) -> None:
+        if record.key in keys:
+            latest[keys[record.key]] = json.loads(record.value) if record.value else None
+
     try:
         parts = consumer.partitions_for_topic(settings.resolved_topic)
         if not parts:
@@ -128,34 +135,13 @@ async def read_resolved(settings: Settings, ips: Sequence[str]) -> dict[str, dic
             parts = consumer.partitions_for_topic(settings.resolved_topic) or set()
         if not parts:
             return latest
-        keys = {ip.encode(): ip for ip in ips}
         tps = sorted({TopicPartition(settings.resolved_topic, key_hash(k) % len(parts)) for k in keys})
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        left = [tp for tp in tps if ends[tp] > 0]
-        deadline = time.monotonic() + READ_TIMEOUT
-        while left:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{settings.resolved_topic} not read to its end within {READ_TIMEOUT:.0f}s"
-                )
-            batch = await consumer.getmany(*left, timeout_ms=1000)
-            for records in batch.values():
-                for record in records:
-                    if record.key in keys:
-                        latest[keys[record.key]] = json.loads(record.value) if record.value else None
-            left = [tp for tp in left if await consumer.position(tp) < ends[tp]]
+        await read_to_end(
+            consumer, tps, ends, keep, what=settings.resolved_topic, timeout=READ_TIMEOUT, poll_ms=1000
+        )
     finally:
         await consumer.stop()
     return latest
-
-
-def producer(settings: Settings) -> AIOKafkaProducer:
-    """A producer for people's input (acks from every replica, a few ms of batching)."""
-    return AIOKafkaProducer(**client_kwargs(settings), acks="all", linger_ms=5)
-
-
-def follower(settings: Settings) -> AIOKafkaConsumer:
-    """A group-less consumer for `tail` (it never commits and never joins a group)."""
-    return AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)

@@ -21,7 +21,7 @@ from typing import IO, Any
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from . import client, present, topics
+from . import client, kafka_io, present, topics
 from .errors import BrokerError
 from .settings import Settings
 
@@ -128,7 +128,7 @@ def record_for(line: str) -> tuple[bytes | None, bytes] | None:
 
 async def produce(args: argparse.Namespace, settings: Settings) -> int:
     topic = settings.events_topic
-    producer = client.producer(settings)
+    producer = kafka_io.producer(settings)
     await producer.start()
     # sending to a missing topic would make the broker create it with its defaults (1 partition); the
     # metadata of every topic, unlike a request naming this one, creates nothing
@@ -174,7 +174,7 @@ async def tail(args: argparse.Namespace, settings: Settings) -> int:
         "resolved": present.entry_line,
         "dlq": present.dead_letter_line,
     }
-    consumer = client.follower(settings)
+    consumer = kafka_io.follower(settings)
     await consumer.start()
     shown = 0
     try:

@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import ConsumerStoppedError
 from mode import Service
 
+from . import kafka_io
 from .addresses import AddressKind, classify
 from .asked import AskedLog, asked_horizon, asked_keep, request_times
 from .asked_log import read_asked
@@ -108,7 +109,7 @@ class Resolver(Service):
     async def on_start(self) -> None:
         s = self.settings
         self.chain, self.budget = self._open_chain()
-        self._producer = AIOKafkaProducer(**client_kwargs(s), acks="all", linger_ms=5)
+        self._producer = kafka_io.producer(s)
         self._consumer = AIOKafkaConsumer(
             **client_kwargs(s),
             group_id=f"{s.app_id}-resolve",
