@@ -118,28 +118,31 @@ class ProviderChain:
         self.max_batch = min(p.max_batch for p in self.providers)
 
     async def resolve(self, ips: Sequence[str]) -> dict[str, LookupResult]:
-        first, *rest = self.providers
+        first = self.providers[0]
         results = await first.resolve(ips)
-        failed = [ip for ip in ips if isinstance(results.get(ip), TransientFailure)]
-        for provider in rest:
-            if not failed:
-                break
-            fallback = await provider.resolve(failed)
-            for ip in failed:
-                results[ip] = merge_fallback(results[ip], fallback.get(ip))
+        await self._fill_from_rest(
+            results, [ip for ip in ips if isinstance(results.get(ip), TransientFailure)]
+        )
         return {ip: results.get(ip) or TransientFailure("no result", first.name) for ip in ips}
 
     async def fallback(self, ips: Sequence[str], reason: str) -> dict[str, LookupResult]:
         """Answer without the first provider (it cannot be asked now): each IP fails transiently with
         `reason`, carrying what the other providers know, so its entry stays due for the first one."""
-        first, *rest = self.providers
+        first = self.providers[0]
         failure = TransientFailure(f"{first.name} not asked: {reason}", first.name, asked=False)
         results: dict[str, LookupResult] = dict.fromkeys(ips, failure)
-        for provider in rest:
-            answers = await provider.resolve(ips)
-            for ip in ips:
-                results[ip] = merge_fallback(results[ip], answers.get(ip))
+        await self._fill_from_rest(results, ips)
         return results
+
+    async def _fill_from_rest(self, results: dict[str, LookupResult], failed: Sequence[str]) -> None:
+        """Ask the other providers, in order, for the IPs the first failed transiently: each keeps its
+        failure (so it stays due for the first) and takes their geography."""
+        if not failed:
+            return
+        for provider in self.providers[1:]:
+            answers = await provider.resolve(failed)
+            for ip in failed:
+                results[ip] = merge_fallback(results[ip], answers.get(ip))
 
 
 def merge_fallback(primary: LookupResult, fallback: LookupResult | None) -> LookupResult:
