@@ -27,14 +27,13 @@ import math
 import re
 from typing import Any
 
-from .models import GeoData, LookupResult, PermanentFailure, Resolved, TransientFailure
+from .models import MAX_ASN, GeoData, LookupResult, PermanentFailure, Resolved, TransientFailure, iso_country
 
 # Real ip-api names (ISP and org strings, the longest) run to about 100 characters; 256 keeps every one of
 # them whole and bounds the text an entry copies into each enriched record to ~1.5 KiB (six text fields).
 MAX_TEXT = 256
 ELLIPSIS = "…"  # marks a truncated text; counted within MAX_TEXT
 PERMANENT_MESSAGES = frozenset({"private range", "reserved range", "invalid query"})  # retrying cannot help
-MAX_ASN = 2**32 - 1  # ASNs are 32-bit (RFC 6793)
 MAX_INT_DIGITS = 40  # a JSON integer longer than this is out of every range we check; see `parse_int`
 
 _ANSI = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")  # CSI sequences, then 2-byte escapes
@@ -42,7 +41,6 @@ _BREAKS = dict.fromkeys(map(ord, "\t\n\v\f\r\x1c\x1d\x1e\x1f\x85\u2028\u2029"), 
 _DROPPED = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
             *range(0x2066, 0x206A), *range(0xD800, 0xE000)]  # fmt: skip
 _CLEAN = {**dict.fromkeys(_DROPPED), **_BREAKS}  # str.translate table: drop, or turn into a space
-_COUNTRY = re.compile(r"[A-Za-z]{2}")
 _AS = re.compile(r"AS(-?[0-9]+)(?: (.+))?", re.IGNORECASE | re.ASCII)
 
 
@@ -114,9 +112,10 @@ def country_code(value: object) -> str | None:
     """Two ASCII letters, upper-cased; None when missing or blank; InvalidItem for anything else."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, str) and _COUNTRY.fullmatch(value.strip()):
-        return value.strip().upper()
-    raise InvalidItem("countryCode is not two letters")
+    code = iso_country(value.strip()) if isinstance(value, str) else None
+    if code is None:
+        raise InvalidItem("countryCode is not two letters")
+    return code
 
 
 def coordinate(item: dict[str, Any], name: str, limit: int) -> float | None:

@@ -24,11 +24,12 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
+from .models import MAX_ASN, iso_country
+
 # Longest text kept from a database. Real values are far shorter (AS organisation names, the longest, stay
 # under about 100 characters); the cap bounds what one hostile record can add to every entry, enriched
 # event and near-cache slot (about 1 KiB each) that carries it.
 MAX_TEXT_CHARS = 128
-MAX_ASN = 2**32 - 1  # AS numbers are 32-bit (RFC 6793)
 _AS_TEXT = re.compile(r"AS(\d{1,10})", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 
@@ -68,13 +69,6 @@ def clean_text(value: object, limit: int = MAX_TEXT_CHARS) -> str | None:
         )
         text = _SPACES.sub(" ", "".join(kept)).strip()
     return text[:limit].rstrip() or None
-
-
-def country_code(value: object) -> str | None:
-    """An ISO 3166-1 alpha-2 code (two ASCII letters), upper-cased, or None."""
-    if isinstance(value, str) and len(value) == 2 and value.isascii() and value.isalpha():
-        return value.upper()
-    return None
 
 
 def coordinates(latitude: object, longitude: object) -> tuple[float, float] | None:
@@ -165,7 +159,7 @@ def _maxmind(record: Mapping[str, Any]) -> dict[str, Any]:
     location = _map(record.get("location"))
     point = coordinates(location.get("latitude"), location.get("longitude"))
     return {
-        "country_code": country_code(country.get("iso_code")),
+        "country_code": iso_country(country.get("iso_code")),
         "country_name": clean_text(_english(country)),
         "region": clean_text(_english(first)),
         "city": clean_text(_english(_map(record.get("city")))),
@@ -179,7 +173,7 @@ def _ipinfo(record: Mapping[str, Any]) -> dict[str, Any]:
     if code is None and "country_name" in record:  # older "country_asn" files: code in `country`
         code, name = record.get("country"), record.get("country_name")
     return {
-        "country_code": country_code(code),
+        "country_code": iso_country(code),
         "country_name": clean_text(name),
         "asn": as_number(record.get("asn")),
         "as_name": clean_text(record.get("as_name")),

@@ -25,6 +25,15 @@ class EntryStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({EntryStatus.PRIVATE})  # never asked of any provider again
+MAX_ASN = 2**32 - 1  # AS numbers are 32-bit (RFC 6793)
+
+
+def iso_country(value: object) -> str | None:
+    """An ISO 3166-1 alpha-2 code (two ASCII letters), upper-cased, or None: what every provider's
+    country code must be before it goes into an entry."""
+    if isinstance(value, str) and len(value) == 2 and value.isascii() and value.isalpha():
+        return value.upper()
+    return None
 
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {

@@ -14,12 +14,12 @@ from pipeline.mmdb_layouts import (
     as_number,
     clean_text,
     coordinates,
-    country_code,
     detect_layout,
     extract,
     layout_of_record,
     layout_of_type,
 )
+from pipeline.models import iso_country
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_clean_text_caps_length_also_for_huge_hostile_strings() -> None:
 )
 def test_country_code_must_be_two_ascii_letters(value: object, expected: str | None) -> None:
     """A country code is two ASCII letters, returned upper-case; anything else is dropped."""
-    assert country_code(value) == expected
+    assert iso_country(value) == expected
 
 
 @pytest.mark.parametrize(
