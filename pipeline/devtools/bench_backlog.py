@@ -31,12 +31,11 @@ from ..app import ensure_topics
 from ..settings import Settings
 from .bench_hotpath import PARTITIONS, baseline, create_topics, delete_topics
 from .bench_quix import QuixResult, run_quix
-from .processes import WorkerProcess, worker_processes
+from .processes import WorkerProcess, wait_count, worker_processes
 from .readback import read_output
 from .scratch import scratch
 from .workloads import public_ips, publish, tagged_events
 
-PROGRESS_EVERY = 2.0  # seconds between progress lines
 START_TIMEOUT = 120.0  # for the workers to start and join
 
 
@@ -122,7 +121,7 @@ async def _wait_assigned(procs: list[WorkerProcess]) -> None:
         if time.monotonic() - started > START_TIMEOUT:
             raise TimeoutError(f"workers not assigned: {latest}\n" + "\n".join(p.tail() for p in procs))
         for proc in procs:
-            proc.ready()  # raises with the log's tail if the worker died
+            proc.check()  # raises with the log's tail if the worker died
         await asyncio.sleep(0.5)  # polling the workers' logs: there is no event to wait on
 
 
@@ -140,25 +139,14 @@ async def _drain(settings: Settings, procs: list[WorkerProcess], events: int) ->
     progress; returns each worker's peak RSS in MiB."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
-    started = shown = time.monotonic()
-    peaks = [0.0] * len(procs)
+
+    async def committed() -> int:
+        offsets = await admin.list_consumer_group_offsets(f"{settings.app_id}-ingest")
+        return int(sum(meta.offset for tp, meta in offsets.items() if tp.topic == settings.events_topic))
+
     try:
-        while True:
-            committed = await admin.list_consumer_group_offsets(f"{settings.app_id}-ingest")
-            done = sum(meta.offset for tp, meta in committed.items() if tp.topic == settings.events_topic)
-            for i, proc in enumerate(procs):
-                if proc.proc.poll() is not None:
-                    raise RuntimeError(f"worker {i} exited with {proc.proc.returncode}:\n{proc.tail()}")
-                peaks[i] = max(peaks[i], proc.peak_rss_mib() or 0.0)
-            if done >= events:
-                return peaks
-            now = time.monotonic()
-            if now - started > START_TIMEOUT + events / 500:
-                raise TimeoutError(f"workers committed {done:,}/{events:,} events")
-            if now - shown >= PROGRESS_EVERY:
-                shown = now
-                print(f"  {now - started:5.1f}s committed {done:,}/{events:,} input events", flush=True)
-            await asyncio.sleep(0.5)  # polling the group's committed offsets: there is no event to wait on
+        timeout = START_TIMEOUT + events / 500
+        return await wait_count(committed, events, procs, "committed input events", timeout)
     finally:
         await admin.close()
 

@@ -204,12 +204,14 @@ async def _wait_near(geo: GeoApp, ips: set[str]) -> None:
     print(f"  near cache: {len(ips)} IPs ready in {time.monotonic() - started:.1f}s", flush=True)
 
 
-async def create_topics(bootstrap: str, names: list[str]) -> None:
+async def create_topics(bootstrap: str, names: list[str], configs: Mapping[str, str] | None = None) -> None:
     """The baseline's topics get the pipeline's partition count, so both read and write in parallel alike."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
+        await admin.create_topics(
+            [NewTopic(name, PARTITIONS, 1, topic_configs=dict(configs or {})) for name in names]
+        )
     finally:
         await admin.close()
 

@@ -15,10 +15,8 @@ its own, like the workers. It is measured like the pipeline, between the two bas
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -26,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ..errors import PipelineError
-from .bench_hotpath import PARTITIONS, Rate
-from .processes import peak_rss_mib
+from .bench_hotpath import PARTITIONS, Rate, create_topics
+from .processes import LoggedProcess, wait_count
 from .quix_job import SUMMARY_PREFIX
 from .readback import Readback, read_output
 from .workloads import publish, tagged_events
@@ -40,7 +37,6 @@ VENV_HINT = "python3.11 -m venv /tmp/qxvenv && /tmp/qxvenv/bin/pip install quixs
 CHECK_TIMEOUT = 60.0  # importing quixstreams (confluent-kafka, rocksdict) takes seconds on a busy machine
 START_TIMEOUT = 120.0  # for the job to start, join its group and pass the warm-up event through
 STOP_TIMEOUT = 30.0  # after SIGTERM, for the job to close its consumer and commit, before SIGKILL
-PROGRESS_EVERY = 2.0  # seconds between progress lines
 WARM_IP = "192.0.2.1"  # TEST-NET-1: not in the burst, so the warm-up leaves no answer the burst could use
 SUMMARY = re.compile(rf"^{re.escape(SUMMARY_PREFIX)} events=(\d+) lookups=(\d+)$", re.MULTILINE)
 
@@ -121,52 +117,29 @@ class QuixResult:
         ]
 
 
-class QuixJob:
-    """The job's process, its output in `log`."""
+class QuixJob(LoggedProcess):
+    """The job's process, its output in `log`; SIGTERM stops Quix's loop and commits."""
 
-    def __init__(self, command: Sequence[str], log: Path) -> None:
-        self.log_path = log
-        self._log = open(log, "ab")  # noqa: SIM115 - held for the child's lifetime
-        self.proc = subprocess.Popen(command, cwd=log.parent, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def check(self) -> None:
-        """RuntimeError with the log's tail when the job has exited."""
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"quix job exited with {self.proc.returncode}:\n{self.tail()}")
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> float:
-        """SIGTERM (Quix stops its loop and commits), SIGKILL after STOP_TIMEOUT; returns the seconds it
-        took."""
-        started = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        self._log.close()
-        return time.monotonic() - started
+    label = "quix job"
 
 
 @contextlib.contextmanager
 def quix_job(command: Sequence[str], log: Path) -> Iterator[QuixJob]:
     """The job running; stopped (SIGTERM, then SIGKILL) on exit, also when the benchmark fails."""
-    job = QuixJob(command, log)
+    job = QuixJob(command, log, cwd=log.parent)
     try:
         yield job
     finally:
-        job.stop()
+        job.stop(STOP_TIMEOUT)
 
 
 async def run_quix(bootstrap: str, run: str, tmp: Path, payloads: Sequence[bytes], python: str) -> QuixResult:
     """Warm the job up, publish a copy of the burst to it, wait for all of it, stop it, read its output."""
     source, dest, group = f"bench-quix-in-{run}", f"bench-quix-out-{run}", f"bench-quix-{run}"
     events = len(payloads)
-    await _create_topics(bootstrap, source, dest)
+    # the output timestamped by the broker (see the module docstring)
+    await create_topics(bootstrap, [source])
+    await create_topics(bootstrap, [dest], {"message.timestamp.type": "LogAppendTime"})
     command = job_command(python, bootstrap, source, dest, group, tmp / "quix-state")
     log = tmp / "quix.log"
     with quix_job(command, log) as job:
@@ -176,7 +149,7 @@ async def run_quix(bootstrap: str, run: str, tmp: Path, payloads: Sequence[bytes
         print(f"  quix job joined and answered in {time.monotonic() - started:.1f}s", flush=True)
         await publish(bootstrap, source, payloads, label="quix burst")
         peak = await _wait_output(bootstrap, dest, events + 1, job, "quix", START_TIMEOUT + events / 500)
-        print(f"  quix job stopped in {job.stop():.1f}s", flush=True)
+        print(f"  quix job stopped in {job.stop(STOP_TIMEOUT):.1f}s", flush=True)
     summary = parse_summary(log.read_text(errors="replace"))
     output = await read_output(
         bootstrap,
@@ -189,21 +162,6 @@ async def run_quix(bootstrap: str, run: str, tmp: Path, payloads: Sequence[bytes
     return QuixResult(output, summary, peak)
 
 
-async def _create_topics(bootstrap: str, source: str, dest: str) -> None:
-    """The pipeline's partition count; the output timestamped by the broker (see the module docstring)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(source, PARTITIONS, 1),
-                NewTopic(dest, PARTITIONS, 1, topic_configs={"message.timestamp.type": "LogAppendTime"}),
-            ]
-        )
-    finally:
-        await admin.close()
-
-
 async def _wait_output(
     bootstrap: str, topic: str, count: int, job: QuixJob, label: str, timeout: float
 ) -> float:
@@ -212,21 +170,12 @@ async def _wait_output(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    started = shown = time.monotonic()
-    peak = 0.0
+
+    async def written() -> int:
+        return int(sum((await consumer.end_offsets(tps)).values()))
+
     try:
-        while True:
-            job.check()
-            peak = max(peak, peak_rss_mib(job.proc.pid) or 0.0)
-            done = int(sum((await consumer.end_offsets(tps)).values()))
-            if done >= count:
-                return peak
-            now = time.monotonic()
-            if now - started > timeout:
-                raise TimeoutError(f"{label}: {done:,}/{count:,} output records\n{job.tail()}")
-            if now - shown >= PROGRESS_EVERY:
-                shown = now
-                print(f"  {now - started:5.1f}s {label}: {done:,}/{count:,} output records", flush=True)
-            await asyncio.sleep(0.5)  # polling the output's end offsets: there is no event to wait on
+        peaks = await wait_count(written, count, [job], f"{label} output records", timeout)
     finally:
         await consumer.stop()
+    return peaks[0]

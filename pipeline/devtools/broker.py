@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BrokerError
+from ..settings import SASL_MECHANISMS  # the SASL listener accepts every mechanism the settings allow
 
 KAFKA_VERSION = "4.1.2"  # 4.1.x: the line aiokafka >= 0.13 negotiates with
 LOG4J_VERSION = "2.25.3"  # the log4j2 version Kafka 4.1.2 builds against
@@ -36,7 +37,6 @@ SLF4J_VERSION = "1.7.36"  # Kafka 4.x stays on SLF4J 1.x, so the binding is log4
 HEAP = "-Xms256m -Xmx512m"  # bounded: without it the JVM takes a quarter of RAM
 START_TIMEOUT = 90.0  # seconds; a cold JVM on 2 busy cores takes 5-15 s
 STOP_TIMEOUT = 20.0  # seconds of SIGTERM before SIGKILL
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")  # what the SASL listener accepts
 SASL_LISTENER = "SASL_PLAINTEXT"
 _SIMPLE = re.compile(r"[A-Za-z0-9._-]+")  # user names and passwords need no quoting in JAAS or --add-scram
 

@@ -3,18 +3,20 @@
 Two Faust apps in one process share module state and stall after one stops, and a worker sharing its
 process with the benchmark's own readers would be measured with their work; so multi-worker runs, crash
 tests and the backlog benchmark run each worker as its own process, configured only through the
-environment, like production.
+environment, like production. `LoggedProcess` is what every such child has in common (the Quix Streams
+job of `bench --with-quix` is one too); `wait_count` polls a count while watching them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ..secret import Secret
@@ -23,6 +25,7 @@ from .broker import free_port
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds `pipeline/`: a source checkout or site-packages
 READY = b"geo-pipeline worker ready"  # printed once the app has started (pipeline/serve.py READY_LINE)
+PROGRESS_EVERY = 2.0  # seconds between the progress lines of `wait_count`
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -36,39 +39,32 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
-    """One worker process with its own data dir, web port and log file."""
+class ProcessExited(AssertionError):
+    """A child process exited while it was still needed; an AssertionError, so a test's wait fails at once
+    with the process's log."""
 
-    def __init__(self, settings: Settings, data_dir: Path, log: Path, **env: str) -> None:
-        environ = {
-            **os.environ,
-            **settings_env(settings),
-            "GEO_DATA_DIR": str(data_dir),
-            "GEO_WEB_PORT": str(free_port()),
-            "PYTHONPATH": str(PACKAGE_ROOT),
-            **env,
-        }
-        self.data_dir = data_dir
+
+class LoggedProcess:
+    """A child process writing its stdout and stderr to a log file, stopped with SIGTERM, then SIGKILL."""
+
+    label = "process"  # names the process in errors
+
+    def __init__(
+        self, command: Sequence[str], log: Path, *, env: Mapping[str, str] | None = None, cwd: Path
+    ) -> None:
         self.log_path = log
         self._log = open(log, "ab")  # noqa: SIM115 - held for the child's lifetime
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "worker"],
-            env=environ,
-            cwd=PACKAGE_ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        self.proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT)
         self.started = time.monotonic()
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def ready(self) -> bool:
-        """Started and assigned; AssertionError with the log's tail when the process died instead."""
+    def check(self) -> None:
+        """ProcessExited with the log's tail when the process has exited."""
         if self.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
-        return READY in self.log_path.read_bytes()
+            raise ProcessExited(f"{self.label} exited with {self.proc.returncode}:\n{self.tail()}")
 
     def tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
@@ -84,7 +80,7 @@ class WorkerProcess:
         self.proc.wait(timeout=30)
 
     def terminate(self, timeout: float = 30.0) -> float:
-        """SIGTERM, as `docker stop` and Kubernetes send it; returns the seconds the worker took to exit
+        """SIGTERM, as `docker stop` and Kubernetes send it; returns the seconds the process took to exit
         (SIGKILL after `timeout`)."""
         started = time.monotonic()
         if self.proc.poll() is None:
@@ -95,9 +91,63 @@ class WorkerProcess:
                 self.kill()
         return time.monotonic() - started
 
-    def stop(self) -> None:
-        self.terminate()
+    def stop(self, timeout: float = 30.0) -> float:
+        """`terminate`, then close the log; returns the seconds the process took to exit."""
+        took = self.terminate(timeout)
         self._log.close()
+        return took
+
+
+class WorkerProcess(LoggedProcess):
+    """One worker process with its own data dir, web port and log file."""
+
+    label = "worker"
+
+    def __init__(self, settings: Settings, data_dir: Path, log: Path, **env: str) -> None:
+        environ = {
+            **os.environ,
+            **settings_env(settings),
+            "GEO_DATA_DIR": str(data_dir),
+            "GEO_WEB_PORT": str(free_port()),
+            "PYTHONPATH": str(PACKAGE_ROOT),
+            **env,
+        }
+        self.data_dir = data_dir
+        super().__init__([sys.executable, "-m", "pipeline", "worker"], log, env=environ, cwd=PACKAGE_ROOT)
+
+    def ready(self) -> bool:
+        """Started and assigned; ProcessExited with the log's tail when the process died instead."""
+        self.check()
+        return READY in self.log_path.read_bytes()
+
+
+async def wait_count(
+    count: Callable[[], Awaitable[int]],
+    target: int,
+    procs: Sequence[LoggedProcess],
+    what: str,
+    timeout: float,
+) -> list[float]:
+    """Poll `count()` until it reaches `target`, with a progress line naming `what` every PROGRESS_EVERY
+    seconds; returns each process's peak RSS in MiB. ProcessExited when one of them exits, TimeoutError
+    after `timeout` seconds."""
+    started = shown = time.monotonic()
+    peaks = [0.0] * len(procs)
+    while True:
+        for i, proc in enumerate(procs):
+            proc.check()
+            peaks[i] = max(peaks[i], proc.peak_rss_mib() or 0.0)
+        done = await count()
+        if done >= target:
+            return peaks
+        now = time.monotonic()
+        if now - started > timeout:
+            tails = "\n".join(proc.tail() for proc in procs)
+            raise TimeoutError(f"{what}: {done:,}/{target:,} after {timeout:.0f}s\n{tails}")
+        if now - shown >= PROGRESS_EVERY:
+            shown = now
+            print(f"  {now - started:5.1f}s {what}: {done:,}/{target:,}", flush=True)
+        await asyncio.sleep(0.5)  # polling offsets: there is no event to wait on
 
 
 def peak_rss_mib(pid: int) -> float | None:
