@@ -78,21 +78,18 @@ async def _from_topic(settings: Settings, queries: list[str]) -> list[tuple[int,
     from .errors import InvalidAddress
 
     source = f"topic {settings.resolved_topic} (no worker up)"
-    valid: dict[str, str] = {}
-    answers: list[tuple[int, dict[str, Any]]] = []
+    found: dict[str, str | InvalidAddress] = {}  # query -> its normal form, or why it is not an IP
     for query in queries:
         try:
-            valid[query] = normalise_ip(query)
+            found[query] = normalise_ip(query)
         except InvalidAddress as exc:
-            valid[query] = ""
-            answers.append((400, {"error": f"invalid ip: {exc.reason}", "source": source}))
-    latest = await client.read_resolved(settings, [ip for ip in valid.values() if ip])
-    out = iter(answers)
-    result = []
+            found[query] = exc
+    latest = await client.read_resolved(settings, [ip for ip in found.values() if isinstance(ip, str)])
+    result: list[tuple[int, dict[str, Any]]] = []
     for query in queries:
-        ip = valid[query]
-        if not ip:
-            result.append(next(out))
+        ip = found[query]
+        if isinstance(ip, InvalidAddress):
+            result.append((400, {"error": f"invalid ip: {ip.reason}", "source": source}))
         elif latest.get(ip) is None:
             result.append((404, {"ip": ip, "error": "never seen", "source": source}))
         else:

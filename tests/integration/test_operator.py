@@ -221,6 +221,15 @@ async def test_cli_and_owner_answers_across_two_workers(kafka_bootstrap: str, tm
     answer = json.loads(offline.stdout)
     assert answer["entry"]["status"] == "resolved"
     assert answer["source"] == f"topic {settings.resolved_topic} (no worker up)"
+    mixed = cli(settings, "lookup", "not-an-ip", UNKNOWN, public[1], "--json")  # each answered in order
+    assert mixed.returncode == 1
+    bodies = [json.loads(line) for line in mixed.stdout.splitlines()]
+    assert [body.get("error", "found") for body in bodies] == [
+        "invalid ip: not an IP address",
+        "never seen",
+        "found",
+    ]
+    assert bodies[2]["entry"]["status"] == "resolved"
 
 
 async def _offsets(settings: Settings) -> str:
