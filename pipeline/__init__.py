@@ -1,6 +1,7 @@
 """geo-pipeline: attach country, ASN and place to IP addresses flowing through Kafka.
 
-The CLI (`geo-pipeline`, `pipeline.cli`) is the way in; embedding code and tests use what is exported here.
+The CLI (`geo-pipeline`, `pipeline.cli.main`) is the way in; embedding code and tests use what is exported
+here.
 Exports load lazily, so importing one pure module (`pipeline.addresses`, say) does not import Faust.
 """
 
@@ -22,7 +23,7 @@ _EXPORTS = {
     "running": "app",
     "ConfigError": "errors",
     "PipelineError": "errors",
-    "Settings": "settings",
+    "Settings": "config.settings",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -23,24 +23,31 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from . import faustx
-from .addresses import AddressKind, classify
-from .cache_agent import CacheAgent
-from .errors import ConfigError
-from .faustx import DeliveryGuard, StallWatch, install, start_with
-from .geotable import GeoTable, IndexedStore
-from .hotpath import HotPath, key_hash
-from .kafka_config import client_kwargs, faust_app_kwargs
-from .models import GeoEntry
-from .policy import RetryPolicy, first_sight
-from .providers import GeoProvider, OfflineProvider, OfflineSource
-from .resolver import Resolver
-from .routing import NearCache, Router
-from .settings import Settings
-from .stats import Stats
-from .timers import RetryTimer, VersionSweep, register_progress, register_reload, register_stall_check
-from .topics import CACHE_TABLE, enforce, topic_layout
-from .web import WebServer, advertised_url, bind_listener
+from pipeline.addresses import AddressKind, classify
+from pipeline.cache.agent import CacheAgent
+from pipeline.cache.policy import RetryPolicy, first_sight
+from pipeline.cache.table import GeoTable, IndexedStore
+from pipeline.cache.timers import (
+    RetryTimer,
+    VersionSweep,
+    register_progress,
+    register_reload,
+    register_stall_check,
+)
+from pipeline.config.settings import Settings
+from pipeline.errors import ConfigError
+from pipeline.hotpath.routing import NearCache, Router
+from pipeline.hotpath.service import HotPath
+from pipeline.kafka import faustx
+from pipeline.kafka.clients import key_hash
+from pipeline.kafka.config import client_kwargs, faust_app_kwargs
+from pipeline.kafka.faustx import DeliveryGuard, StallWatch, install, start_with
+from pipeline.kafka.topics import CACHE_TABLE, enforce, topic_layout
+from pipeline.models import GeoEntry
+from pipeline.providers.base import GeoProvider, OfflineProvider, OfflineSource
+from pipeline.resolver.service import Resolver
+from pipeline.stats import Stats
+from pipeline.web.server import WebServer, advertised_url, bind_listener
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +100,8 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 
 async def ensure_topics(settings: Settings) -> None:
-    """Create missing topics; refuse to run when an existing topic breaks the contract (pipeline/topics.py:
+    """Create missing topics; refuse to run when an existing topic breaks the contract
+    (pipeline/kafka/topics.py:
     partition counts of co-partitioned topics, cleanup policies)."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=30000)
     await admin.start()
@@ -190,7 +198,7 @@ def offline_providers(settings: Settings) -> dict[str, Any]:
     registry data ("offline", always: first sights need it) and the MaxMind-format files ("mmdb")."""
     found: dict[str, Any] = {"offline": OfflineProvider()}
     if settings.mmdb:
-        from .mmdb import MmdbLoadError, MmdbSource
+        from pipeline.providers.mmdb import MmdbLoadError, MmdbSource
 
         try:
             found["mmdb"] = MmdbSource(settings.mmdb)

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .models import LookupResult, result_from_dict, result_to_dict
+from pipeline.models import LookupResult, result_from_dict, result_to_dict
 
 MAX_RECORD_BYTES = 1024 * 1024  # Kafka's default max.message.bytes and the producer's max_request_size
 DLQ_PREVIEW_CHARS = 1024  # readable excerpt of the original beside its base64 copy

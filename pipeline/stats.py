@@ -30,7 +30,7 @@ class Stats:
     resolve_deduped: int = 0  # resolve requests dropped because an ask for them was in flight or answered
     errors: int = 0
     ticks: list[dict[str, float]] = field(default_factory=list)
-    # for the metrics endpoint (pipeline/metrics.py reads them at scrape time; nothing here is per event)
+    # for the metrics endpoint (pipeline/web/metrics.py reads them at scrape time; nothing here is per event)
     dead_by_reason: Counter[str] = field(default_factory=Counter)  # routing.reason_label -> dead letters
     answers: Counter[tuple[str, str]] = field(default_factory=Counter)  # (provider, outcome) -> IPs
     ticks_run: int = 0  # retry ticks since start ...

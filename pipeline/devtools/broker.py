@@ -28,8 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BrokerError
-from ..settings import SASL_MECHANISMS  # the SASL listener accepts every mechanism the settings allow
+from pipeline.config.settings import (
+    SASL_MECHANISMS,  # the SASL listener accepts every mechanism the settings allow
+)
+from pipeline.errors import BrokerError
 
 KAFKA_VERSION = "4.1.2"  # 4.1.x: the line aiokafka >= 0.13 negotiates with
 LOG4J_VERSION = "2.25.3"  # the log4j2 version Kafka 4.1.2 builds against

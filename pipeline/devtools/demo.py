@@ -16,11 +16,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from ..app import build, running
-from ..settings import Settings
-from .fake_ipapi import IpApiServer, ServerConfig
-from .scratch import scratch
-from .workloads import demo_events, publish
+from pipeline.app import build, running
+from pipeline.config.settings import Settings
+from pipeline.devtools.fake_ipapi import IpApiServer, ServerConfig
+from pipeline.devtools.scratch import scratch
+from pipeline.devtools.workloads import demo_events, publish
 
 DEMO_WINDOW = 10.0  # seconds: a short fake-API window so pacing shows within the demo
 DEMO_TIMEOUT = 180.0  # give up (and say so) if the demo has not converged by then

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, Self
 import iptocc
 from aiohttp import web
 
-from .hostile import spoil
+from pipeline.devtools.hostile import spoil
 
 Clock = Callable[[], float]
 MAX_ITEMS = 100  # ip-api's batch limit; one more item is a 422

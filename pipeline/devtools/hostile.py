@@ -3,7 +3,8 @@
 `Faults.hostile_rate` makes the fake server pass that share of its "success" items through one of these,
 picked by its own seeded Random, so a run replays exactly. Each kind keeps `query`, so the client can tell
 which IP got it, and says what the pipeline must make of it: `rejected` kinds must fail that IP
-transiently (and be retried), the others must resolve with the value cleaned (`pipeline.answers`).
+transiently (and be retried), the others must resolve with the value cleaned
+(`pipeline.providers.ipapi_answers`).
 `IpApiServer.hostile` lists (query, kind) for every item it served this way.
 """
 

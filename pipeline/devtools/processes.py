@@ -19,12 +19,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from ..secret import Secret
-from ..settings import Settings
-from .broker import free_port
+from pipeline.config.secret import Secret
+from pipeline.config.settings import Settings
+from pipeline.devtools.broker import free_port
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds `pipeline/`: a source checkout or site-packages
-READY = b"geo-pipeline worker ready"  # printed once the app has started (pipeline/serve.py READY_LINE)
+READY = b"geo-pipeline worker ready"  # printed once the app has started (pipeline/cli/worker.py READY_LINE)
 PROGRESS_EVERY = 2.0  # seconds between the progress lines of `wait_count`
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..settings import Settings
-from .broker import LocalKafka
+from pipeline.config.settings import Settings
+from pipeline.devtools.broker import LocalKafka
 
 
 @dataclass(frozen=True)

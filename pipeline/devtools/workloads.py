@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 
-from ..addresses import AddressKind, classify
+from pipeline.addresses import AddressKind, classify
 
 # First octets of IPv4 blocks the regional registries allocated long ago: the offline data (iptocc) knows
 # nearly every address in them, so a workload drawn from here resolves everywhere without retries

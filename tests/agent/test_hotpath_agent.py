@@ -9,10 +9,11 @@ import json
 import pytest
 from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
-from pipeline.hotpath import HotPath, key_hash
+from pipeline.config.settings import Settings
+from pipeline.hotpath.routing import NearCache, Router
+from pipeline.hotpath.service import HotPath
+from pipeline.kafka.clients import key_hash
 from pipeline.models import EntryStatus, GeoEntry
-from pipeline.routing import NearCache, Router
-from pipeline.settings import Settings
 from pipeline.stats import Stats
 from tests.support.fakes import FakeConsumer, FakeProducer, records
 from tests.support.kafka import wait_for

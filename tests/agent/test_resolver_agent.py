@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.config.settings import Settings
 from pipeline.messages import (
     Asked,
     ResolveRequest,
@@ -16,11 +17,10 @@ from pipeline.messages import (
     encode_resolve_request,
 )
 from pipeline.models import GeoData, LookupResult, Resolved, TransientFailure
-from pipeline.providers import ProviderChain
-from pipeline.resolver import Resolver
-from pipeline.settings import Settings
+from pipeline.providers.base import ProviderChain
+from pipeline.providers.throttle import Breaker, ResolveBudget
+from pipeline.resolver.service import Resolver
 from pipeline.stats import Stats
-from pipeline.throttle import Breaker, ResolveBudget
 from tests.support.fakes import FakeConsumer, FakeProducer, records
 
 SETTINGS = Settings.from_env({}, app_id="a", partitions=4, resolve_batch_wait=0.05)
@@ -170,7 +170,7 @@ async def test_an_assignment_seeds_the_budget_with_the_requests_of_others_only(m
     async def read_back(settings: Settings, partitions: frozenset[int], *, since: float) -> list[Any]:
         return [*written, theirs]
 
-    monkeypatch.setattr("pipeline.resolver.read_asked", read_back)
+    monkeypatch.setattr("pipeline.resolver.service.read_asked", read_back)
     service.to_load = frozenset({0})  # the rebalance gave us the partition again
     await service._load_asked()
     assert budget.sent_in_window == 2  # ours once, theirs once

@@ -15,13 +15,13 @@ from typing import Any
 
 import aiohttp
 
-from pipeline.hotpath import key_hash
+from pipeline.config.settings import Settings
+from pipeline.hotpath.routing import NearCache
+from pipeline.kafka.clients import key_hash
 from pipeline.models import EntryStatus, GeoData, GeoEntry
-from pipeline.routing import NearCache
-from pipeline.settings import Settings
+from pipeline.providers.throttle import ResolveBudget
 from pipeline.stats import Stats
-from pipeline.throttle import ResolveBudget
-from pipeline.web import WebServer, advertised_url, bind_listener, reachable_host
+from pipeline.web.server import WebServer, advertised_url, bind_listener, reachable_host
 
 PARTITIONS = 4
 CHANGELOG = "geo-geo-cache-changelog"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.app import build, ensure_topics, running
-from pipeline.asked import asked_horizon
 from pipeline.devtools.fake_ipapi import IpApiServer, ServerConfig
 from pipeline.messages import decode_asked, encode_asked
+from pipeline.resolver.dedupe import asked_horizon
 from tests.support.kafka import produce, wait_for
 from tests.support.pipeline import WINDOW, make_settings, read_topic
 

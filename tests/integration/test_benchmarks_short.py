@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from pipeline.devtools.bench_budget import run_budget_bench
-from pipeline.devtools.bench_timer import run_tick_bench
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
+from pipeline.devtools.bench.budget import run_budget_bench
+from pipeline.devtools.bench.timer import run_tick_bench
 
 pytestmark = pytest.mark.integration
 

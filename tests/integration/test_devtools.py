@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.devtools.bench_hotpath import run_bench
+from pipeline.config.settings import Settings
+from pipeline.devtools.bench.hits import run_bench
 from pipeline.devtools.demo import run_demo
-from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration
 

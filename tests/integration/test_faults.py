@@ -19,13 +19,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline.app import ensure_topics
+from pipeline.config.settings import Settings
 from pipeline.devtools.broker import LocalKafka, free_port
 from pipeline.devtools.fake_ipapi import Faults, IpApiServer, ServerConfig
 from pipeline.devtools.workloads import public_ips
+from pipeline.kafka.topics import asked_topic_config, changelog_topic
 from pipeline.messages import decode_asked
-from pipeline.settings import Settings
-from pipeline.throttle import BREAKER_THRESHOLD, SLACK
-from pipeline.topics import asked_topic_config, changelog_topic
+from pipeline.providers.throttle import BREAKER_THRESHOLD, SLACK
 from tests.support.chaos import (
     Crew,
     Tally,

@@ -1,5 +1,5 @@
 """The stream-partition stall after table recovery, provoked deterministically on the real broker with a
-RocksDB-store Faust app; the fixes in `pipeline.faustx`; and the stall watchdog.
+RocksDB-store Faust app; the fixes in `pipeline.kafka.faustx`; and the stall watchdog.
 
 `RecoveryRace` chooses one interleaving that a loaded machine can produce by itself, and changes no logic:
 - it holds the consumer thread's fetch call that Faust makes once the changelog is caught up (the call
@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.consumer.fetcher import FetchResult
 from faust.types import TP
 
-from pipeline import faustx
+from pipeline.kafka import faustx
 from tests.support.kafka import create_topics, produce, running_app, unique, wait_for
 
 pytestmark = pytest.mark.integration
@@ -264,7 +264,7 @@ async def test_watchdog_detects_logs_and_revives_a_partition_moved_past_its_back
     faustx.install(worker.app)
     watch = faustx.StallWatch(worker.app, threshold=10.0)
     elsewhere = faustx.StallWatch(worker.app, threshold=10.0, topics={"some-other-topic"})
-    caplog.set_level(logging.ERROR, logger="pipeline.faustx")
+    caplog.set_level(logging.ERROR, logger="pipeline.kafka.faustx")
     async with running_app(worker.app):
         consumer: Any = worker.app.consumer
         aio = consumer._thread._ensure_consumer()

@@ -20,10 +20,10 @@ import pytest
 from faust.streams import _current_event
 from faust.types import TP
 
-from pipeline.geotable import COUNT_PREFIX, COUNTS_MARKER, INDEX_MARKER, GeoTable, IndexedStore, index_key
-from pipeline.geotable import index_keys as derived_keys
+from pipeline.cache.policy import REFRESH_LANE, RETRY_LANE, is_index_key, lane_prefix
+from pipeline.cache.table import COUNT_PREFIX, COUNTS_MARKER, INDEX_MARKER, GeoTable, IndexedStore, index_key
+from pipeline.cache.table import index_keys as derived_keys
 from pipeline.models import EntryStatus, GeoData, GeoEntry
-from pipeline.policy import REFRESH_LANE, RETRY_LANE, is_index_key, lane_prefix
 
 pytestmark = pytest.mark.integration
 

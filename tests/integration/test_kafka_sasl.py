@@ -20,11 +20,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError
 
+from pipeline.config.settings import Settings
 from pipeline.devtools.broker import SASL_MECHANISMS, BrokerInfo, LocalKafka
 from pipeline.errors import BrokerError
-from pipeline.kafka_config import client_kwargs, faust_app_kwargs
-from pipeline.kafka_preflight import check_kafka
-from pipeline.settings import Settings
+from pipeline.kafka.config import client_kwargs, faust_app_kwargs
+from pipeline.kafka.preflight import check_kafka
 from tests.support.kafka import running_app, unique, wait_for
 
 pytestmark = pytest.mark.integration

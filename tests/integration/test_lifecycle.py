@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import timers
 from pipeline.app import build, running
+from pipeline.cache import timers
 from pipeline.devtools.workloads import public_ips
 from tests.support.kafka import wait_for
 from tests.support.pipeline import Outputs, make_settings, publish_values, read_topic, wait_all

@@ -14,16 +14,16 @@ import aiohttp
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from pipeline import topics
 from pipeline.app import build, ensure_topics, running
-from pipeline.client import parse_metrics, worker_urls
+from pipeline.cli.cluster import parse_metrics, worker_urls
+from pipeline.cli.present import Samples
+from pipeline.config.settings import Settings
 from pipeline.devtools.fake_ipapi import IpApiServer, ServerConfig
 from pipeline.devtools.processes import PACKAGE_ROOT
 from pipeline.devtools.workloads import public_ips
 from pipeline.errors import ConfigError
-from pipeline.hotpath import key_hash
-from pipeline.present import Samples
-from pipeline.settings import Settings
+from pipeline.kafka import topics
+from pipeline.kafka.clients import key_hash
 from tests.support.kafka import create_topics, wait_for
 from tests.support.pipeline import WINDOW, make_settings, publish_values
 from tests.support.workers import running_workers, settings_env

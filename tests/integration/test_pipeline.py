@@ -11,7 +11,7 @@ import pytest
 from pipeline.addresses import AddressKind, classify, normalise_ip
 from pipeline.app import build, running
 from pipeline.errors import BadEvent
-from pipeline.routing import parse_event
+from pipeline.hotpath.routing import parse_event
 from tests.support.kafka import wait_for
 from tests.support.pipeline import CountingProvider, Outputs, make_settings, publish, workload
 

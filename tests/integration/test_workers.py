@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config.settings import Settings
 from pipeline.devtools.fake_ipapi import Faults, IpApiServer, ServerConfig
-from pipeline.settings import Settings
 from tests.support.kafka import wait_for
 from tests.support.pipeline import (
     WINDOW,

@@ -26,12 +26,12 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.stores.rocksdb import Store
 
+from pipeline.cache.policy import is_index_key
+from pipeline.cache.table import index_keys
+from pipeline.config.settings import Settings
 from pipeline.devtools.processes import WorkerProcess
-from pipeline.geotable import index_keys
+from pipeline.kafka.topics import CACHE_TABLE
 from pipeline.messages import decode_asked
-from pipeline.policy import is_index_key
-from pipeline.settings import Settings
-from pipeline.topics import CACHE_TABLE
 from tests.support.kafka import wait_for
 from tests.support.pipeline import Outputs, read_topic
 

@@ -30,8 +30,8 @@ from pipeline.devtools.mmdb_files import (
     ipinfo_lite_record,
     write_mmdb,
 )
-from pipeline.mmdb_layouts import Layout
 from pipeline.models import GeoData
+from pipeline.providers.mmdb_layouts import Layout
 
 EPOCH = 1_700_000_000  # build epoch of the first version of every test file
 MOUNTAIN_VIEW = Place(

@@ -11,11 +11,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from pipeline.config.settings import Settings
 from pipeline.devtools.workloads import NON_GLOBAL_SAMPLES, mixed_events, mixed_ips, private_ips, public_ips
 from pipeline.devtools.workloads import publish as publish_values
 from pipeline.models import LookupResult
-from pipeline.providers import OfflineProvider
-from pipeline.settings import Settings
+from pipeline.providers.base import OfflineProvider
 from tests.support.kafka import unique, wait_for
 
 WINDOW = 6.0  # seconds: a short fake-API window (15 requests per 6 s) keeps resolver tests near half a minute

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pipeline.app import ensure_topics
+from pipeline.config.settings import Settings
 from pipeline.devtools.processes import WorkerProcess, settings_env, worker_processes
-from pipeline.settings import Settings
 from tests.support.kafka import wait_for
 
 __all__ = ["WorkerProcess", "running_workers", "settings_env"]

@@ -9,13 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.addresses import (
-    MAX_ADDRESS_CHARS,
-    AddressKind,
-    Rejection,
-    classify,
-    normalise_ip,
-)
+from pipeline.addresses import MAX_ADDRESS_CHARS, AddressKind, Rejection, classify, normalise_ip
 from pipeline.errors import InvalidAddress, PipelineError
 
 K = AddressKind

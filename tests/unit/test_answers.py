@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.answers import ELLIPSIS, MAX_ASN, MAX_TEXT, PERMANENT_MESSAGES, clean_text
-from pipeline.ipapi import parse_batch
 from pipeline.models import GeoData, LookupResult, PermanentFailure, Resolved, TransientFailure
+from pipeline.providers.ipapi import parse_batch
+from pipeline.providers.ipapi_answers import ELLIPSIS, MAX_ASN, MAX_TEXT, PERMANENT_MESSAGES, clean_text
 
 IP = "8.8.8.8"
 TEXT_FIELDS = ("country", "regionName", "city", "isp", "org", "as", "asname")

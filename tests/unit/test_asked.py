@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.asked import AskedLog, asked_horizon, asked_keep, request_times
+from pipeline.kafka.topics import asked_keep
 from pipeline.messages import Asked, decode_asked, encode_asked
+from pipeline.resolver.dedupe import AskedLog, asked_horizon, request_times
 
 HORIZON = 15.0
 KEEP = 90.0

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from pipeline.devtools.bench_mmdb import IPV4_BLOCKS, run_mmdb_bench, tiling
+from pipeline.devtools.bench.mmdb import IPV4_BLOCKS, run_mmdb_bench, tiling
 
 
 def test_mmdb_bench_short_mode_prints_both_rates_and_their_ratio(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.devtools.bench_quix import QUIX_JOB, JobSummary, job_command, parse_summary
-from pipeline.devtools.quix_job import Counts, enrich, parse_args
+from pipeline.devtools.bench.quix import QUIX_JOB, JobSummary, job_command, parse_summary
+from pipeline.devtools.bench.quix_job import Counts, enrich, parse_args
 
 
 class DictState:

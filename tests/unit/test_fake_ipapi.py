@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pipeline.answers import MAX_TEXT
 from pipeline.devtools.fake_ipapi import (
     MAX_ITEMS,
     Faults,
@@ -28,8 +27,9 @@ from pipeline.devtools.fake_ipapi import (
     parse_fields,
 )
 from pipeline.devtools.hostile import KINDS, Hostile
-from pipeline.ipapi import parse_batch
 from pipeline.models import Resolved, TransientFailure
+from pipeline.providers.ipapi import parse_batch
+from pipeline.providers.ipapi_answers import MAX_TEXT
 
 pytestmark = pytest.mark.timeout(30)
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,11 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.ipapi import (
+from pipeline.config.secret import Secret
+from pipeline.config.settings import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
+from pipeline.models import GeoData, PermanentFailure, Resolved, TransientFailure
+from pipeline.providers.base import GeoProvider
+from pipeline.providers.ipapi import (
     DEFAULT_FIELDS,
     IpApiProvider,
     batch_url,
@@ -25,11 +29,7 @@ from pipeline.ipapi import (
     parse_batch,
     parse_rate_headers,
 )
-from pipeline.models import GeoData, PermanentFailure, Resolved, TransientFailure
-from pipeline.providers import GeoProvider
-from pipeline.secret import Secret
-from pipeline.settings import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
-from pipeline.throttle import ResolveBudget
+from pipeline.providers.throttle import ResolveBudget
 
 KEY = "s3cr3t-K3Y/+="
 

@@ -11,10 +11,10 @@ import faust
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from pipeline import kafka_config
+from pipeline.config.settings import SASL_MECHANISMS, Settings
 from pipeline.errors import ConfigError
-from pipeline.kafka_config import client_kwargs, faust_app_kwargs, faust_credentials
-from pipeline.settings import SASL_MECHANISMS, Settings
+from pipeline.kafka import config as kafka_config
+from pipeline.kafka.config import client_kwargs, faust_app_kwargs, faust_credentials
 
 PASSWORD = "pw-Sekrit-42"
 KEY_PASSWORD = "key-pass"

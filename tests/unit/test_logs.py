@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.logs import Repeats
+from pipeline.cli.logs import Repeats
 
 
 def test_repeated_library_lines_are_let_through_once_per_interval_with_a_count() -> None:
@@ -21,4 +21,4 @@ def test_repeated_library_lines_are_let_through_once_per_interval_with_a_count()
     now[0] = 10.0
     again = record("aiokafka.conn", "Unable connect to %s")
     assert repeats.filter(again) and "[999 more like this" in str(again.msg)
-    assert all(repeats.filter(record("pipeline.hotpath", "ingest: x")) for _ in range(5))
+    assert all(repeats.filter(record("pipeline.hotpath.service", "ingest: x")) for _ in range(5))

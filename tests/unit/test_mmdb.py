@@ -13,12 +13,12 @@ import maxminddb
 import pytest
 from mmdb_writer import MmdbU64
 
-import pipeline.mmdb
+import pipeline.providers.mmdb
 from pipeline.devtools.mmdb_files import GEOLITE2_CITY, asn_record, write_mmdb
-from pipeline.mmdb import MISS, MmdbLoadError, MmdbSource
-from pipeline.mmdb_layouts import MAX_TEXT_CHARS, Layout
 from pipeline.models import GeoData, LookupResult, Resolved, TransientFailure
-from pipeline.providers import OfflineProvider, ProviderChain
+from pipeline.providers.base import OfflineProvider, ProviderChain
+from pipeline.providers.mmdb import MISS, MmdbLoadError, MmdbSource
+from pipeline.providers.mmdb_layouts import MAX_TEXT_CHARS, Layout
 from tests.support.mmdb import (
     BERLIN,
     EPOCH,
@@ -39,16 +39,18 @@ MOVED = tuple(moved(n, BERLIN) for n in NETWORKS)  # a later build where every n
 
 def mmdb_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
-        r.getMessage() for r in caplog.records if r.name == "pipeline.mmdb" and r.levelno >= logging.WARNING
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "pipeline.providers.mmdb" and r.levelno >= logging.WARNING
     ]
 
 
 @pytest.fixture(params=["c-extension", "pure-python"])
 def reader_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with each reader: the C extension over a sealed memfd, and the pure-Python fallback."""
-    if request.param == "c-extension" and not pipeline.mmdb.C_READER:
+    if request.param == "c-extension" and not pipeline.providers.mmdb.C_READER:
         pytest.skip("no C extension reader on this platform")
-    monkeypatch.setattr(pipeline.mmdb, "C_READER", request.param == "c-extension")
+    monkeypatch.setattr(pipeline.providers.mmdb, "C_READER", request.param == "c-extension")
     return str(request.param)
 
 
@@ -271,7 +273,7 @@ def test_unchanged_files_cost_only_a_stat(tmp_path: Path, monkeypatch: pytest.Mo
     def no_read(*args: object) -> None:
         raise AssertionError("read an unchanged file")
 
-    monkeypatch.setattr("pipeline.mmdb.open_mmdb", no_read)
+    monkeypatch.setattr("pipeline.providers.mmdb.open_mmdb", no_read)
     assert [source.maybe_reload() for _ in range(3)] == [False, False, False]
 
 
@@ -356,7 +358,7 @@ def test_bad_replacement_keeps_the_old_data_and_is_reported_once(
     else:
         write_layout(tmp_path, "geolite2-asn", build_epoch=EPOCH + 1, name="bad")
     publish(bad, path)
-    caplog.set_level(logging.WARNING, "pipeline.mmdb")
+    caplog.set_level(logging.WARNING, "pipeline.providers.mmdb")
     assert [source.maybe_reload() for _ in range(3)] == [False, False, False]
     assert source.lookup("8.8.8.8") == expected("geolite2-city", "8.8.8.8")
     assert source.version == f"mmdb:GeoLite2-City@{EPOCH}"
@@ -388,7 +390,7 @@ def test_open_data_is_a_private_copy_that_in_place_writes_cannot_reach(
 
 def test_c_extension_reads_a_sealed_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where available, the reader is maxminddb's C extension over a memfd that nobody can write any more."""
-    if not pipeline.mmdb.C_READER:
+    if not pipeline.providers.mmdb.C_READER:
         pytest.skip("no C extension reader on this platform")
     from maxminddb.extension import Reader
 
@@ -438,7 +440,7 @@ def test_missing_file_keeps_the_old_data_until_it_returns(
     path = write_layout(tmp_path, "geolite2-asn")
     source = MmdbSource([path])
     path.unlink()
-    caplog.set_level(logging.WARNING, "pipeline.mmdb")
+    caplog.set_level(logging.WARNING, "pipeline.providers.mmdb")
     assert [source.maybe_reload() for _ in range(3)] == [False, False, False]
     assert source.lookup("8.8.8.8") == GeoData(asn=15169, as_name="GOOGLE")
     assert len(mmdb_warnings(caplog)) == 1 and "cannot stat" in source.rejected[path.as_posix()]
@@ -463,7 +465,7 @@ def test_a_failing_lookup_is_a_miss_for_that_file_and_logged_once(
         get = staticmethod(corrupt)
 
     object.__setattr__(source.files[0], "reader", Corrupt())  # the C reader's methods cannot be patched
-    caplog.set_level(logging.WARNING, "pipeline.mmdb")
+    caplog.set_level(logging.WARNING, "pipeline.providers.mmdb")
     assert [source.lookup("8.8.8.8") for _ in range(3)] == [GeoData(asn=15169, as_name="GOOGLE")] * 3
     assert len(mmdb_warnings(caplog)) == 1
 

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from pipeline.mmdb_layouts import (
+from pipeline.models import iso_country
+from pipeline.providers.mmdb_layouts import (
     MAX_ASN,
     MAX_TEXT_CHARS,
     Layout,
@@ -19,7 +20,6 @@ from pipeline.mmdb_layouts import (
     layout_of_record,
     layout_of_type,
 )
-from pipeline.models import iso_country
 
 
 @pytest.mark.parametrize(

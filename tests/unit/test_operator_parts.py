@@ -10,15 +10,15 @@ import logging
 import pytest
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
-from pipeline.client import member_url
-from pipeline.commands import record_for
+from pipeline.cli.cluster import member_url
+from pipeline.cli.logs import JsonFormatter, LibraryLines, configure, levels
+from pipeline.cli.ops import record_for
+from pipeline.config.settings import Settings, log_levels
 from pipeline.devtools.workloads import BAD_INPUTS
 from pipeline.errors import BadEvent, ConfigError
-from pipeline.logs import JsonFormatter, LibraryLines, configure, levels
+from pipeline.hotpath.routing import parse_event, reason_label
 from pipeline.models import GeoData, PermanentFailure, Resolved, TransientFailure
-from pipeline.resolver import answer_label
-from pipeline.routing import parse_event, reason_label
-from pipeline.settings import Settings, log_levels
+from pipeline.resolver.service import answer_label
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_json_lines_and_library_lines_held_back() -> None:
         line = json.loads(stream.getvalue().splitlines()[-1])
         assert (line["level"], line["logger"], line["message"]) == ("INFO", "pipeline.test", "hello there")
         record = logging.LogRecord(
-            "pipeline.web", logging.INFO, "/x/site-packages/mode/services.py", 1, "m", (), None
+            "pipeline.web.server", logging.INFO, "/x/site-packages/mode/services.py", 1, "m", (), None
         )
         assert not LibraryLines(logging.WARNING).filter(record)
         record.pathname = "/x/pipeline/web.py"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.ownership import Checks, member, not_ready, owner_url
+from pipeline.web.ownership import Checks, member, not_ready, owner_url
 
 CHANGELOG = "geo-geo-cache-changelog"
 LAYOUT = {

@@ -10,16 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.addresses import AddressKind
-from pipeline.models import (
-    EntryStatus,
-    GeoData,
-    GeoEntry,
-    LookupResult,
-    PermanentFailure,
-    Resolved,
-    TransientFailure,
-)
-from pipeline.policy import (
+from pipeline.cache.policy import (
     DUE_DIGITS,
     NO_ANSWER,
     REFRESH_LANE,
@@ -38,6 +29,15 @@ from pipeline.policy import (
     parse_schedule_key,
     schedule_key,
     version_key,
+)
+from pipeline.models import (
+    EntryStatus,
+    GeoData,
+    GeoEntry,
+    LookupResult,
+    PermanentFailure,
+    Resolved,
+    TransientFailure,
 )
 
 S = EntryStatus

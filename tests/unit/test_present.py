@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.present import (
+from pipeline.cli.present import (
     COLUMNS,
     dead_letter_line,
     enriched_line,

@@ -10,14 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.models import (
-    GeoData,
-    LookupResult,
-    PermanentFailure,
-    Resolved,
-    TransientFailure,
-)
-from pipeline.providers import (
+from pipeline.cache.timers import tick_capacity
+from pipeline.config.settings import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
+from pipeline.models import GeoData, LookupResult, PermanentFailure, Resolved, TransientFailure
+from pipeline.providers.base import (
     IptoccSource,
     OfflineProvider,
     OfflineSource,
@@ -26,8 +22,7 @@ from pipeline.providers import (
     merge_fallback,
     offline_result,
 )
-from pipeline.settings import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
-from pipeline.timers import RESOLVE_BATCH, tick_capacity
+from pipeline.providers.ipapi import MAX_BATCH
 
 PURE = settings(database=None)
 FULL = GeoData(country_code="US", country_name="United States", city="Mountain View", asn=15169)
@@ -258,7 +253,7 @@ def test_tick_capacity_arithmetic(
     requests: int, window: float, interval: float, share: float, expected: int
 ) -> None:
     """Capacity is floor(requests * batch * interval/window * share), at least 1."""
-    assert RESOLVE_BATCH == 100
+    assert MAX_BATCH == 100
     assert tick_capacity(requests, window, interval, share) == expected
 
 
@@ -275,7 +270,7 @@ def test_tick_capacity_is_at_least_one_and_never_exceeds_budget(
     """Capacity is >= 1 and never more than the budget absorbs in one interval (plus the floor of one)."""
     capacity = tick_capacity(requests, window, interval, share)
     assert capacity >= 1
-    assert capacity <= max(1, requests * RESOLVE_BATCH * interval / window * share + 1e-6)
+    assert capacity <= max(1, requests * MAX_BATCH * interval / window * share + 1e-6)
 
 
 def test_chain_fallback_answers_without_asking_the_first_provider() -> None:

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import BadEvent, PipelineError
+from pipeline.hotpath.routing import UNKNOWN_HASH, NearCache, ParsedEvent, Route, Router, parse_event
 from pipeline.messages import DLQ_ORIGINAL_MAX, DLQ_PREVIEW_CHARS, dead_letter, enriched
 from pipeline.models import EntryStatus, GeoData, GeoEntry
-from pipeline.routing import UNKNOWN_HASH, NearCache, ParsedEvent, Route, Router, parse_event
 
 MAX = 64 * 1024
 PURE = settings(database=None)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config.secret import Secret
+from pipeline.config.settings import MAX_EVENT_BYTES_CEILING, Settings
 from pipeline.errors import ConfigError
-from pipeline.secret import Secret
-from pipeline.settings import MAX_EVENT_BYTES_CEILING, Settings
 
 
 def test_defaults_run_the_demo_on_one_machine() -> None:

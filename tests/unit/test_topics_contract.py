@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.settings import Settings
-from pipeline.topics import Found, Problem, Wanted, contract, policies, problems, report
+from pipeline.config.settings import Settings
+from pipeline.kafka.topics import Found, Problem, Wanted, contract, policies, problems, report
 
 SETTINGS = Settings.from_env({}, app_id="geo", partitions=8, resolve_partitions=2)
 CHANGELOG = "geo-geo-cache-changelog"

@@ -1,10 +1,10 @@
-"""The stalled-partition decisions (pipeline/watchdog.py), with fake time."""
+"""The stalled-partition decisions (pipeline/kafka/watchdog.py), with fake time."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.watchdog import Action, PartitionView, Track, Watchdog, decide
+from pipeline.kafka.watchdog import Action, PartitionView, Track, Watchdog, decide
 
 T = 60.0  # threshold
 

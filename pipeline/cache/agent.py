@@ -1,0 +1,160 @@
+"""The cache agent: the only writer of the geo table. Seen IPs and results in; entries, asks and answers out.
+
+Inputs, both keyed by the normalised IP and co-partitioned with the table (same partition count, same key
+bytes), because Faust writes a table change to the changelog partition of the event being processed:
+- `<app>-ips-seen`: a worker saw an IP for the first time (the hot path already enriched its events);
+- `<app>-geo-results`: a provider's answer (from the resolver) or a retry (from the timer).
+For each, a pure function in `policy` decides; the agent writes the entry, publishes it to the resolved
+topic (key = IP, compacted: consumers and every worker's near cache read it) and asks the resolver.
+
+Faust rules this module lives by: a table is written only inside the agent's per-event iteration (a write
+from a timer or a batch raises); an exception escaping the agent acks and loses the event, so none
+escapes; concurrency 1, because concurrent iterations can commit past an unfinished event. A failed send
+is caught by `faustx.DeliveryGuard`, which refuses the commit and crashes the worker, so the event is
+replayed instead of skipped; every decision is idempotent, so a replay repeats work, never loses it. A
+replay also writes the current entry again when it changes nothing: Faust writes RocksDB at once and the
+changelog record a moment later, so a crash in between keeps on this disk a write the changelog never got.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from pipeline.addresses import normalise_ip
+from pipeline.cache.policy import Decision, RetryPolicy, apply_result, on_reanswer, on_retry, on_seen
+from pipeline.config.settings import Settings
+from pipeline.errors import InvalidAddress
+from pipeline.messages import (
+    ReanswerMessage,
+    ResolveRequest,
+    RetryMessage,
+    decode_results_message,
+    decode_seen,
+    encode_resolve_request,
+)
+from pipeline.models import GeoEntry
+from pipeline.stats import Stats
+
+log = logging.getLogger(__name__)
+
+RAW: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+
+
+class CacheAgent:
+    """Applies seen records, results and retries to the geo table, one event at a time."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        table: Any,
+        policy: RetryPolicy,
+        stats: Stats,
+        first_sight: Callable[[str, float], GeoEntry],
+    ) -> None:
+        self.app, self.settings, self.table, self.policy, self.stats = app, settings, table, policy, stats
+        self._first_sight = first_sight  # (ip, now) -> the entry of an IP never seen before
+        self._rng = random.Random()
+        self._by = settings.worker_label  # named in resolve requests: who asked, for operators and tests
+        self.inputs = app.topic(
+            settings.seen_topic, settings.results_topic, partitions=settings.partitions, **RAW
+        )
+
+    def register(self) -> None:
+        """Declare the agent on the app (nothing runs until the app starts)."""
+        self.app.agent(self.inputs, concurrency=1, name="geo-cache")(self._run)
+
+    async def _run(self, stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                msg = event.message
+                await self.handle((msg.topic, msg.partition, msg.offset), event.key, event.value)
+            except Exception:  # an escaping exception would ack and lose the event
+                self.stats.errors += 1
+                msg = event.message
+                log.exception("cache agent failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+
+    async def handle(self, where: tuple[str, int, int], key: bytes | None, value: bytes | None) -> None:
+        """One input record from (topic, partition, offset); called inside the agent's iteration (a table
+        write needs the current event)."""
+        topic = where[0]
+        ip = _ip_key(key)
+        if ip is None:
+            self._malformed(where, "key is not a normalised IP", key)
+            return
+        assert key is not None  # _ip_key returned an IP
+        raw = self.table.get(key)
+        old = GeoEntry.from_json(raw) if raw else None
+        now = time.time()
+        if topic == self.settings.seen_topic:
+            if decode_seen(value) is None:
+                self._malformed(where, "not a seen record", value)
+                return
+            self.stats.seen_applied += 1
+            decision = on_seen(old, self._first_sight(ip, now) if old is None else None, now, self.policy)
+            self.stats.entries_created += old is None
+        else:
+            message = decode_results_message(value)
+            if message is None:
+                self._malformed(where, "not a result or retry", value)
+                return
+            if isinstance(message, RetryMessage):
+                decision = on_retry(old, now, self.policy)
+            elif isinstance(message, ReanswerMessage):
+                decision = on_reanswer(old, self._first_sight(ip, now), now)
+                self.stats.reanswered += decision.entry is not None
+            else:
+                new = apply_result(old, message.attempt, message.result, now, self.policy, self._rng)
+                self.stats.results_applied += new is not None
+                decision = Decision(new, publish=True)  # a duplicate republishes the current entry
+        await self._carry_out(key, decision, old)
+
+    async def _carry_out(self, key: bytes, decision: Decision, old: GeoEntry | None) -> None:
+        send = self.app.producer.send
+        if decision.delete:
+            if old is not None:
+                del self.table[key]  # a tombstone on the changelog; the store drops the index keys with it
+            await send(self.settings.resolved_topic, key, None, None, None, None)  # every near cache forgets
+            self.stats.forgotten += 1
+            return
+        entry = decision.entry or old
+        if entry is None:
+            return
+        value = entry.to_json()
+        if decision.entry is not None or decision.publish:
+            # the store indexes it in the same write; an unchanged entry that is republished (a replay, a
+            # duplicate) is written again so its changelog record goes out again (same value, same index key)
+            self.table[key] = value
+        if decision.publish:
+            await send(self.settings.resolved_topic, key, value, None, None, None)
+            self.stats.resolved_published += 1
+        if decision.resolve_attempt is not None:
+            request = ResolveRequest(entry.ip, decision.resolve_attempt, self._by)
+            await send(self.settings.resolve_topic, key, encode_resolve_request(request), None, None, None)
+            self.stats.resolve_sent += 1
+
+    def _malformed(self, where: tuple[str, int, int], why: str, data: bytes | None) -> None:
+        self.stats.malformed += 1
+        log.warning("cache agent: skipping %s[%d]@%d (%s): %r", *where, why, (data or b"")[:120])
+
+
+def _ip_key(key: bytes | None) -> str | None:
+    """The record key as a normalised IP, or None when it is not one (a foreign or corrupt record)."""
+    if not key or len(key) > 64:
+        return None
+    try:
+        text = key.decode("ascii")
+        return text if normalise_ip(text) == text else None
+    except (UnicodeDecodeError, InvalidAddress):
+        return None

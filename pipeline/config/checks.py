@@ -1,0 +1,227 @@
+"""The checks behind `Settings.validate`: values that cannot work, each found with its fix.
+
+Why apart from settings.py: the field list and its parsers are what a reader looks up; these rules
+(ranges, settings that contradict each other, a key over plain HTTP, a budget the free tier would punish,
+Kafka security settings that do not fit together) are read when one of them refuses a start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from pipeline.config.settings import (
+    FREE_TIER_REQUESTS,
+    FREE_TIER_WINDOW,
+    LOG_FORMATS,
+    MAX_DURATION,
+    MAX_EVENT_BYTES_CEILING,
+    MAX_HTTP_TIMEOUT,
+    MAX_NEAR_CACHE,
+    MAX_PARTITIONS,
+    PROVIDERS,
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    log_levels,
+)
+
+if TYPE_CHECKING:
+    from pipeline.config.settings import Settings
+
+
+def refusals(s: Settings) -> list[str]:
+    """Every problem found, one line each naming the variable and the fix; empty when all can work."""
+    env = {f.name: f.metadata["env"] for f in fields(s)}
+    found = [limit.problem(env[name], getattr(s, name)) for name, limit in _LIMITS.items()]
+    found += [*_relation_problems(s), *_endpoint_problems(s), *_kafka_problems(s), *_operator_problems(s)]
+    return [p for p in found if p]
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """The range a numeric setting must lie in (NaN and infinities never do) and why."""
+
+    low: float
+    high: float
+    hint: str
+    unit: str = ""
+    above_low: bool = False  # the low end itself is refused (a duration of 0)
+
+    def problem(self, env: str, value: float) -> str:
+        inside = self.low < value <= self.high if self.above_low else self.low <= value <= self.high
+        if inside:
+            return ""
+        lowest = f"more than {self.low:g}" if self.above_low else f"at least {self.low:g}"
+        highest = f"at most {self.high:g}{self.unit}"
+        shown = repr(value) if isinstance(value, int) else f"{value:g}"  # :g overflows on a huge int
+        return f"{env}={shown} is out of range: use {lowest} and {highest} ({self.hint})"
+
+
+_S = " s"
+_LIMITS: dict[str, _Limit] = {
+    "partitions": _Limit(1, MAX_PARTITIONS, "partitions of the table and its topics"),
+    "resolve_partitions": _Limit(1, MAX_PARTITIONS, "one per egress IP, each with its own API budget"),
+    "replication": _Limit(1, 100, "copies of each partition, at most your broker count"),
+    "max_event_bytes": _Limit(64, MAX_EVENT_BYTES_CEILING, "an enriched record must fit Kafka's 1 MiB"),
+    "near_cache_size": _Limit(0, MAX_NEAR_CACHE, "entries of ~1 KiB each; 0 turns the near cache off"),
+    "slow_lane_after": _Limit(1, 1_000_000, "failed attempts before an address is retried daily"),
+    "web_port": _Limit(0, 65535, "a TCP port; 0 picks a free one"),
+    "budget_requests": _Limit(1, 1_000_000, "API requests per GEO_BUDGET_WINDOW"),
+    "budget_window": _Limit(1, MAX_DURATION, "seconds the budget counts over; ip-api's is 60", _S),
+    "http_timeout": _Limit(0, MAX_HTTP_TIMEOUT, "one whole ip-api call; the default is 10", _S, True),
+    "resolve_batch_wait": _Limit(0, 60, "how long the resolver waits to fill a batch", _S),
+    "retry_interval": _Limit(0, 86400, "how often the retry timer looks for due entries", _S, True),
+    "retry_base": _Limit(0, MAX_DURATION, "the first retry delay", _S, True),
+    "retry_cap": _Limit(0, MAX_DURATION, "the longest back-off delay", _S, True),
+    "slow_lane_interval": _Limit(0, MAX_DURATION, "the slow lane's retry delay", _S, True),
+    "pending_timeout": _Limit(0, MAX_DURATION, "how long an unanswered request is waited for", _S, True),
+    "refresh_after": _Limit(0, MAX_DURATION, "age at which a resolved answer is refreshed", _S, True),
+    "stale_after": _Limit(0, MAX_DURATION, "time unseen after which an IP is no longer refreshed", _S, True),
+    "forget_after": _Limit(0, MAX_DURATION, "time unseen after which an IP's entry is deleted", _S, True),
+}
+
+
+def _relation_problems(s: Settings) -> list[str]:
+    problems = []
+    if s.retry_cap < s.retry_base:
+        problems.append(
+            f"GEO_RETRY_CAP={s.retry_cap:g} is below GEO_RETRY_BASE={s.retry_base:g}: the back-off "
+            "cap must be at least the first delay; raise GEO_RETRY_CAP or lower GEO_RETRY_BASE"
+        )
+    if s.pending_timeout < 2 * s.http_timeout:
+        # the resolver drops a repeat asked less than half a pending timeout ago: that half must outlast
+        # one whole call, or a request still in flight is asked again
+        problems.append(
+            f"GEO_PENDING_TIMEOUT={s.pending_timeout:g} is shorter than two GEO_HTTP_TIMEOUTs "
+            f"(2 x {s.http_timeout:g} s): a request still in flight would be asked again; raise "
+            f"GEO_PENDING_TIMEOUT to at least {2 * s.http_timeout:g} or lower GEO_HTTP_TIMEOUT"
+        )
+    if s.forget_after <= s.stale_after:
+        problems.append(
+            f"GEO_FORGET_AFTER={s.forget_after:g} must be longer than GEO_STALE_AFTER="
+            f"{s.stale_after:g}: an IP stops being refreshed before its entry is deleted"
+        )
+    unknown = set(s.providers) - set(PROVIDERS)
+    if unknown or not s.providers:
+        problems.append(
+            f"GEO_PROVIDERS: unknown provider(s) {sorted(unknown)}; use {', '.join(PROVIDERS)} (in order)"
+        )
+    if "mmdb" in s.providers and not s.mmdb:
+        problems.append("GEO_PROVIDERS names mmdb but GEO_MMDB is empty: give the .mmdb file paths")
+    if s.mmdb and "mmdb" not in s.providers:
+        problems.append(
+            "GEO_MMDB is set but GEO_PROVIDERS does not name mmdb: add it where its answers rank, "
+            "e.g. GEO_PROVIDERS=mmdb,ipapi,offline"
+        )
+    return problems
+
+
+def _endpoint_problems(s: Settings) -> list[str]:
+    """The URL must be usable, a key must not travel in clear, the free tier's budget must hold."""
+    if s.ipapi_url:
+        url = urlsplit(s.ipapi_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            return [
+                "GEO_IPAPI_URL must be an http:// or https:// URL with a host, e.g. "
+                "http://127.0.0.1:8080 for the fake API, or empty for ip-api.com"
+            ]
+        if s.ipapi_key is not None and url.scheme == "http" and not _loopback(url.hostname):
+            return [
+                f"GEO_IPAPI_KEY is set but GEO_IPAPI_URL is plain http://{url.hostname}: the key would "
+                "travel in clear; use https:// (or leave GEO_IPAPI_URL empty for pro.ip-api.com)"
+            ]
+        return []
+    if s.ipapi_key is not None or "ipapi" not in s.providers or not s.budget_window >= 1:
+        return []  # a key means pro (no budget from us); a bad window is reported on its own
+    # ip-api counts fixed 60 s windows; a sliding budget of r per w can put r * ceil(60 / w) into one
+    worst = s.budget_requests * math.ceil(FREE_TIER_WINDOW / s.budget_window - 1e-9)
+    if worst <= FREE_TIER_REQUESTS:
+        return []
+    return [
+        f"GEO_BUDGET_REQUESTS={s.budget_requests} per GEO_BUDGET_WINDOW={s.budget_window:g} s "
+        f"can send {worst} requests in one of ip-api's {FREE_TIER_WINDOW:g} s windows, over the free "
+        f"tier's {FREE_TIER_REQUESTS} (429s, then a ban): use at most {FREE_TIER_REQUESTS} per "
+        f"{FREE_TIER_WINDOW:g} s (the defaults), or set GEO_IPAPI_KEY for the pro endpoint"
+    ]
+
+
+def _kafka_problems(s: Settings) -> list[str]:
+    """The Kafka security settings must name a known protocol and mechanism and fit together."""
+    problems: list[str] = []
+    protocol, mechanism = s.kafka_security_protocol, s.kafka_sasl_mechanism
+    if protocol not in SECURITY_PROTOCOLS:
+        choices = ", ".join(SECURITY_PROTOCOLS)
+        problems.append(f"GEO_KAFKA_SECURITY_PROTOCOL={protocol!r} is not valid: use one of {choices}")
+    if mechanism not in SASL_MECHANISMS:
+        choices = ", ".join(SASL_MECHANISMS)
+        problems.append(f"GEO_KAFKA_SASL_MECHANISM={mechanism!r} is not valid: use one of {choices}")
+    has_credentials = bool(s.kafka_sasl_username) or s.kafka_sasl_password is not None
+    if protocol.startswith("SASL_"):
+        if not s.kafka_sasl_username or not s.kafka_sasl_password:
+            problems.append(
+                f"GEO_KAFKA_SECURITY_PROTOCOL={protocol} needs GEO_KAFKA_SASL_USERNAME and "
+                "GEO_KAFKA_SASL_PASSWORD"
+            )
+    elif has_credentials:
+        problems.append(
+            f"GEO_KAFKA_SASL_USERNAME/GEO_KAFKA_SASL_PASSWORD are set but GEO_KAFKA_SECURITY_PROTOCOL="
+            f"{protocol} does not use SASL: use SASL_PLAINTEXT or SASL_SSL"
+        )
+    files = {
+        "GEO_KAFKA_SSL_CAFILE": s.kafka_ssl_cafile,
+        "GEO_KAFKA_SSL_CERTFILE": s.kafka_ssl_certfile,
+        "GEO_KAFKA_SSL_KEYFILE": s.kafka_ssl_keyfile,
+    }
+    tls_set = [name for name, path in files.items() if path is not None]
+    if s.kafka_ssl_key_password is not None:
+        tls_set.append("GEO_KAFKA_SSL_KEY_PASSWORD")
+    if tls_set and protocol not in ("SSL", "SASL_SSL"):
+        problems.append(
+            f"{', '.join(tls_set)} set but GEO_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS: "
+            "use SSL or SASL_SSL"
+        )
+    problems += [
+        f"{name}={str(path)!r}: no such file" for name, path in files.items() if path and not path.is_file()
+    ]
+    if (s.kafka_ssl_certfile is None) != (s.kafka_ssl_keyfile is None):
+        problems.append(
+            "GEO_KAFKA_SSL_CERTFILE and GEO_KAFKA_SSL_KEYFILE go together (a client certificate needs "
+            "its private key; for one PEM file holding both, give its path to both)"
+        )
+    if s.kafka_ssl_key_password is not None and s.kafka_ssl_keyfile is None:
+        problems.append("GEO_KAFKA_SSL_KEY_PASSWORD is set but GEO_KAFKA_SSL_KEYFILE is not")
+    return problems
+
+
+def _operator_problems(s: Settings) -> list[str]:
+    """The advertised URL must be reachable as written, the log settings must parse."""
+    problems: list[str] = []
+    if s.advertised_url:
+        url = urlsplit(s.advertised_url)
+        if url.scheme not in ("http", "https") or not url.hostname or url.path.strip("/"):
+            problems.append(
+                f"GEO_ADVERTISED_URL={s.advertised_url!r} is not valid: use http://<host>:<port> as "
+                "other workers reach this one, or leave it empty"
+            )
+        elif url.username or url.password:  # it is shared with every group member and shown by the API
+            problems.append("GEO_ADVERTISED_URL must not hold credentials: use http://<host>:<port>")
+    try:
+        log_levels(s.log_level)
+    except ValueError as exc:
+        problems.append(f"GEO_LOG_LEVEL={s.log_level!r} is not valid: {exc}")
+    if s.log_format not in LOG_FORMATS:
+        problems.append(f"GEO_LOG_FORMAT={s.log_format!r} is not valid: use text or json")
+    return problems
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is this machine (a key sent there never crosses a network)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,163 @@
+"""`geo-pipeline bench` (backlog mode): a cold worker drains a backlog, beside a plain aiokafka loop.
+
+The case users live in after downtime or a burst: N events over K distinct IPs arriving at once at workers
+whose cache is empty (a new app: nothing resolved yet), the offline provider only. The workers join the
+group first, then the burst is published faster than they drain it (a backlog from their point of view),
+so a rebalance in the middle is not what is measured. Measured in one run on one broker:
+- the baseline, a plain consume-parse-produce-commit loop over the same events, before and after;
+- the pipeline: W worker processes (separate processes, like production; the benchmark's own reading
+  must not share their interpreter), timed from the first to the last enriched record by the records' own
+  timestamps (set by the worker when it appends them);
+- what users get: the share of enriched events carrying a country among IPs the offline data knows, the
+  share served by a near-cache hit (every other event was an IP's first sight in its worker), and each
+  worker's peak RSS.
+The enriched topic is read after the workers are done, so the measurement does not compete with it.
+With `quix_python`, Quix Streams does the same job in the same run, before the second baseline
+(bench_quix.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from pipeline.app import ensure_topics
+from pipeline.config.settings import Settings
+from pipeline.devtools.bench.hits import PARTITIONS, baseline, create_topics, delete_topics
+from pipeline.devtools.bench.quix import QuixResult, run_quix
+from pipeline.devtools.bench.readback import read_output
+from pipeline.devtools.processes import WorkerProcess, wait_count, worker_processes
+from pipeline.devtools.scratch import scratch
+from pipeline.devtools.workloads import public_ips, publish, tagged_events
+
+START_TIMEOUT = 120.0  # for the workers to start and join
+
+
+async def run_backlog_bench(
+    base: Settings,
+    environ: Mapping[str, str],
+    *,
+    events: int = 200_000,
+    ips: int = 2_000,
+    workers: int = 1,
+    quix_python: str | None = None,
+) -> int:
+    """Publish the backlog, run baseline / W workers / (Quix Streams with `quix_python`) / baseline, print
+    rates, ratios, coverage and RSS."""
+    with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as run:
+        return await _run(run.settings, run.run, run.tmp, events, ips, workers, quix_python)
+
+
+async def _run(
+    settings: Settings, run: str, tmp: Path, events: int, n_ips: int, n_workers: int, quix_python: str | None
+) -> int:
+    bootstrap = settings.kafka_bootstrap
+    base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
+    ips = public_ips(n_ips, seed=13, offline_known=False)
+    payloads = tagged_events(ips, events, f"b-{run}")
+    print(
+        f"bench (backlog): broker {bootstrap}, {events:,} events over {len(ips):,} IPs, cold start, "
+        f"{n_workers} worker process(es), {PARTITIONS} partitions, offline provider, topics *-{run}",
+        flush=True,
+    )
+    if quix_python:
+        print(f"  with Quix Streams (its job in {quix_python}), on a copy of the burst", flush=True)
+    quix: QuixResult | None = None
+    try:
+        await create_topics(bootstrap, [base_in, base_out])
+        await publish(bootstrap, base_in, payloads, label="baseline input")
+        before = await baseline(bootstrap, base_in, base_out, events, "baseline (before)")
+        await ensure_topics(settings)
+        with worker_processes(settings, tmp / "workers", n_workers) as procs:
+            # the workers join first (a rebalance in the middle of a 6 s drain would measure the join, not
+            # the pipeline); their cache is still empty: every IP of the burst is new to them
+            await _wait_assigned(procs)
+            await publish(bootstrap, settings.events_topic, payloads, label="burst")
+            peaks = await _drain(settings, procs, events)
+        pipeline, with_country, known, served = await read_output(
+            bootstrap,
+            settings.enriched_topic,
+            events,
+            f'"b-{run}"'.encode(),
+            "pipeline (backlog, cold start)",
+            lambda doc: doc["geo"]["geo"]["country_code"],
+        )
+        new = await _count(bootstrap, settings.seen_topic)
+        if quix_python:
+            quix = await run_quix(bootstrap, run, tmp, payloads, quix_python)
+        after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
+    finally:
+        await delete_topics(bootstrap, run)
+    mean = (before.per_second + after.per_second) / 2
+    print("\nsummary:")
+    for rate in (before, after, pipeline, *([quix.output.rate] if quix else [])):
+        print(f"  {rate.line()}")
+    print(f"  baseline mean: {mean:,.0f} events/s")
+    print(f"  ratio pipeline/baseline: {pipeline.per_second / mean:.2f}  (goal >= 0.5 with one worker)")
+    share = with_country / max(1, known)
+    print(f"  with a country: {with_country:,} of {known:,} events whose IP has offline data: {share:.2%}")
+    hits = served - new
+    print(f"  near-cache hits: {hits:,} of {served:,}, {hits / max(1, served):.1%}; first sights {new:,}")
+    print(f"  peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)}")
+    for line in quix.lines(mean, pipeline) if quix else []:
+        print(f"  {line}")
+    return 0 if served == events and (quix is None or quix.output.seen == events) else 1
+
+
+async def _wait_assigned(procs: list[WorkerProcess]) -> None:
+    """Until the input partitions are spread over every worker's hot path (their last assignment lines)."""
+    started = time.monotonic()
+    while True:
+        latest = [_last_assignment(proc) for proc in procs]
+        if all(latest) and sum(len(parts) for parts in latest) == PARTITIONS:
+            print(f"  {len(procs)} worker(s) assigned in {time.monotonic() - started:.1f}s", flush=True)
+            return
+        if time.monotonic() - started > START_TIMEOUT:
+            raise TimeoutError(f"workers not assigned: {latest}\n" + "\n".join(p.tail() for p in procs))
+        for proc in procs:
+            proc.check()  # raises with the log's tail if the worker died
+        await asyncio.sleep(0.5)  # polling the workers' logs: there is no event to wait on
+
+
+def _last_assignment(proc: WorkerProcess) -> list[str]:
+    lines = [
+        line
+        for line in proc.log_path.read_text(errors="replace").splitlines()
+        if "ingest: assigned [" in line
+    ]
+    return re.findall(r"\[(\d+)\]", lines[-1].partition("assigned")[2]) if lines else []
+
+
+async def _drain(settings: Settings, procs: list[WorkerProcess], events: int) -> list[float]:
+    """Wait until the workers committed the whole input (cheap polling of the group's offsets), showing
+    progress; returns each worker's peak RSS in MiB."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+
+    async def committed() -> int:
+        offsets = await admin.list_consumer_group_offsets(f"{settings.app_id}-ingest")
+        return int(sum(meta.offset for tp, meta in offsets.items() if tp.topic == settings.events_topic))
+
+    try:
+        timeout = START_TIMEOUT + events / 500
+        return await wait_count(committed, events, procs, "committed input events", timeout)
+    finally:
+        await admin.close()
+
+
+async def _count(bootstrap: str, topic: str) -> int:
+    """Records on `topic` (every partition's end offset: nothing is ever deleted from it during a run)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # a topic the workers created needs fresh metadata
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return int(sum((await consumer.end_offsets(tps)).values()))
+    finally:
+        await consumer.stop()

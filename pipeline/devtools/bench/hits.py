@@ -1,0 +1,231 @@
+"""`geo-pipeline bench --mode hits`: the hot path (cache hits) against a plain aiokafka loop, same run.
+
+Why a baseline: absolute events/s depend on the machine and the broker, so a number alone says little. A
+consume-parse-produce-commit loop over the same messages is the least work any Kafka consumer in Python
+can do; the ratio pipeline / baseline is what the design costs on a hit: parsing and validating the
+event, normalising the IP, the near-cache lookup and building the enriched record, on a worker whose Faust
+agents and timers share the event loop. The baseline runs before and after the pipeline and the mean is
+used, because a shared machine drifts within a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from pipeline.app import GeoApp, build, running
+from pipeline.config.settings import Settings
+from pipeline.devtools.scratch import scratch
+from pipeline.devtools.workloads import public_ips, publish, tagged_events
+
+WARM_IPS = 1000  # distinct addresses; every measured event is a cache hit on one of them
+PARTITIONS = 4
+PROGRESS_EVERY = 2.0  # seconds between progress lines
+WARM_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One measured run: `count` records in `seconds` (first to last output)."""
+
+    label: str
+    count: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else float("inf")
+
+    def line(self) -> str:
+        return f"{self.label}: {self.count} events in {self.seconds:.2f}s = {self.per_second:,.0f} events/s"
+
+
+async def run_bench(base: Settings, environ: Mapping[str, str], *, events: int) -> int:
+    """Warm the cache, then time baseline, pipeline, baseline; print the rates and their ratio."""
+    with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as scratch_run:
+        return await _run_bench(scratch_run.settings, scratch_run.run, events)
+
+
+async def _run_bench(settings: Settings, run: str, events: int) -> int:
+    bootstrap = settings.kafka_bootstrap
+    base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
+    ips = public_ips(WARM_IPS)
+    payloads = tagged_events(ips, events, f"m-{run}")
+    print(
+        f"bench: broker {bootstrap}, {events} events over {len(ips)} cached IPs, "
+        f"{PARTITIONS} partitions, topics *-{run}",
+        flush=True,
+    )
+    try:
+        await create_topics(bootstrap, [base_in, base_out])
+        await publish(bootstrap, base_in, payloads, label="baseline input")
+        before = await baseline(bootstrap, base_in, base_out, events, "baseline (before)")
+        geo = build(settings)
+        async with running(geo):
+            warm = tagged_events(ips, len(ips), f"w-{run}")
+            await publish(bootstrap, settings.events_topic, warm, label="warm-up")
+            await _wait_warm(settings, set(ips))
+            await _wait_near(geo, set(ips))
+            await publish(bootstrap, settings.events_topic, payloads, label="measured")
+            pipeline = await _watch_enriched(settings, geo, f'"bench":"m-{run}"'.encode(), events)
+        after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
+        mean = (before.per_second + after.per_second) / 2
+        print("\nsummary:")
+        for rate in (before, after, pipeline):
+            print(f"  {rate.line()}")
+        print(f"  baseline mean: {mean:,.0f} events/s")
+        print(f"  ratio pipeline/baseline: {pipeline.per_second / mean:.2f}")
+        print(f"  hits served by the near cache: {geo.stats.hits} of {geo.stats.consumed} consumed")
+        print(
+            "  limits: per event the hot path parses and validates the JSON and the IP (the baseline "
+            "only parses), looks the IP up and builds the enriched record, in one Python thread shared "
+            "with the worker's Faust consumer, agents and timers; Kafka I/O is the same for both."
+        )
+        return 0
+    finally:
+        await delete_topics(bootstrap, run)
+
+
+async def baseline(bootstrap: str, source: str, dest: str, count: int, label: str) -> Rate:
+    """A plain consume-and-produce loop: per getmany batch, parse, add geo, send, await delivery, commit.
+
+    The clock starts at the first non-empty batch, so group join and assignment are not measured.
+    """
+    group = f"{source}-{uuid.uuid4().hex[:6]}"
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)  # the worker's linger too
+    await asyncio.gather(consumer.start(), producer.start())
+    done, first, shown, deadline = 0, 0.0, time.monotonic(), time.monotonic() + max(60.0, count / 200)
+    try:
+        while done < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{label}: only {done}/{count} records within the deadline")
+            batch = await consumer.getmany(timeout_ms=500)
+            if not batch:
+                continue
+            first = first or time.perf_counter()
+            futures = []
+            for records in batch.values():
+                for record in records:
+                    value = json.loads(record.value)
+                    value["geo"] = {"status": "resolved", "country_code": "DE", "country_name": "Germany"}
+                    futures.append(await producer.send(dest, json.dumps(value).encode(), key=record.key))
+            await asyncio.gather(*futures)
+            await consumer.commit()
+            done += len(futures)
+            if time.monotonic() - shown > PROGRESS_EVERY:
+                shown = time.monotonic()
+                print(f"  {label}: {done}/{count}", flush=True)
+        rate = Rate(label, done, time.perf_counter() - first)
+    finally:
+        await asyncio.gather(consumer.stop(), producer.stop())
+    print(f"  {rate.line()}", flush=True)
+    return rate
+
+
+async def _watch_enriched(settings: Settings, geo: GeoApp, marker: bytes, count: int) -> Rate:
+    """Count the measured events on the enriched topic; time them by the records' own timestamps.
+
+    Record timestamps are set when the worker sends, so the span does not depend on when this reader
+    happens to fetch.
+    """
+    consumer = AIOKafkaConsumer(
+        settings.enriched_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    seen, lo, hi, shown, deadline = 0, None, None, time.monotonic(), time.monotonic() + max(60.0, count / 100)
+    try:
+        while seen < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pipeline: {seen}/{count} enriched; worker: {geo.stats.line()}")
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batch.values():
+                for record in records:
+                    if marker in record.value:
+                        seen += 1
+                        lo = record.timestamp if lo is None else min(lo, record.timestamp)
+                        hi = record.timestamp if hi is None else max(hi, record.timestamp)
+            if time.monotonic() - shown > PROGRESS_EVERY:
+                shown = time.monotonic()
+                print(f"  pipeline: enriched {seen}/{count}; worker: {geo.stats.line()}", flush=True)
+    finally:
+        await consumer.stop()
+    rate = Rate("pipeline (hot path, cache hits)", seen, ((hi or 0) - (lo or 0)) / 1000)
+    print(f"  {rate.line()}", flush=True)
+    return rate
+
+
+async def _wait_warm(settings: Settings, ips: set[str]) -> None:
+    """Read the resolved topic until every warm-up IP has an answer, so the measured stream only hits."""
+    consumer = AIOKafkaConsumer(
+        settings.resolved_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    done: set[str] = set()
+    started = shown = time.monotonic()
+    try:
+        while not ips <= done:
+            if time.monotonic() - started > WARM_TIMEOUT:
+                raise TimeoutError(f"warm-up: only {len(done & ips)}/{len(ips)} IPs resolved")
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    entry = json.loads(record.value)
+                    if entry["status"] != "pending":
+                        done.add(entry["ip"])
+            if time.monotonic() - shown > PROGRESS_EVERY:
+                shown = time.monotonic()
+                print(f"  warm-up: {len(done & ips)}/{len(ips)} IPs resolved", flush=True)
+    finally:
+        await consumer.stop()
+    print(f"  warm-up: {len(ips)} IPs cached in {time.monotonic() - started:.1f}s", flush=True)
+
+
+async def _wait_near(geo: GeoApp, ips: set[str]) -> None:
+    """Wait until the hot path's near cache holds every warm-up IP, so measured events are all hits."""
+    started = time.monotonic()
+    while not all(geo.near.get(ip.encode()) for ip in ips):
+        if time.monotonic() - started > WARM_TIMEOUT:
+            raise TimeoutError(f"near cache: only {len(geo.near)}/{len(ips)} IPs after {WARM_TIMEOUT:.0f}s")
+        await asyncio.sleep(0.1)  # polling in-process state the feeder fills; it has no event to wait on
+    print(f"  near cache: {len(ips)} IPs ready in {time.monotonic() - started:.1f}s", flush=True)
+
+
+async def create_topics(bootstrap: str, names: list[str], configs: Mapping[str, str] | None = None) -> None:
+    """The baseline's topics get the pipeline's partition count, so both read and write in parallel alike."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name, PARTITIONS, 1, topic_configs=dict(configs or {})) for name in names]
+        )
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, run: str) -> None:
+    """Best effort: a shared dev broker should not collect a dozen topics per benchmark run."""
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            names = [t for t in await admin.list_topics() if run in t]
+            if names:
+                await admin.delete_topics(names)
+        finally:
+            await admin.close()
+    except Exception as exc:  # cleanup must not hide the benchmark's result
+        print(f"bench: could not delete topics of run {run}: {exc}")

@@ -1,0 +1,325 @@
+"""The hot path: every input event is enriched here, once, by the worker that consumed it.
+
+Why not a Faust agent: Faust's per-event stream machinery (event objects, acks, offset tracking) costs
+more than everything this step does. So ingest is a plain aiokafka consume-produce loop running inside
+the worker as a service, in its own consumer group (`<app>-ingest`: the input partitions are shared among
+workers like any group's). Per input batch it routes each record with `routing.Router` (pure), appends the
+outputs to one record batch per output partition (no per-record future or partitioner call: the key hash
+is cached per IP), sends those batches, waits until every one is delivered, then commits: at-least-once,
+a crash replays the batch, never loses it. A rebalance waits for the batch in hand before it revokes.
+
+Outputs: every valid event goes to the enriched topic keyed by its IP (input-partition order per IP kept);
+an IP new to this worker also goes, once, to `<app>-ips-seen` for the table's owner; bad input goes to the
+dead-letter topic with the reason. The near cache is fed by a group-less consumer following the resolved
+topic from its beginning on every worker, and by this worker's own provisional entries.
+
+Failures: a delivery that failed for a reason that may pass (broker down, leader moving) rewinds and
+replays the batch with back-off, at most MAX_REPLAYS times before the worker stops with a clear error; a
+record that can never be written (too large, topic not authorised) goes to the dead-letter topic instead,
+or, when that too refuses it, is logged loudly with its coordinates and counted, and the batch moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+from mode import Service
+
+from pipeline.config.settings import Settings
+from pipeline.hotpath.outputs import Outputs, partition_count
+from pipeline.hotpath.routing import NearCache, Route, Router
+from pipeline.kafka.clients import key_hash
+from pipeline.kafka.config import client_kwargs
+from pipeline.messages import encode_seen
+from pipeline.stats import Stats
+
+log = logging.getLogger(__name__)
+
+INPUT_BATCH = 2000  # records per getmany: bounds the replay after a crash and the wait of a rebalance
+FETCH_WAIT_MS = 500  # an idle poll returns this often, so a stop is noticed quickly
+LINGER_MS = 5  # the producer batches sends for this long: throughput over a few ms of latency
+OUTPUT_BATCH_BYTES = 512 * 1024  # one record batch per output partition and input batch, under 1 MiB
+REPLAY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0)  # back-off before each replay
+NEAR_WARM_WAIT = 30.0  # at start, ingest waits this long at most for the near cache to catch up
+
+
+class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Revocation waits until the batch in hand is delivered and committed, so nobody replays it."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self.lock = lock
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("ingest: assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+class HotPath(Service):
+    """Ingest loop and near-cache feeder of one worker; started with the app, after table recovery."""
+
+    def __init__(self, settings: Settings, stats: Stats, router: Router, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings, self.stats, self.router = settings, stats, router
+        self.near: NearCache = router.near
+        self.lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._feeder: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._ends: dict[TopicPartition, int] = {}  # the resolved topic's end offsets at start
+        self.replay_delays = REPLAY_DELAYS
+        self.caught_up = asyncio.Event()  # the near cache holds what was on the resolved topic at start
+
+    async def on_start(self) -> None:
+        s = self.settings
+        self._producer = AIOKafkaProducer(
+            **client_kwargs(s),
+            linger_ms=LINGER_MS,
+            acks="all",
+            max_batch_size=OUTPUT_BATCH_BYTES,
+        )
+        self._consumer = AIOKafkaConsumer(
+            **client_kwargs(s),
+            group_id=f"{s.app_id}-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=max(1024 * 1024, s.max_event_bytes + 1024),
+        )
+        self._feeder = AIOKafkaConsumer(**client_kwargs(s), auto_offset_reset="earliest")
+        await asyncio.gather(self._producer.start(), self._consumer.start(), self._feeder.start())
+        for topic in (s.enriched_topic, s.seen_topic, s.dlq_topic):
+            await self._producer.partitions_for(topic)  # metadata before the first batch is built
+        self._consumer.subscribe([s.events_topic], listener=_WaitForBatch(self.lock))
+        parts = await self._producer.partitions_for(s.resolved_topic)
+        tps = [TopicPartition(s.resolved_topic, p) for p in sorted(parts)]
+        self._feeder.assign(tps)
+        self._ends = {tp: end for tp, end in (await self._feeder.end_offsets(tps)).items() if end > 0}
+        log.info("near cache: following %s, %d partitions", s.resolved_topic, len(parts))
+        if not self._ends:
+            self.caught_up.set()
+        self.add_future(self._feed())
+        self.add_future(self._ingest())
+        self.add_future(self._resend_overdue())
+
+    async def on_stop(self) -> None:
+        async with self.lock:
+            pass  # the batch in hand is delivered and committed before the clients close
+        # not under the lock: leaving the group revokes our partitions, and revocation waits for the lock
+        clients = [c for c in (self._consumer, self._feeder, self._producer) if c is not None]
+        await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
+
+    # -- for the metrics and readiness endpoints (pipeline/web/server.py); the loops never call these -----
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> input records not yet consumed, per partition this worker is assigned:
+        the high watermark of the last fetch minus the position (a partition never fetched is left out)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lags: dict[tuple[str, int], int] = {}
+        for tp in sorted(consumer.assignment()):
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 1.0)
+            except (KafkaError, TimeoutError, AssertionError):  # revoked or being reset meanwhile
+                continue
+            lags[tp.topic, tp.partition] = max(0, high - position)
+        return lags
+
+    async def broker_reachable(self, timeout: float) -> bool:
+        """Whether a metadata request through this worker's own producer is answered within `timeout`."""
+        if self._producer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout)
+        except (KafkaError, TimeoutError, OSError):
+            return False
+        return True
+
+    # -- the near cache's feed ------------------------------------------------------------------------
+
+    async def _feed(self) -> None:
+        """Follow the resolved topic from its beginning: the latest entry per IP is what hits are served."""
+        assert self._feeder is not None
+        started = time.monotonic()
+        while not self.should_stop:
+            try:
+                batch = await self._feeder.getmany(timeout_ms=FETCH_WAIT_MS, max_records=INPUT_BATCH)
+            except ConsumerStoppedError:
+                return  # on_stop closed it
+            except KafkaError as exc:  # a stale near cache serves old answers: keep trying, loudly
+                log.warning("near cache: reading %s failed (%r); retrying", self.settings.resolved_topic, exc)
+                await self.sleep(1.0)  # back-off before the next fetch, not synchronisation
+                continue
+            for records in batch.values():
+                for record in records:
+                    if record.key is not None and _servable(record.value):
+                        self.near.learn(record.key, record.value)
+            if not self.caught_up.is_set():
+                await self._check_caught_up(started)
+
+    async def _check_caught_up(self, started: float) -> None:
+        """Log once when the start-up backlog of the resolved topic is read (a restart rebuilds it)."""
+        assert self._feeder is not None
+        for tp, end in self._ends.items():
+            if await self._feeder.position(tp) < end:
+                return
+        self.caught_up.set()
+        took = time.monotonic() - started
+        log.info(
+            "near cache: caught up with %s in %.1fs, %d entries",
+            self.settings.resolved_topic,
+            took,
+            len(self.near),
+        )
+
+    # -- ingest ---------------------------------------------------------------------------------------
+
+    async def _resend_overdue(self) -> None:
+        """Send again the IPs whose first sight never got the owner's answer within the pending timeout.
+
+        Why: a seen record can be lost on its way into the table (a Faust consumer that skips a record
+        while it rebalances was measured once in 15 two-worker starts), and an IP that is never seen again
+        would then have its events enriched but never an entry. The owner's own timer covers everything
+        after the entry exists; this covers the step before it. Costs one pass over the near cache.
+        """
+        assert self._producer is not None
+        every = max(1.0, self.router.resend_after / 4)
+        while not self.should_stop:
+            await self.sleep(every)
+            overdue = self.router.overdue(time.time())
+            if not overdue or self.should_stop:
+                continue
+            s = self.settings
+            partitions = partition_count(self._producer, s.seen_topic)
+            value = encode_seen(time.time(), s.worker_label)
+            try:
+                sends = [
+                    await self._producer.send(s.seen_topic, value, key=ip, partition=h % partitions)
+                    for ip, h in overdue
+                ]
+                await asyncio.gather(*sends)
+            except KafkaError as exc:  # they stay marked: sent again after another pending timeout
+                log.warning("ingest: resending %d unanswered first sights failed (%r)", len(overdue), exc)
+                continue
+            log.info(
+                "ingest: %d first sights got no answer from the table's owner in time: sent again",
+                len(overdue),
+            )
+
+    async def _ingest(self) -> None:
+        """Route, send and commit batch after batch; a failed delivery replays the batch with back-off."""
+        assert self._consumer is not None
+        # hits served from the start: a restarted worker would otherwise re-send every IP as new
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.caught_up.wait(), NEAR_WARM_WAIT)
+        replays = 0
+        while not self.should_stop:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=INPUT_BATCH)
+            except ConsumerStoppedError:
+                return  # on_stop closed it
+            if not batch or self.should_stop:
+                continue  # stopping: the batch is not processed, its offsets are not committed
+            async with self.lock:
+                if self.should_stop:  # stopped while we waited for the lock: the clients are closing
+                    continue
+                try:
+                    await self.process(batch)
+                    replays = 0
+                except KafkaError as exc:
+                    self.router.undo()
+                    self._rewind(batch)
+                    if replays >= len(self.replay_delays):
+                        raise RuntimeError(
+                            f"ingest: a batch failed {replays + 1} times ({exc!r}); stopping"
+                        ) from exc
+                    self.stats.replays += 1
+                    size = sum(len(records) for records in batch.values())
+                    delay = self.replay_delays[replays]
+                    log.warning(
+                        "ingest: batch of %d not delivered (%r); replay %d in %.1fs",
+                        size,
+                        exc,
+                        replays + 1,
+                        delay,
+                    )
+                    replays += 1
+                else:
+                    continue
+            await self.sleep(delay)  # back-off before the replay, outside the lock a rebalance waits on
+
+    def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Seek back to the batch's first offsets, so the next fetch replays it (never skips it)."""
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        for tp, records in batch.items():
+            if records and tp in assigned:  # a revoked partition is replayed by its new owner
+                self._consumer.seek(tp, records[0].offset)
+
+    async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Route every record into per-partition output batches, deliver them all, then commit."""
+        assert self._consumer is not None and self._producer is not None
+        s = self.settings
+        out = Outputs(self._producer)
+        enriched_n, seen_n, dlq_n = (out.partitions(t) for t in (s.enriched_topic, s.seen_topic, s.dlq_topic))
+        now = time.time()
+        seen_value = encode_seen(now, s.worker_label)
+        self.router.begin()
+        route, add = self.router.route, out.add
+        hits = new = dead = 0
+        for tp, records in batch.items():
+            topic, partition = tp.topic, tp.partition
+            for record in records:
+                kind, key, value, h = route(record.value, record.key, (topic, partition, record.offset), now)
+                if kind is Route.DEAD_LETTER:
+                    dead += 1
+                    p = key_hash(key) % dlq_n if key is not None else random.randrange(dlq_n)
+                    if not add(s.dlq_topic, p, key, value, record):
+                        await out.spill(s.dlq_topic, p, key, value, record)
+                    continue
+                if kind is Route.NEW:
+                    new += 1
+                else:  # HIT, or TOUCH: a hit whose IP also goes to the owner again
+                    hits += 1
+                if not add(s.enriched_topic, h % enriched_n, key, value, record):
+                    await out.spill(s.enriched_topic, h % enriched_n, key, value, record)
+                if kind is not Route.HIT and not add(s.seen_topic, h % seen_n, key, seen_value, record):
+                    await out.spill(s.seen_topic, h % seen_n, key, seen_value, record)
+        salvaged = await out.flush(s.dlq_topic, self.stats)
+        await self._consumer.commit()
+        stats = self.stats
+        stats.consumed += hits + new + dead
+        stats.hits += hits
+        stats.new += new
+        stats.enriched += hits + new
+        stats.dead_lettered += dead + salvaged
+        stats.dead_by_reason.update(self.router.dead)
+        if salvaged:
+            stats.dead_by_reason["unwritable"] += salvaged
+
+
+def _servable(value: bytes | None) -> bool:
+    """A resolved record the near cache may serve: a JSON entry (or a tombstone); garbage is skipped."""
+    if value is None:
+        return True  # a tombstone: NearCache.learn forgets the IP
+    try:
+        data = json.loads(value)
+        return (
+            isinstance(data, dict) and isinstance(data.get("ip"), str) and isinstance(data.get("status"), str)
+        )
+    except (ValueError, RecursionError):
+        log.warning("near cache: ignoring a malformed resolved record %r", value[:200])
+        return False

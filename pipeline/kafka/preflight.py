@@ -1,0 +1,65 @@
+"""One quick connection before a worker starts, so a wrong Kafka security setting is one clear error.
+
+aiokafka clients turn every failed bootstrap into `KafkaConnectionError("Unable to bootstrap from [...]")`
+and only log the reason (a rejected password, a listener that wants SASL). `check_kafka` connects to the
+bootstrap servers once with the same arguments as every client (`kafka_config.client_kwargs`), asks for
+metadata, and raises `BrokerError` naming the cause and the variables to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from pipeline.config.settings import Settings
+from pipeline.errors import BrokerError
+from pipeline.kafka.config import client_kwargs
+
+
+async def check_kafka(settings: Settings, *, timeout: float = 10.0) -> None:
+    """Return once one bootstrap server accepted our credentials and answered a metadata request;
+    BrokerError with every server's reason otherwise, within about `timeout` seconds per server."""
+    from aiokafka.conn import collect_hosts, create_conn
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    kwargs: dict[str, Any] = dict(client_kwargs(settings))
+    servers = kwargs.pop("bootstrap_servers")
+    problems: list[str] = []
+    for host, port, _ in collect_hosts(servers):
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await create_conn(host, port, request_timeout_ms=int(timeout * 1000), **kwargs)
+                try:
+                    await conn.send(MetadataRequest([]))
+                finally:
+                    conn.close()
+            return
+        except Exception as exc:  # every failure becomes one line of the error, not a traceback
+            problems.append(f"{host}:{port} {_explain(exc, settings, timeout)}")
+    raise BrokerError(f"Kafka (KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap}): " + "; ".join(problems))
+
+
+def _explain(exc: Exception, settings: Settings, timeout: float) -> str:
+    """What went wrong and which variables to check."""
+    from aiokafka import errors
+
+    protocol = f"GEO_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+    if isinstance(exc, errors.SaslAuthenticationFailed):
+        return (
+            f"rejected user {settings.kafka_sasl_username!r} with {settings.kafka_sasl_mechanism} ({exc}): "
+            "check GEO_KAFKA_SASL_USERNAME, GEO_KAFKA_SASL_PASSWORD and GEO_KAFKA_SASL_MECHANISM"
+        )
+    if isinstance(exc, errors.UnsupportedSaslMechanismError):
+        return f"does not accept GEO_KAFKA_SASL_MECHANISM={settings.kafka_sasl_mechanism}"
+    if isinstance(exc, errors.IllegalSaslStateError):
+        return f"does not speak SASL: is {protocol} right for this listener?"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc}): check GEO_KAFKA_SSL_CAFILE, GEO_KAFKA_SSL_CERTFILE and _KEYFILE"
+    if isinstance(exc, errors.KafkaConnectionError | ConnectionResetError):
+        return f"closed the connection ({exc}): does this listener want SASL or TLS rather than {protocol}?"
+    if isinstance(exc, TimeoutError):
+        return f"did not answer within {timeout:.0f}s (with {protocol})"
+    if isinstance(exc, OSError):
+        return f"cannot be reached: {type(exc).__name__}: {exc}"
+    return f"failed: {type(exc).__name__}: {exc}"

@@ -1,0 +1,258 @@
+"""The topic contract: existing topics must match the layout the pipeline relies on.
+
+Two properties break the pipeline silently when an existing topic (created by hand, by another version,
+with other settings) lacks them, so the worker checks them at start and refuses to run with one error
+naming each topic and its fix:
+- partition counts of the topics that must be co-partitioned: the table's changelog and its two input
+  topics (`GEO_PARTITIONS`: a table change lands in the changelog partition of the record being
+  processed), and the resolve topic with its asked log (`GEO_RESOLVE_PARTITIONS`: each resolve partition
+  reads its own asked partition back);
+- `cleanup.policy` where the layout says compacted: the resolved topic and the changelog keep the latest
+  record per IP forever (a `delete` policy loses entries once retention passes); the asked log is
+  `compact,delete`.
+
+A partition count cannot be changed in place (more partitions move keys to other partitions), so its fix is
+a setting or a new app id. A cleanup policy can: `geo-pipeline topics fix` sets it through the admin
+client. aiokafka has only the legacy AlterConfigs request, which replaces a topic's whole dynamic config,
+so the fix reads the topic's dynamic configs first and sends them back with the change.
+
+`topic_layout()` is the layout itself (every topic, its partitions and configs); `problems()` decides
+(pure, unit-tested); `inspect()` and `apply()` are the admin I/O around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from pipeline.config.settings import Settings
+from pipeline.errors import ConfigError
+from pipeline.kafka.config import client_kwargs
+
+APPLY_TIMEOUT = 15.0  # seconds an altered config may take to read back
+DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs config_source: set on the topic itself (not a broker default)
+POLICY = "cleanup.policy"
+FIX_COMMAND = "geo-pipeline topics fix"
+CACHE_TABLE = "geo-cache"  # the Faust table: ip -> entry, plus the due-time index
+COMPACTED = {POLICY: "compact"}  # latest record per IP is the state; older ones may go
+KEEP_FACTOR = 3.0  # pending timeouts an ask is remembered (and kept on the topic): outlives redelivery
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The geo table's changelog, named as Faust names it: `<app>-<table>-changelog`."""
+    return f"{settings.app_id}-{CACHE_TABLE}-changelog"
+
+
+def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+    """Every topic the pipeline uses: name -> (partitions, config)."""
+    s = settings
+    return {
+        s.events_topic: (s.partitions, {}),
+        s.dlq_topic: (s.partitions, {}),
+        s.enriched_topic: (s.partitions, {}),
+        s.resolved_topic: (s.partitions, COMPACTED),
+        s.resolve_topic: (s.resolve_partitions, {}),
+        s.seen_topic: (s.partitions, {}),
+        s.results_topic: (s.partitions, {}),
+        # Faust creates this too, but racing its own start: a changelog missing from the metadata at the
+        # first assignment is ignored by its assignor, leaving the table without active partitions
+        changelog_topic(s): (s.partitions, COMPACTED),
+        s.asked_topic: (s.resolve_partitions, asked_topic_config(s.pending_timeout)),
+    }
+
+
+def asked_keep(pending_timeout: float) -> float:
+    """How long an ask is remembered, in memory and on the asked topic (its retention)."""
+    return pending_timeout * KEEP_FACTOR
+
+
+def asked_topic_config(pending_timeout: float) -> dict[str, str]:
+    """The asked log keeps the latest ask per IP, for a few pending timeouts (all the resolver reads back).
+
+    Segments roll every pending timeout so that time retention can drop old ones (it only deletes closed
+    segments). Set when the topic is created: a later GEO_PENDING_TIMEOUT does not change it.
+    """
+    keep_ms = int(asked_keep(pending_timeout) * 1000)
+    return {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(keep_ms),
+        "segment.ms": str(max(60_000, int(pending_timeout * 1000))),  # >= 1 min: few files
+    }
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What the pipeline needs of one topic."""
+
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+    exact: str = ""  # the variable setting its partition count when it must match exactly ("": any count)
+    role: str = ""  # what the topic is, for messages
+
+
+@dataclass(frozen=True)
+class Found:
+    """What one existing topic has; 0 partitions or a None policy: not known (yet)."""
+
+    partitions: int
+    policy: str | None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken promise: the topic, what is wrong and how to fix it, and the configs `fix` would set."""
+
+    topic: str
+    text: str
+    configs: Mapping[str, str] = field(default_factory=dict)  # empty: altering configs cannot fix it
+
+
+def contract(settings: Settings) -> list[Wanted]:
+    """The layout (`topic_layout`) with the partition rules it implies."""
+    s = settings
+    exact = {
+        s.seen_topic: ("GEO_PARTITIONS", "the table's input: co-partitioned with the table"),
+        s.results_topic: ("GEO_PARTITIONS", "the table's input: co-partitioned with the table"),
+        changelog_topic(s): ("GEO_PARTITIONS", "the table's changelog"),
+        s.resolve_topic: ("GEO_RESOLVE_PARTITIONS", "resolve requests, co-partitioned with the asked log"),
+        s.asked_topic: ("GEO_RESOLVE_PARTITIONS", "the resolver's asked log, one partition per resolve one"),
+        s.resolved_topic: ("", "the latest entry per IP, for consumers and every worker's near cache"),
+    }
+    return [
+        Wanted(name, parts, dict(config), *exact.get(name, ("", "")))
+        for name, (parts, config) in topic_layout(settings).items()
+    ]
+
+
+def policies(value: str | None) -> frozenset[str]:
+    """A cleanup.policy value as a set ("compact,delete" == "delete, compact")."""
+    return frozenset(p.strip() for p in (value or "").split(",") if p.strip())
+
+
+def problems(wanted: Sequence[Wanted], found: Mapping[str, Found]) -> list[Problem]:
+    """Every way existing topics break the contract; topics not found (yet to be created) are fine."""
+    out: list[Problem] = []
+    for want in wanted:
+        have = found.get(want.name)
+        if have is None:
+            continue
+        if want.exact and have.partitions and have.partitions != want.partitions:
+            out.append(Problem(want.name, _partitions_text(want, have.partitions)))
+        policy = want.config.get(POLICY)
+        if policy and have.policy is not None and policies(have.policy) != policies(policy):
+            text = (
+                f"topic {want.name} has {POLICY}={have.policy}, the pipeline needs {policy} ({want.role}): "
+                f"run `{FIX_COMMAND}` (or kafka-configs.sh --alter --entity-type topics --entity-name "
+                f"{want.name} --add-config {POLICY}=[{policy}])"
+            )
+            out.append(Problem(want.name, text, {POLICY: policy}))
+    return out
+
+
+def _partitions_text(want: Wanted, have: int) -> str:
+    head = (
+        f"topic {want.name} has {have} partitions but {want.exact}={want.partitions} ({want.role}); "
+        "a partition count cannot be changed in place: "
+    )
+    if want.name.endswith("-geo-asked"):
+        return head + (
+            f"delete the topic (it holds only recent asks; the next start recreates it) after setting "
+            f"{want.exact} to the resolve topic's partition count"
+        )
+    return head + f"set {want.exact}={have} to use the existing topics, or start under a new GEO_APP_ID"
+
+
+def report(found: Sequence[Problem]) -> str:
+    """One message for ConfigError: every problem on its own line."""
+    if len(found) == 1:
+        return found[0].text
+    return f"{len(found)} topics break the pipeline's contract:\n  " + "\n  ".join(p.text for p in found)
+
+
+# -- admin I/O ----------------------------------------------------------------------------------------------
+
+
+async def inspect(admin: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str, Found]:
+    """Partition count and cleanup.policy of each existing topic among `names`."""
+    # only topics that exist: a metadata request naming a missing topic makes a broker with
+    # auto.create.topics.enable (the default) create it, with its default partition count and policy
+    existing = set(await admin.list_topics())
+    names = [name for name in names if name in existing]
+    if not names:
+        return {}
+    described = await admin.describe_topics(names)
+    counts = {t["topic"]: len(t.get("partitions") or []) for t in described if t["error_code"] == 0}
+    if not counts:
+        return {}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, configs={POLICY: None}) for name in counts]
+    policy: dict[str, str | None] = {}
+    for response in await admin.describe_configs(resources):
+        for error, _, _, name, entries in response.resources:
+            if not error:
+                policy[name] = next((e[1] for e in entries if e[0] == POLICY), None)
+    return {name: Found(parts, policy.get(name)) for name, parts in counts.items()}
+
+
+async def check(settings: Settings, admin: AIOKafkaAdminClient) -> list[Problem]:
+    """The contract's problems on this cluster."""
+    wanted = contract(settings)
+    return problems(wanted, await inspect(admin, [w.name for w in wanted]))
+
+
+async def enforce(settings: Settings, admin: AIOKafkaAdminClient) -> None:
+    """ConfigError naming every problem, or nothing (called at worker start)."""
+    found = await check(settings, admin)
+    if found:
+        raise ConfigError(report(found))
+
+
+async def apply(admin: AIOKafkaAdminClient, problem: Problem) -> None:
+    """Set `problem.configs` on its topic, keeping the topic's other dynamic configs."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, problem.topic)
+    current: dict[str, str] = {}
+    for response in await admin.describe_configs([resource]):
+        for error, message, _, _, entries in response.resources:
+            if error:
+                raise ConfigError(f"topic {problem.topic}: describing its configs failed ({error} {message})")
+            for name, value, _, source, sensitive, *_ in entries:
+                if source == DYNAMIC_TOPIC_CONFIG:
+                    if sensitive or value is None:  # cannot be read back, so it would be lost
+                        raise ConfigError(f"topic {problem.topic}: {name} is sensitive; alter it by hand")
+                    current[name] = value
+    wanted = ConfigResource(ConfigResourceType.TOPIC, problem.topic, configs={**current, **problem.configs})
+    for response in await admin.alter_configs([wanted]):
+        for error, message, *_ in response.resources:
+            if error:
+                raise ConfigError(f"topic {problem.topic}: altering its configs failed ({error} {message})")
+    # the broker applies a change through its metadata log: wait until it reads back, so "fixed" is true
+    deadline = time.monotonic() + APPLY_TIMEOUT
+    wanted_policy = policies(problem.configs.get(POLICY))
+    while policies((await inspect(admin, [problem.topic]))[problem.topic].policy) != wanted_policy:
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"topic {problem.topic}: the new configs did not show within {APPLY_TIMEOUT:.0f}s"
+            )
+        await asyncio.sleep(0.2)  # polling the broker's view: it offers no notification
+
+
+async def run(settings: Settings, *, fix: bool) -> tuple[list[Problem], list[Problem]]:
+    """`geo-pipeline topics check|fix`: (problems found, problems fixed)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=30000)
+    await admin.start()
+    try:
+        found = await check(settings, admin)
+        fixed: list[Problem] = []
+        if fix:
+            for problem in found:
+                if problem.configs:
+                    await apply(admin, problem)
+                    fixed.append(problem)
+        return found, fixed
+    finally:
+        await admin.close()

@@ -1,0 +1,52 @@
+"""The asked log's I/O: what the resolver asked of the API, read back by whoever owns a resolve partition.
+
+The records themselves are `messages.Asked`; what they mean for the next ask is decided in `asked.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from pipeline.config.settings import Settings
+from pipeline.kafka.clients import follower, read_to_end
+from pipeline.messages import Asked, decode_asked
+
+log = logging.getLogger(__name__)
+
+LOAD_TIMEOUT = 30.0  # seconds to read the asked log back; past it we assume a full window was spent
+
+
+async def read_asked(
+    settings: Settings, partitions: frozenset[int], *, since: float
+) -> list[tuple[str, Asked]]:
+    """The asked records of `partitions` written since `since` (Unix seconds), read to the current end.
+
+    A plain consumer without a group: it must not join (and rebalance) a consumer group.
+    """
+    if not partitions:
+        return []
+    topic = settings.asked_topic
+    consumer = follower(settings)
+    await consumer.start()
+    records: list[tuple[str, Asked]] = []
+
+    def keep(record: Any) -> None:
+        value = decode_asked(record.value)
+        if record.key and value is not None:
+            records.append((record.key.decode(errors="replace"), value))
+
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
+        for tp in tps:
+            found = starts.get(tp)
+            consumer.seek(tp, found.offset if found is not None else ends[tp])
+        await read_to_end(consumer, tps, ends, keep, what="the asked log", timeout=LOAD_TIMEOUT)
+    finally:
+        await consumer.stop()
+    return records

@@ -1,0 +1,101 @@
+"""Which resolve requests the resolver still needs to send: dedupe by (ip, attempt), as pure functions.
+
+A resolve request can reach the resolver more than once for one attempt: an uncommitted batch is
+redelivered after a crash or rebalance, a pending entry whose answer is slow is re-emitted with the same
+attempt number when its pending timeout passes, and a new owner of a cache partition may start the same
+attempt again. Each of those would cost an API request and count against the shared budget. So before it
+asks, the resolver writes "asked (ip, attempt) at t" to the asked log (a compacted topic, co-partitioned
+with the resolve topic), once the answers are delivered to the results topic it writes "answered" (with the
+same t, the time of the request), and it consults what it and its predecessors wrote:
+
+- an attempt lower than the last one asked is stale (its entry already moved on): never asked;
+- the same attempt answered: its result is on the results topic, the cache agent will apply it: not asked;
+- the same attempt asked less than `horizon` ago is in flight: not asked again;
+- the same attempt asked longer ago, unanswered, lost its answer (a crash mid-call): asked again, so a lost
+  request never starves;
+- a higher attempt is a new attempt: asked.
+
+`horizon` is half the pending timeout: an answer arrives within the HTTP timeout of its ask, so a
+re-emission of an unanswered attempt coming later than that means the answer was lost; the cache agent
+re-emits one pending timeout after it started the attempt, which keeps one extra ask per lost answer.
+
+No Faust, aiokafka or asyncio here; time is passed in (Unix seconds, shared by every worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from pipeline.messages import Asked
+
+HORIZON_FRACTION = 0.5  # of the pending timeout: re-emissions that crossed a slow answer fall inside it
+
+
+def asked_horizon(pending_timeout: float) -> float:
+    """How long an asked (ip, attempt) counts as in flight."""
+    return pending_timeout * HORIZON_FRACTION
+
+
+class AskedLog:
+    """What was asked of the API recently, per IP: the in-memory view of the asked topic."""
+
+    def __init__(self, horizon: float, keep: float) -> None:
+        if keep < horizon:
+            raise ValueError("keep must be at least the horizon")
+        self.horizon = horizon
+        self.keep = keep
+        self._last: dict[str, Asked] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def get(self, ip: str) -> Asked | None:
+        return self._last.get(ip)
+
+    def record(self, ip: str, attempt: int, at: float, *, answered: bool = False) -> None:
+        """Note an ask or its answer (ours, or read back from the log in any order): the highest attempt
+        wins; for the same attempt the latest time, and answered stays answered."""
+        last = self._last.get(ip)
+        if last is None or attempt > last.attempt:
+            self._last[ip] = Asked(attempt, at, answered)
+        elif attempt == last.attempt:
+            self._last[ip] = Asked(attempt, max(at, last.at), answered or last.answered)
+
+    def should_ask(self, ip: str, attempt: int, now: float) -> bool:
+        """Whether a request for (ip, attempt) arriving at `now` must go to the API."""
+        last = self._last.get(ip)
+        if last is None or attempt > last.attempt:
+            return True
+        if attempt < last.attempt:
+            return False  # stale: the entry has moved on to a later attempt
+        if last.answered:
+            return False  # the cache agent has (or will have) the answer to this very attempt
+        return now - last.at >= self.horizon  # same attempt: in flight, unless its answer got lost
+
+    def select(self, wanted: Mapping[str, int], now: float) -> dict[str, int]:
+        """The subset of {ip: attempt} to ask now; the rest are duplicates of an ask in flight."""
+        return {ip: attempt for ip, attempt in wanted.items() if self.should_ask(ip, attempt, now)}
+
+    def prune(self, now: float) -> int:
+        """Forget asks older than `keep` (bounded memory); returns how many were forgotten."""
+        old = [ip for ip, asked in self._last.items() if now - asked.at > self.keep]
+        for ip in old:
+            del self._last[ip]
+        return len(old)
+
+    def replace(self, records: Iterable[tuple[str, Asked]]) -> None:
+        """Start over from records read back from the asked topic (after an assignment change)."""
+        self._last.clear()
+        for ip, asked in records:
+            self.record(ip, asked.attempt, asked.at, answered=asked.answered)
+
+
+def request_times(records: Iterable[tuple[str, Asked]], *, since: float) -> list[float]:
+    """When the API requests behind `records` (as read back from the asked log) left, oldest first.
+
+    One request's asks share one timestamp, taken before the call, and its answers repeat it, so the
+    distinct times since `since` are the requests sent since then: what the previous owner of a resolve
+    partition spent of the current window. Answers count too because the topic is compacted: once the
+    cleaner has been through a segment, an IP's answer is all that is left of its ask.
+    """
+    return sorted({asked.at for _, asked in records if asked.at >= since})
