@@ -22,6 +22,7 @@ from typing import Any, cast
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from mode import ServiceT
 
 from pipeline.addresses import AddressKind, classify
 from pipeline.cache.agent import CacheAgent
@@ -47,7 +48,6 @@ from pipeline.models import GeoEntry
 from pipeline.providers.base import GeoProvider, OfflineProvider, OfflineSource
 from pipeline.resolver.service import Resolver
 from pipeline.stats import Stats
-from pipeline.web.server import WebServer, advertised_url, bind_listener
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,6 @@ class GeoApp:
     timer: RetryTimer
     guard: DeliveryGuard
     watch: StallWatch  # stalled partitions of the cache agent's inputs, for the progress line and readiness
-    web: WebServer | None = None  # the HTTP API (build(web=True)); started before the app, see web.py
 
     @property
     def store(self) -> IndexedStore:
@@ -121,12 +120,13 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
-def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None, web: bool = False) -> GeoApp:
+def build(
+    settings: Settings, *, providers: Sequence[GeoProvider] | None = None, url: str | None = None
+) -> GeoApp:
     """Create the worker (nothing runs until `app.start()`); `providers` replaces the configured provider
-    chain (tests and benchmarks pass their own); `web` binds the HTTP API's socket now (its URL goes into
-    the group metadata) and adds the API as `GeoApp.web`, to be started before the app."""
-    sock = bind_listener(settings.web_host, settings.web_port) if web else None
-    url = advertised_url(settings, sock.getsockname()[1]) if sock is not None else None
+    chain (tests and benchmarks pass their own); `url` is where this worker's HTTP API answers (its socket
+    bound by the caller, see pipeline/web/server.py `listen`): it goes into the group metadata, so other
+    workers and the CLI find this one. The API itself is the caller's to create and start."""
     app = faust.App(
         settings.app_id,
         **faust_app_kwargs(settings),  # broker and, for secured clusters, SASL/TLS credentials
@@ -188,8 +188,6 @@ def build(settings: Settings, *, providers: Sequence[GeoProvider] | None = None,
         register_reload(app, offline["mmdb"])
     register_progress(app, stats, watch)
     geo = GeoApp(settings, app, table, policy, stats, near, hotpath, resolver, cache, timer, guard, watch)
-    if sock is not None and url is not None:
-        geo.web = WebServer(geo, sock, url)
     return geo
 
 
@@ -233,14 +231,18 @@ def first_sight_factory(
 
 
 @contextlib.asynccontextmanager
-async def running(geo: GeoApp, *, timeout: float = 60.0) -> AsyncIterator[GeoApp]:
+async def running(
+    geo: GeoApp, *, timeout: float = 60.0, services: Sequence[ServiceT] = ()
+) -> AsyncIterator[GeoApp]:
     """Run a worker in this event loop (demo, benchmark, tests) until the block exits.
 
-    Waits until the worker has an assignment and its tables have recovered, so callers can produce at once.
+    `services` (the HTTP API, say) start before the app and stop after it, as `geo-pipeline worker` runs
+    them. Waits until the worker has an assignment and its tables have recovered, so callers can produce at
+    once.
     """
     await ensure_topics(geo.settings)
-    if geo.web is not None:
-        await geo.web.start()
+    for service in services:
+        await service.start()
     await geo.app.start()
     try:
         deadline = time.monotonic() + timeout
@@ -253,8 +255,8 @@ async def running(geo: GeoApp, *, timeout: float = 60.0) -> AsyncIterator[GeoApp
         yield geo
     finally:
         await geo.app.stop()
-        if geo.web is not None:
-            await geo.web.stop()
+        for service in reversed(services):
+            await service.stop()
 
 
 def ready(geo: GeoApp) -> bool:

@@ -21,7 +21,8 @@ import sys
 import time
 from typing import IO, Any
 
-from pipeline.config.settings import Settings, log_levels
+from pipeline.config.limits import log_levels
+from pipeline.config.settings import Settings
 
 QUIET = ("faust", "mode", "aiokafka", "aiohttp", "kafka")  # library loggers held at WARNING by default
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] %(levelname)s %(name)s: %(message)s"  # pid: workers share hosts

@@ -12,13 +12,13 @@ held at WARNING).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import faust
 
 from pipeline.app import build, ensure_topics
 from pipeline.config.settings import Settings
 from pipeline.kafka.preflight import check_kafka
+from pipeline.web.server import WebServer, listen
 
 READY_LINE = "geo-pipeline worker ready"
 
@@ -36,11 +36,11 @@ def run_worker(settings: Settings) -> int:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(check_kafka(settings))  # a wrong password or protocol: one clear error
     loop.run_until_complete(ensure_topics(settings))  # and a topic breaking the contract: another
-    geo = build(settings, web=True)
-    assert geo.web is not None
-    print(f"geo-pipeline worker {settings.worker_label}: API at {geo.web.url}", flush=True)
-    services: list[Any] = [geo.web]
-    worker = Worker(geo.app, *services, loop=loop, override_logging=False, redirect_stdouts=False)
+    sock, url = listen(settings)  # bound before the app is built: its URL goes into the group metadata
+    geo = build(settings, url=url)
+    api = WebServer(geo, sock, url)
+    print(f"geo-pipeline worker {settings.worker_label}: API at {url}", flush=True)
+    worker = Worker(geo.app, api, loop=loop, override_logging=False, redirect_stdouts=False)
     worker.spinner = None
     worker.execute_from_commandline()
     return 0

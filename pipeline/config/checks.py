@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pipeline.config.settings import (
+from pipeline.config.limits import (
     FREE_TIER_REQUESTS,
     FREE_TIER_WINDOW,
     LOG_FORMATS,

@@ -5,7 +5,7 @@ machine; `Settings.describe()` lists them for `geo-pipeline settings` and the RE
 (the API key, the Kafka SASL password and the TLS key password) redacted. `from_env` refuses, at start,
 values that cannot work (out of range, contradicting each other, a key over plain HTTP, a budget the free
 tier would punish, Kafka security settings that do not fit together) with one ConfigError naming each
-variable and its fix (the rules: settings_checks.py).
+variable and its fix (the rules: checks.py; their bounds and vocabularies: limits.py).
 """
 
 from __future__ import annotations
@@ -17,27 +17,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.config.checks import refusals
+from pipeline.config.limits import FREE_TIER_REQUESTS, FREE_TIER_WINDOW, words
 from pipeline.config.secret import Secret
 from pipeline.errors import ConfigError
 
 T = TypeVar("T")
-
-PROVIDERS = ("ipapi", "mmdb", "offline")  # the remote API, MaxMind-format files, iptocc's registry data
-FREE_TIER_REQUESTS = 15  # ip-api's free tier allows 15 batch requests ...
-FREE_TIER_WINDOW = 60.0  # ... per 60 s window, per source IP
-
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")  # GEO_KAFKA_SECURITY_PROTOCOL
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")  # GEO_KAFKA_SASL_MECHANISM
-
-# an enriched record is the event plus about 1 KiB of geo: keep it under Kafka's default 1 MiB limit
-MAX_EVENT_BYTES_CEILING = 512 * 1024
-MAX_PARTITIONS = 10_000  # per topic; beyond this a value is a typo, and each partition costs a RocksDB store
-MAX_NEAR_CACHE = 50_000_000  # entries: ~50 GiB at ~1 KiB each, more than any one worker should hold
-MAX_HTTP_TIMEOUT = 300.0  # s: ip-api answers within a second; a call held longer stalls its whole batch
-MAX_DURATION = 10 * 365 * 86400.0  # s: longest delay; due keys hold 13-digit milliseconds (policy.py)
-LOG_FORMATS = ("text", "json")  # GEO_LOG_FORMAT
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # GEO_LOG_LEVEL
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -129,8 +114,6 @@ class Settings:
 
     def validate(self) -> None:
         """Refuse settings that cannot work: one ConfigError naming each bad variable and how to fix it."""
-        from pipeline.config.checks import refusals  # imported here: the checks import this module
-
         found = refusals(self)
         if len(found) == 1:
             raise ConfigError(found[0])
@@ -178,13 +161,9 @@ def _parse(kind: Any, raw: str) -> Any:
     return raw
 
 
-def _words(raw: str) -> tuple[str, ...]:
-    return tuple(w.strip() for w in raw.split(",") if w.strip())
-
-
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "providers": _words,
-    "mmdb": lambda raw: tuple(Path(word).expanduser() for word in _words(raw)),
+    "providers": words,
+    "mmdb": lambda raw: tuple(Path(word).expanduser() for word in words(raw)),
     "ipapi_key": Secret,
     "kafka_security_protocol": lambda raw: raw.strip().upper(),
     "kafka_sasl_mechanism": lambda raw: raw.strip().upper(),
@@ -192,16 +171,3 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_format": lambda raw: raw.strip().lower(),
     "kafka_ssl_key_password": Secret,
 }
-
-
-def log_levels(spec: str) -> dict[str, str]:
-    """GEO_LOG_LEVEL as {logger: level}: a bare level is the pipeline's (`pipeline`), `name=LEVEL` any
-    logger's, e.g. "INFO,faust=INFO,aiokafka=DEBUG"; ValueError names what does not parse."""
-    levels: dict[str, str] = {}
-    for part in _words(spec):
-        name, _, level = part.rpartition("=")
-        level = level.strip().upper()
-        if level not in LOG_LEVELS:
-            raise ValueError(f"{level!r} is not a level: use one of {', '.join(LOG_LEVELS)}")
-        levels[name.strip() or "pipeline"] = level
-    return levels

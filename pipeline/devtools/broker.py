@@ -28,9 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config.settings import (
-    SASL_MECHANISMS,  # the SASL listener accepts every mechanism the settings allow
-)
+from pipeline.config.limits import SASL_MECHANISMS  # the SASL listener accepts every mechanism allowed
 from pipeline.errors import BrokerError
 
 KAFKA_VERSION = "4.1.2"  # 4.1.x: the line aiokafka >= 0.13 negotiates with

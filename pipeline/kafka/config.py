@@ -21,7 +21,8 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from pipeline.config.settings import SASL_MECHANISMS, SECURITY_PROTOCOLS, Settings
+from pipeline.config.limits import SASL_MECHANISMS, SECURITY_PROTOCOLS
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 
 REDACTED = "**********"

@@ -90,6 +90,14 @@ def advertised_url(settings: Settings, port: int) -> str:
     return str(URL.build(scheme="http", host=host, port=port))
 
 
+def listen(settings: Settings) -> tuple[socket.socket, str]:
+    """The API's socket, bound now (GEO_WEB_HOST, GEO_WEB_PORT), and the URL others reach it at: the worker
+    is built with that URL (it goes into the group metadata) before the server that answers on the socket
+    can be created around it."""
+    sock = bind_listener(settings.web_host, settings.web_port)
+    return sock, advertised_url(settings, sock.getsockname()[1])
+
+
 def reachable_host() -> str:
     """The address the host name resolves to (in a container or a pod: its own address on the network,
     reachable by its peers without DNS for the name); the name itself when it resolves to loopback or not

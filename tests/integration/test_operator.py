@@ -24,6 +24,7 @@ from pipeline.devtools.workloads import public_ips
 from pipeline.errors import ConfigError
 from pipeline.kafka import topics
 from pipeline.kafka.clients import key_hash
+from pipeline.web.server import WebServer, listen
 from tests.support.kafka import create_topics, wait_for
 from tests.support.pipeline import WINDOW, make_settings, publish_values
 from tests.support.workers import running_workers, settings_env
@@ -63,10 +64,9 @@ async def test_api_and_metrics_of_a_running_worker(kafka_bootstrap: str, tmp_pat
             budget_window=WINDOW,
             web_port=0,
         )
-        geo = build(settings, web=True)
-        assert geo.web is not None
-        url = geo.web.url
-        async with running(geo):
+        sock, url = listen(settings)
+        geo = build(settings, url=url)
+        async with running(geo, services=[WebServer(geo, sock, url)]):
             before = await metrics(url)
             events = [json.dumps({"ip": ip, "n": n}).encode() for n in range(2) for ip in public]
             events += [PRIVATE.encode(), b"010.1.1.1", b'{"host": "x"}']

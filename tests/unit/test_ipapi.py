@@ -16,8 +16,8 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.config.limits import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
 from pipeline.config.secret import Secret
-from pipeline.config.settings import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
 from pipeline.models import GeoData, PermanentFailure, Resolved, TransientFailure
 from pipeline.providers.base import GeoProvider
 from pipeline.providers.ipapi import (

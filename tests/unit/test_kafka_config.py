@@ -11,7 +11,8 @@ import faust
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from pipeline.config.settings import SASL_MECHANISMS, Settings
+from pipeline.config.limits import SASL_MECHANISMS
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 from pipeline.kafka import config as kafka_config
 from pipeline.kafka.config import client_kwargs, faust_app_kwargs, faust_credentials

@@ -13,7 +13,8 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from pipeline.cli.cluster import member_url
 from pipeline.cli.logs import JsonFormatter, LibraryLines, configure, levels
 from pipeline.cli.ops import record_for
-from pipeline.config.settings import Settings, log_levels
+from pipeline.config.limits import log_levels
+from pipeline.config.settings import Settings
 from pipeline.devtools.workloads import BAD_INPUTS
 from pipeline.errors import BadEvent, ConfigError
 from pipeline.hotpath.routing import parse_event, reason_label

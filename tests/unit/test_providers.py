@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.cache.timers import tick_capacity
-from pipeline.config.settings import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
+from pipeline.config.limits import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
 from pipeline.models import GeoData, LookupResult, PermanentFailure, Resolved, TransientFailure
 from pipeline.providers.base import (
     IptoccSource,

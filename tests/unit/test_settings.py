@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config.limits import MAX_EVENT_BYTES_CEILING
 from pipeline.config.secret import Secret
-from pipeline.config.settings import MAX_EVENT_BYTES_CEILING, Settings
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.config.settings import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
+from pipeline.config.limits import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
 from pipeline.providers.throttle import Breaker, ResolveBudget
 
 FREE_TIER = {"limit": FREE_TIER_REQUESTS, "window": FREE_TIER_WINDOW}
