@@ -29,7 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.app import ensure_topics
 from pipeline.config.settings import Settings
-from pipeline.devtools.bench.hits import PARTITIONS, baseline, create_topics, delete_topics
+from pipeline.devtools.bench.baseline import PARTITIONS, baseline, create_topics, delete_topics
 from pipeline.devtools.bench.quix import QuixResult, run_quix
 from pipeline.devtools.bench.readback import read_output
 from pipeline.devtools.processes import WorkerProcess, wait_count, worker_processes

@@ -13,38 +13,25 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer
 
 from pipeline.app import GeoApp, build, running
 from pipeline.config.settings import Settings
+from pipeline.devtools.bench.baseline import (
+    PARTITIONS,
+    PROGRESS_EVERY,
+    Rate,
+    baseline,
+    create_topics,
+    delete_topics,
+)
 from pipeline.devtools.scratch import scratch
 from pipeline.devtools.workloads import public_ips, publish, tagged_events
 
 WARM_IPS = 1000  # distinct addresses; every measured event is a cache hit on one of them
-PARTITIONS = 4
-PROGRESS_EVERY = 2.0  # seconds between progress lines
 WARM_TIMEOUT = 120.0
-
-
-@dataclass(frozen=True)
-class Rate:
-    """One measured run: `count` records in `seconds` (first to last output)."""
-
-    label: str
-    count: int
-    seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return self.count / self.seconds if self.seconds > 0 else float("inf")
-
-    def line(self) -> str:
-        return f"{self.label}: {self.count} events in {self.seconds:.2f}s = {self.per_second:,.0f} events/s"
 
 
 async def run_bench(base: Settings, environ: Mapping[str, str], *, events: int) -> int:
@@ -91,49 +78,6 @@ async def _run_bench(settings: Settings, run: str, events: int) -> int:
         return 0
     finally:
         await delete_topics(bootstrap, run)
-
-
-async def baseline(bootstrap: str, source: str, dest: str, count: int, label: str) -> Rate:
-    """A plain consume-and-produce loop: per getmany batch, parse, add geo, send, await delivery, commit.
-
-    The clock starts at the first non-empty batch, so group join and assignment are not measured.
-    """
-    group = f"{source}-{uuid.uuid4().hex[:6]}"
-    consumer = AIOKafkaConsumer(
-        source,
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)  # the worker's linger too
-    await asyncio.gather(consumer.start(), producer.start())
-    done, first, shown, deadline = 0, 0.0, time.monotonic(), time.monotonic() + max(60.0, count / 200)
-    try:
-        while done < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{label}: only {done}/{count} records within the deadline")
-            batch = await consumer.getmany(timeout_ms=500)
-            if not batch:
-                continue
-            first = first or time.perf_counter()
-            futures = []
-            for records in batch.values():
-                for record in records:
-                    value = json.loads(record.value)
-                    value["geo"] = {"status": "resolved", "country_code": "DE", "country_name": "Germany"}
-                    futures.append(await producer.send(dest, json.dumps(value).encode(), key=record.key))
-            await asyncio.gather(*futures)
-            await consumer.commit()
-            done += len(futures)
-            if time.monotonic() - shown > PROGRESS_EVERY:
-                shown = time.monotonic()
-                print(f"  {label}: {done}/{count}", flush=True)
-        rate = Rate(label, done, time.perf_counter() - first)
-    finally:
-        await asyncio.gather(consumer.stop(), producer.stop())
-    print(f"  {rate.line()}", flush=True)
-    return rate
 
 
 async def _watch_enriched(settings: Settings, geo: GeoApp, marker: bytes, count: int) -> Rate:
@@ -202,30 +146,3 @@ async def _wait_near(geo: GeoApp, ips: set[str]) -> None:
             raise TimeoutError(f"near cache: only {len(geo.near)}/{len(ips)} IPs after {WARM_TIMEOUT:.0f}s")
         await asyncio.sleep(0.1)  # polling in-process state the feeder fills; it has no event to wait on
     print(f"  near cache: {len(ips)} IPs ready in {time.monotonic() - started:.1f}s", flush=True)
-
-
-async def create_topics(bootstrap: str, names: list[str], configs: Mapping[str, str] | None = None) -> None:
-    """The baseline's topics get the pipeline's partition count, so both read and write in parallel alike."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(name, PARTITIONS, 1, topic_configs=dict(configs or {})) for name in names]
-        )
-    finally:
-        await admin.close()
-
-
-async def delete_topics(bootstrap: str, run: str) -> None:
-    """Best effort: a shared dev broker should not collect a dozen topics per benchmark run."""
-    try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            names = [t for t in await admin.list_topics() if run in t]
-            if names:
-                await admin.delete_topics(names)
-        finally:
-            await admin.close()
-    except Exception as exc:  # cleanup must not hide the benchmark's result
-        print(f"bench: could not delete topics of run {run}: {exc}")

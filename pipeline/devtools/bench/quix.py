@@ -25,7 +25,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline.devtools.bench.hits import PARTITIONS, Rate, create_topics
+from pipeline.devtools.bench.baseline import PARTITIONS, Rate, create_topics
 from pipeline.devtools.bench.quix_job import SUMMARY_PREFIX
 from pipeline.devtools.bench.readback import Readback, read_output
 from pipeline.devtools.processes import LoggedProcess, wait_count

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.devtools.bench.hits import Rate
+from pipeline.devtools.bench.baseline import Rate
 
 READ_TIMEOUT = 120.0  # seconds to read the whole output back; it is already written when this starts
 
