@@ -20,7 +20,7 @@ from pipeline.config.settings import Settings
 from pipeline.devtools import commands as dev
 from pipeline.errors import PipelineError
 
-DESCRIPTION = "Attach country, ASN and place to IP events in Kafka: run a worker, operate a pipeline, try one."
+DESCRIPTION = "Attach country, ASN and place to IP events in Kafka: run a worker, operate a pipeline, try it"
 
 
 def main(argv: list[str] | None = None) -> int:
