@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import math
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from pipeline.config.fields import Fields
 from pipeline.config.limits import (
     FREE_TIER_REQUESTS,
     FREE_TIER_WINDOW,
@@ -28,11 +28,8 @@ from pipeline.config.limits import (
     log_levels,
 )
 
-if TYPE_CHECKING:
-    from pipeline.config.settings import Settings
 
-
-def refusals(s: Settings) -> list[str]:
+def refusals(s: Fields) -> list[str]:
     """Every problem found, one line each naming the variable and the fix; empty when all can work."""
     env = {f.name: f.metadata["env"] for f in fields(s)}
     found = [limit.problem(env[name], getattr(s, name)) for name, limit in _LIMITS.items()]
@@ -84,7 +81,7 @@ _LIMITS: dict[str, _Limit] = {
 }
 
 
-def _relation_problems(s: Settings) -> list[str]:
+def _relation_problems(s: Fields) -> list[str]:
     problems = []
     if s.retry_cap < s.retry_base:
         problems.append(
@@ -119,7 +116,7 @@ def _relation_problems(s: Settings) -> list[str]:
     return problems
 
 
-def _endpoint_problems(s: Settings) -> list[str]:
+def _endpoint_problems(s: Fields) -> list[str]:
     """The URL must be usable, a key must not travel in clear, the free tier's budget must hold."""
     if s.ipapi_url:
         url = urlsplit(s.ipapi_url)
@@ -148,7 +145,7 @@ def _endpoint_problems(s: Settings) -> list[str]:
     ]
 
 
-def _kafka_problems(s: Settings) -> list[str]:
+def _kafka_problems(s: Fields) -> list[str]:
     """The Kafka security settings must name a known protocol and mechanism and fit together."""
     problems: list[str] = []
     protocol, mechanism = s.kafka_security_protocol, s.kafka_sasl_mechanism
@@ -196,7 +193,7 @@ def _kafka_problems(s: Settings) -> list[str]:
     return problems
 
 
-def _operator_problems(s: Settings) -> list[str]:
+def _operator_problems(s: Fields) -> list[str]:
     """The advertised URL must be reachable as written, the log settings must parse."""
     problems: list[str] = []
     if s.advertised_url:

@@ -10,89 +10,22 @@ variable and its fix (the rules: checks.py; their bounds and vocabularies: limit
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pipeline.config.checks import refusals
-from pipeline.config.limits import FREE_TIER_REQUESTS, FREE_TIER_WINDOW, words
+from pipeline.config.fields import Fields
+from pipeline.config.limits import words
 from pipeline.config.secret import Secret
 from pipeline.errors import ConfigError
 
-T = TypeVar("T")
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything a worker needs; `env` names the variable each field is read from."""
-
-    kafka_bootstrap: str = field(default="127.0.0.1:9092", metadata={"env": "KAFKA_BOOTSTRAP_SERVERS"})
-    app_id: str = field(default="geo-pipeline", metadata={"env": "GEO_APP_ID"})
-    data_dir: Path = field(default=Path("geo-pipeline-data"), metadata={"env": "GEO_DATA_DIR"})
-    # topics
-    events_topic: str = field(default="ip-events", metadata={"env": "GEO_EVENTS_TOPIC"})
-    dlq_topic: str = field(default="ip-events-dlq", metadata={"env": "GEO_DLQ_TOPIC"})
-    enriched_topic: str = field(default="ip-events-enriched", metadata={"env": "GEO_ENRICHED_TOPIC"})
-    resolved_topic: str = field(default="geo-resolved", metadata={"env": "GEO_RESOLVED_TOPIC"})
-    resolve_topic: str = field(default="geo-resolve", metadata={"env": "GEO_RESOLVE_TOPIC"})
-    partitions: int = field(default=8, metadata={"env": "GEO_PARTITIONS"})
-    resolve_partitions: int = field(default=1, metadata={"env": "GEO_RESOLVE_PARTITIONS"})
-    replication: int = field(default=1, metadata={"env": "GEO_REPLICATION"})
-    max_event_bytes: int = field(default=64 * 1024, metadata={"env": "GEO_MAX_EVENT_BYTES"})
-    # entries the hot path keeps to serve hits without the second hop (~1 KiB each in a worker, measured;
-    # 0 turns it off): 150,000 keeps a worker that has seen a million IPs under 300 MiB
-    near_cache_size: int = field(default=150_000, metadata={"env": "GEO_NEAR_CACHE_SIZE"})
-    worker_name: str = field(default="", metadata={"env": "GEO_WORKER_NAME"})  # "": <hostname>:<pid>
-    # providers
-    providers: tuple[str, ...] = field(default=("ipapi", "offline"), metadata={"env": "GEO_PROVIDERS"})
-    # MaxMind-format databases (city/country, ASN) for the "mmdb" provider, in priority order
-    mmdb: tuple[Path, ...] = field(default=(), metadata={"env": "GEO_MMDB"})
-    ipapi_url: str = field(default="", metadata={"env": "GEO_IPAPI_URL"})
-    ipapi_key: Secret | None = field(default=None, metadata={"env": "GEO_IPAPI_KEY"})
-    ipapi_fields: str = field(
-        default="status,message,query,country,countryCode,regionName,city,lat,lon,isp,org,as,asname",
-        metadata={"env": "GEO_IPAPI_FIELDS"},
-    )
-    ipapi_lang: str = field(default="", metadata={"env": "GEO_IPAPI_LANG"})
-    http_timeout: float = field(default=10.0, metadata={"env": "GEO_HTTP_TIMEOUT"})
-    budget_requests: int = field(default=FREE_TIER_REQUESTS, metadata={"env": "GEO_BUDGET_REQUESTS"})
-    budget_window: float = field(default=FREE_TIER_WINDOW, metadata={"env": "GEO_BUDGET_WINDOW"})
-    resolve_batch_wait: float = field(default=0.5, metadata={"env": "GEO_RESOLVE_BATCH_WAIT"})
-    # retry timer
-    retry_interval: float = field(default=60.0, metadata={"env": "GEO_RETRY_INTERVAL"})
-    retry_base: float = field(default=60.0, metadata={"env": "GEO_RETRY_BASE"})
-    retry_cap: float = field(default=4 * 3600.0, metadata={"env": "GEO_RETRY_CAP"})
-    slow_lane_after: int = field(default=12, metadata={"env": "GEO_SLOW_LANE_AFTER"})
-    slow_lane_interval: float = field(default=86400.0, metadata={"env": "GEO_SLOW_LANE_INTERVAL"})
-    pending_timeout: float = field(default=600.0, metadata={"env": "GEO_PENDING_TIMEOUT"})
-    refresh_after: float = field(default=30 * 86400.0, metadata={"env": "GEO_REFRESH_AFTER"})
-    # IPs not seen this long are no longer refreshed (no API spend on history), then deleted
-    stale_after: float = field(default=90 * 86400.0, metadata={"env": "GEO_STALE_AFTER"})
-    forget_after: float = field(default=180 * 86400.0, metadata={"env": "GEO_FORGET_AFTER"})
-    # web
-    web_host: str = field(default="127.0.0.1", metadata={"env": "GEO_WEB_HOST"})
-    web_port: int = field(default=6066, metadata={"env": "GEO_WEB_PORT"})  # taken: a free one, logged
-    # how other workers and the CLI reach this one ("": http://<GEO_WEB_HOST or its address>:<port>); unique
-    advertised_url: str = field(default="", metadata={"env": "GEO_ADVERTISED_URL"})
-    # logging: the pipeline's level, optionally `logger=LEVEL` pairs (Faust, mode, aiokafka: WARNING)
-    log_level: str = field(default="INFO", metadata={"env": "GEO_LOG_LEVEL"})
-    log_format: str = field(default="text", metadata={"env": "GEO_LOG_FORMAT"})  # text | json
-    # --- Kafka security: how every client (Faust's and our own aiokafka ones) authenticates --------------
-    # pipeline.kafka.config turns these into client keyword arguments and Faust's broker_credentials.
-    kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"env": "GEO_KAFKA_SECURITY_PROTOCOL"})
-    kafka_sasl_mechanism: str = field(default="PLAIN", metadata={"env": "GEO_KAFKA_SASL_MECHANISM"})
-    kafka_sasl_username: str = field(default="", metadata={"env": "GEO_KAFKA_SASL_USERNAME"})
-    kafka_sasl_password: Secret | None = field(default=None, metadata={"env": "GEO_KAFKA_SASL_PASSWORD"})
-    # TLS (SSL, SASL_SSL): no CA file means the system's trust store; a client cert needs its key
-    kafka_ssl_cafile: Path | None = field(default=None, metadata={"env": "GEO_KAFKA_SSL_CAFILE"})
-    kafka_ssl_certfile: Path | None = field(default=None, metadata={"env": "GEO_KAFKA_SSL_CERTFILE"})
-    kafka_ssl_keyfile: Path | None = field(default=None, metadata={"env": "GEO_KAFKA_SSL_KEYFILE"})
-    kafka_ssl_key_password: Secret | None = field(
-        default=None, metadata={"env": "GEO_KAFKA_SSL_KEY_PASSWORD"}
-    )
-    # --- end of Kafka security ------------------------------------------------------------------------
+class Settings(Fields):
+    """Everything a worker needs (the fields: pipeline/config/fields.py), read from the environment;
+    `env` in each field's metadata names its variable."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -119,26 +52,6 @@ class Settings:
             raise ConfigError(found[0])
         if found:
             raise ConfigError(f"{len(found)} settings cannot work:\n  " + "\n  ".join(found))
-
-    @property
-    def seen_topic(self) -> str:
-        """Internal topic: IPs workers saw for the first time, keyed by IP (co-partitioned with the table)."""
-        return f"{self.app_id}-ips-seen"
-
-    @property
-    def results_topic(self) -> str:
-        """Internal topic: lookup results and retry requests keyed by IP (co-partitioned with the table)."""
-        return f"{self.app_id}-geo-results"
-
-    @property
-    def asked_topic(self) -> str:
-        """Internal topic: what the resolver asked the API, keyed by IP (co-partitioned with resolve)."""
-        return f"{self.app_id}-geo-asked"
-
-    @property
-    def worker_label(self) -> str:
-        """This worker's name in the records it emits: GEO_WORKER_NAME, else `<hostname>:<pid>`."""
-        return self.worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
     def describe(self) -> list[tuple[str, str]]:
         """(variable, value) pairs with secrets redacted, for `geo-pipeline settings`."""
