@@ -1,4 +1,10 @@
-"""Session fixtures shared by every tier, and the one async test style of the agent and integration tiers.
+"""Session fixtures shared by every tier, the one async test style of the agent and integration tiers, and
+the choice of tiers.
+
+Tiers: `tests/unit` (pure: no loop, no I/O), `tests/agent` (services driven in one event loop, loopback
+servers at most) and `tests/integration` (the real Kafka broker, marked `integration`). Plain `pytest`
+runs the fast tiers; `pytest -m integration` the broker tier; `pytest --all-tiers` (the README's test
+command and CI) every tier. A path into tests/integration, or any `-m`, selects as written.
 
 The Kafka broker is started at most once per session and only when a test asks for `kafka_bootstrap`, so
 unit-only runs never touch Java. Point KAFKA_BOOTSTRAP_SERVERS at a running broker to reuse it instead.
@@ -25,6 +31,26 @@ from pipeline.devtools.broker import BrokerInfo, LocalKafka
 # before any test runs, is enough; a value set by the caller wins.
 HYPOTHESIS_HOME = Path(tempfile.gettempdir()) / "geo-pipeline-hypothesis"
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(HYPOTHESIS_HOME))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all-tiers",
+        action="store_true",
+        help="run every tier: unit, agent and integration (the last starts a real Kafka broker)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --all-tiers, -m or a path into tests/integration, leave the broker tier out."""
+    if config.getoption("--all-tiers") or config.getoption("markexpr"):
+        return
+    if any("integration" in str(arg) for arg in config.args):
+        return
+    slow = [item for item in items if item.get_closest_marker("integration")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("integration")]
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Versions: faust-streaming 0.15.3, aiokafka 0.14 (paths below are relative to site-packages).
 
-Why a stream partition can stop being consumed for good (tests/integration/test_faust_stall.py provokes
+Why a stream partition can stop being consumed for good (tests/integration/kafka/test_faust_stall.py provokes
 it step by step):
 - Faust pauses partitions only in its own bookkeeping: `Consumer.pause_partitions`/`resume_partitions`
   (faust/transport/consumer.py) edit one live set in place; aiokafka keeps prefetching every assigned

@@ -133,7 +133,7 @@ def test_workable_values_are_accepted(environ: dict[str, str]) -> None:
     [
         # tests/support/pipeline.py outage_settings, plus test_workers' pending timeouts
         {"retry_interval": 1.0, "retry_base": 2.0, "retry_cap": 8.0, "pending_timeout": 30.0},
-        # tests/integration/test_resolver.py, faults test
+        # tests/integration/resolver/test_service.py, faults test
         {"http_timeout": 2.0, "retry_interval": 1.0, "retry_base": 1.0, "retry_cap": 5.0},
         # pipeline/devtools bench_budget (window 3 s in CI) and demo
         {"budget_window": 3.0, "budget_requests": 15, "retry_interval": 1.0, "retry_base": 1.0},

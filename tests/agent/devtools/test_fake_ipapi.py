@@ -32,7 +32,7 @@ from pipeline.providers.ipapi import parse_batch
 from pipeline.providers.ipapi_answers import MAX_TEXT
 
 pytestmark = pytest.mark.timeout(30)
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 class FakeClock:
