@@ -16,6 +16,18 @@ from pipeline.devtools.processes import PACKAGE_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+WINGS = {"config", "kafka", "providers", "hotpath", "cache", "resolver", "web", "cli", "devtools"}
+# Imports every module of the installed package and prints its name; left out: the three that need what
+# only the test extra or the Quix venv installs (mmdb-writer, quixstreams)
+IMPORT_EVERY_MODULE = """
+import importlib, pkgutil, pipeline
+needs_extras = {"pipeline.devtools.mmdb_files", "pipeline.devtools.bench.mmdb", "pipeline.devtools.bench.quix_job"}
+for module in pkgutil.walk_packages(pipeline.__path__, "pipeline."):
+    if module.name not in needs_extras and module.name != "pipeline.__main__":
+        importlib.import_module(module.name)
+        print(module.name)
+"""
+
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> str:
     done = subprocess.run(
@@ -29,8 +41,8 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout
 
 @pytest.mark.timeout(1200)  # pip fetches the dependencies (cached by pip after the first run)
 def test_wheel_in_a_fresh_venv_runs_the_demo(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """Every module of the package is in the wheel and nothing else; installed, `geo-pipeline demo
-    --events 50` accounts for every event against the session broker."""
+    """Every module of the package is in the wheel and nothing else; installed, every wing imports and
+    `geo-pipeline demo --events 50` accounts for every event against the session broker."""
     src = tmp_path / "src"  # a copy: building in the checkout would leave build/ and *.egg-info there
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -63,5 +75,7 @@ def test_wheel_in_a_fresh_venv_runs_the_demo(kafka_bootstrap: str, tmp_path: Pat
     env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap
     where = run(python, "-c", "import pipeline; print(pipeline.__file__)", cwd=tmp_path, env=env)
     assert str(venv) in where  # the installed package, not the checkout
+    imported = run(python, "-c", IMPORT_EVERY_MODULE, cwd=tmp_path, env=env)
+    assert {line.split(".")[1] for line in imported.split()} >= WINGS
     out = run(venv / "bin" / "geo-pipeline", "demo", "--events", "50", cwd=tmp_path, env=env, timeout=400)
     assert "(in = enriched + dlq: True)" in out
