@@ -21,7 +21,7 @@ WINGS = {"config", "kafka", "providers", "hotpath", "cache", "resolver", "web", 
 # only the test extra or the Quix venv installs (mmdb-writer, quixstreams)
 IMPORT_EVERY_MODULE = """
 import importlib, pkgutil, pipeline
-needs_extras = {"pipeline.devtools.mmdb_files", "pipeline.devtools.bench.mmdb", "pipeline.devtools.bench.quix_job"}
+needs_extras = {"pipeline.devtools." + m for m in ("mmdb_files", "bench.mmdb", "bench.quix_job")}
 for module in pkgutil.walk_packages(pipeline.__path__, "pipeline."):
     if module.name not in needs_extras and module.name != "pipeline.__main__":
         importlib.import_module(module.name)
