@@ -37,6 +37,7 @@ from pipeline.cache.timers import (
 )
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
+from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Router
 from pipeline.hotpath.service import HotPath
 from pipeline.kafka import faustx
@@ -58,6 +59,7 @@ ROCKSDB_OPTIONS = {
     "max_write_buffer_number": 2,
     "max_open_files": 256,
 }
+REPLICA_DIR = "resolved-replica"  # in GEO_DATA_DIR, beside Faust's table stores
 CHANGELOG_BUFFER = 1000  # table writes queued before Faust forces a flush (its 100 warned on every burst)
 SEEN_EVERY = 86400.0  # last_seen is kept to the day: one seen record per IP, worker and day at most
 
@@ -161,12 +163,14 @@ def build(
     sources = offline_sources(offline)
     sight = first_sight_factory(sources, settings.providers, policy)
     near = NearCache(settings.near_cache_size)
+    replica = Replica(settings.data_dir / REPLICA_DIR)
     router = Router(
         near,
         settings.max_event_bytes,
         lambda ip, now: sight(ip, now).to_json(),
         key_hash,
         settings.pending_timeout,
+        recall=replica.get,
     )
     install(app)  # the fixes for Faust's stalled-partition race (see faustx)
     guard = DeliveryGuard(app)
@@ -175,7 +179,7 @@ def build(
     watch = StallWatch(app, topics={settings.seen_topic, settings.results_topic})
     cache = CacheAgent(app, settings, table, policy, stats, sight)
     cache.register()
-    hotpath = HotPath(settings, stats, router)
+    hotpath = HotPath(settings, stats, router, replica)
     resolver = Resolver(settings, stats, providers, offline)
     for service in (hotpath, resolver):
         start_with(app, service)

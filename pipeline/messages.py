@@ -31,6 +31,9 @@ class Seen:
 
     at: float  # Unix seconds, when the worker saw it
     by: str  # the worker, for operators
+    # the worker has no entry for it (a first sight there); False: it has one and touches last_seen.
+    # Records written before the flag existed carry none and count as first sights.
+    first: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,14 +139,16 @@ def _bytes_fields(name: str, data: bytes, limit: int) -> dict[str, Any]:
 # -- <app>-ips-seen ---------------------------------------------------------------------------------------
 
 
-def encode_seen(at: float, by: str) -> bytes:
-    return _dumps({"at": round(at, 3), "by": by[:200]})
+def encode_seen(at: float, by: str, first: bool = True) -> bytes:
+    return _dumps({"at": round(at, 3), "by": by[:200], "first": first})
 
 
 def decode_seen(raw: bytes | None) -> Seen | None:
     data = _object(raw)
     try:
-        return Seen(float(data["at"]), str(data.get("by", ""))) if data else None
+        if not data:
+            return None
+        return Seen(float(data["at"]), str(data.get("by", "")), data.get("first") is not False)
     except (KeyError, TypeError, ValueError):
         return None
 

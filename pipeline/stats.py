@@ -12,7 +12,8 @@ class Stats:
 
     consumed: int = 0  # input records read by the hot path
     enriched: int = 0  # enriched events written (hits + new)
-    hits: int = 0  # enriched with the near cache's entry
+    hits: int = 0  # enriched with the table's entry (near cache, or replica when the near cache missed)
+    recalled: int = 0  # hits the near cache missed and the replica of the resolved topic served
     new: int = 0  # enriched with a provisional entry; the IP went to the table's owner
     dead_lettered: int = 0
     replays: int = 0  # input batches rewound and replayed after a failed delivery or commit
@@ -21,6 +22,7 @@ class Stats:
     resolve_sent: int = 0  # resolve requests the cache agent emitted
     results_applied: int = 0  # results that changed an entry
     resolved_published: int = 0
+    echoed: int = 0  # entries published again for a worker that saw a known IP as new (its replica lagged)
     malformed: int = 0  # internal records skipped because they do not parse
     reanswered: int = 0  # entries answered again by newer offline data
     forgotten: int = 0  # entries deleted: their IP was not seen for GEO_FORGET_AFTER

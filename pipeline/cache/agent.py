@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,9 @@ from pipeline.models import GeoEntry
 from pipeline.stats import Stats
 
 log = logging.getLogger(__name__)
+
+ECHO_EVERY = 10.0  # s: a known IP's entry is echoed for first sights at most this often (bounds a burst)
+ECHOED_MAX = 100_000  # IPs whose last echo is remembered (~100 B each); the oldest go first
 
 RAW: dict[str, Any] = {
     "key_type": bytes,
@@ -67,6 +71,7 @@ class CacheAgent:
         self._first_sight = first_sight  # (ip, now) -> the entry of an IP never seen before
         self._rng = random.Random()
         self._by = settings.worker_label  # named in resolve requests: who asked, for operators and tests
+        self._echoed: OrderedDict[bytes, float] = OrderedDict()  # IP -> when its entry was last echoed
         self.inputs = app.topic(
             settings.seen_topic, settings.results_topic, partitions=settings.partitions, **RAW
         )
@@ -98,11 +103,13 @@ class CacheAgent:
         old = GeoEntry.from_json(raw) if raw else None
         now = time.time()
         if topic == self.settings.seen_topic:
-            if decode_seen(value) is None:
+            seen = decode_seen(value)
+            if seen is None:
                 self._malformed(where, "not a seen record", value)
                 return
             self.stats.seen_applied += 1
-            decision = on_seen(old, self._first_sight(ip, now) if old is None else None, now, self.policy)
+            fresh = self._first_sight(ip, now) if old is None else None
+            decision = on_seen(old, fresh, now, self.policy, seen.first and self._echo_due(key, now))
             self.stats.entries_created += old is None
         else:
             message = decode_results_message(value)
@@ -136,13 +143,26 @@ class CacheAgent:
             # the store indexes it in the same write; an unchanged entry that is republished (a replay, a
             # duplicate) is written again so its changelog record goes out again (same value, same index key)
             self.table[key] = value
-        if decision.publish:
+        if decision.publish or decision.echo:
             await send(self.settings.resolved_topic, key, value, None, None, None)
             self.stats.resolved_published += 1
+            self.stats.echoed += decision.echo and not decision.publish
         if decision.resolve_attempt is not None:
             request = ResolveRequest(entry.ip, decision.resolve_attempt, self._by)
             await send(self.settings.resolve_topic, key, encode_resolve_request(request), None, None, None)
             self.stats.resolve_sent += 1
+
+    def _echo_due(self, key: bytes, now: float) -> bool:
+        """Whether a first sight of a known IP may be answered with its entry now: at most once per
+        ECHO_EVERY per IP, so a burst of workers all missing one IP costs one record, not one each."""
+        last = self._echoed.get(key)
+        if last is not None and now - last < ECHO_EVERY:
+            return False
+        self._echoed[key] = now
+        self._echoed.move_to_end(key)
+        if len(self._echoed) > ECHOED_MAX:
+            self._echoed.popitem(last=False)
+        return True
 
     def _malformed(self, where: tuple[str, int, int], why: str, data: bytes | None) -> None:
         self.stats.malformed += 1

@@ -74,6 +74,7 @@ class Decision:
     resolve_attempt: int | None = None
     publish: bool = False
     delete: bool = False  # forget the IP: delete the entry, publish a tombstone
+    echo: bool = False  # publish the entry (as it is after this decision) for a worker that lacks it
 
 
 def first_sight(
@@ -114,15 +115,21 @@ def first_sight(
 
 
 def on_seen(
-    entry: GeoEntry | None, fresh: GeoEntry | None, now: float = 0.0, policy: RetryPolicy | None = None
+    entry: GeoEntry | None,
+    fresh: GeoEntry | None,
+    now: float = 0.0,
+    policy: RetryPolicy | None = None,
+    first: bool = False,
 ) -> Decision:
     """A worker saw the IP: create its entry (`fresh`, from `first_sight`: needed only when `entry` is None)
     on first sight and ask once.
 
     A known entry changes nothing, except: a pending one (a worker whose own near cache lost the IP, or a
     replay after a crash between the table write and the request) sends the request and the entry again
-    (the resolver drops what it already asked; the resolved topic is compacted); and its `last_seen` moves
-    to today, once a day, making a stale entry (no longer refreshed) due at once.
+    (the resolver drops what it already asked; the resolved topic is compacted); its `last_seen` moves
+    to today, once a day, making a stale entry (no longer refreshed) due at once; and a `first` sight (the
+    worker that sent it has no entry: its copy of the resolved topic lags, or lost it) is answered with an
+    echo of the entry, so no worker keeps serving a provisional entry for a known IP.
     """
     if entry is None:
         if fresh is None:
@@ -132,11 +139,11 @@ def on_seen(
     if entry.status is EntryStatus.PENDING:
         return Decision(None, resolve_attempt=entry.attempts + 1, publish=True)
     if policy is None or _unseen(entry, now) < policy.seen_every:
-        return Decision(None)
+        return Decision(None, echo=first)
     seen = entry.evolve(last_seen=now)
     if _unseen(entry, now) >= policy.stale_after and entry.status not in FINAL_STATUSES:
         seen = seen.evolve(next_retry_at=now)  # it was left alone while unseen: look at it again now
-    return Decision(seen)
+    return Decision(seen, echo=first)
 
 
 def on_retry(entry: GeoEntry | None, now: float, policy: RetryPolicy) -> Decision:

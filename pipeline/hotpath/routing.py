@@ -2,6 +2,7 @@
 
 Every valid event is enriched once, by the worker that consumed it, with the best entry known there:
 - the near cache's entry (the table's latest answer, learnt from the resolved topic), when it has one;
+- else the worker's replica of the resolved topic (on disk: `replica.py`), when the table has an entry;
 - otherwise a provisional entry built at once from the offline data (`policy.first_sight`): the event
   leaves with a country when the offline data knows one, and the IP (never the event) goes to the
   table's owner as one small "seen" record. The provisional entry enters the near cache, so the IP's
@@ -138,6 +139,12 @@ class NearCache:
         if len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
+    def refresh(self, ip: bytes, entry: bytes | None) -> None:
+        """`learn`, for an IP this cache holds; others are left to the replica (the cache keeps what is
+        used, not what was published last)."""
+        if ip in self._entries:
+            self.learn(ip, entry)
+
     def learn(self, ip: bytes, entry: bytes | None) -> None:
         """Take the table's latest entry for `ip` (None, a tombstone, forgets it); keeps a known key hash.
 
@@ -162,6 +169,7 @@ class Router:
         key_hash: Callable[[bytes], int],
         resend_after: float,
         touch_every: float = 86400.0,
+        recall: Callable[[bytes], bytes | None] = lambda ip: None,
     ) -> None:
         self.near = near
         self.max_bytes = max_bytes
@@ -169,14 +177,17 @@ class Router:
         self._key_hash = key_hash  # murmur2 of the key bytes, made non-negative (Kafka's partitioner)
         self.resend_after = resend_after  # seconds an own provisional entry waits for the owner's answer
         self._touch_every = touch_every  # a known IP still in use is sent again this often (its last_seen)
+        self._recall = recall  # ip -> the table's entry from the worker's replica of the resolved topic
         self._spellings: dict[str, str] = {}
         self.fresh: list[bytes] = []  # IPs routed NEW since `begin`: undone if their batch is not delivered
         self.dead: Counter[str] = Counter()  # dead letters since `begin` by reason label (metrics)
+        self.recalled = 0  # hits since `begin` that the near cache missed and the replica served
 
     def begin(self) -> None:
         """A new input batch starts."""
         self.fresh.clear()
         self.dead.clear()
+        self.recalled = 0
 
     def undo(self) -> None:
         """The batch was not delivered: forget its first sights, so the replay sends those IPs again."""
@@ -230,6 +241,12 @@ class Router:
                 key_hash = self._key_hash(ip) if key_hash == UNKNOWN_HASH else key_hash
                 self.near.put(ip, entry, key_hash, seen)
             return route, ip, enriched(ip, entry, parsed.event_json), key_hash
+        known = self._recall(ip)
+        if known is not None:  # the table has an entry the near cache lost or never held: serve it
+            key_hash = self._key_hash(ip)
+            self.near.put(ip, known, key_hash, now)
+            self.recalled += 1
+            return Route.HIT, ip, enriched(ip, known, parsed.event_json), key_hash
         entry = self._provisional(parsed.ip, now)
         key_hash = self._key_hash(ip)
         self.near.put(ip, entry, key_hash, -now)

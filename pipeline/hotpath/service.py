@@ -10,8 +10,10 @@ a crash replays the batch, never loses it. A rebalance waits for the batch in ha
 
 Outputs: every valid event goes to the enriched topic keyed by its IP (input-partition order per IP kept);
 an IP new to this worker also goes, once, to `<app>-ips-seen` for the table's owner; bad input goes to the
-dead-letter topic with the reason. The near cache is fed by a group-less consumer following the resolved
-topic from its beginning on every worker, and by this worker's own provisional entries.
+dead-letter topic with the reason. A group-less consumer follows the resolved topic on every worker into
+the worker's replica of it (RocksDB on disk, `replica.py`: it keeps its offsets, so a restart reads only
+what it missed) and refreshes the near cache's copies; the near cache also holds this worker's own
+provisional entries.
 
 Failures: a delivery that failed for a reason that may pass (broker down, leader moving) rewinds and
 replays the batch with back-off, at most MAX_REPLAYS times before the worker stops with a clear error; a
@@ -35,6 +37,7 @@ from mode import Service
 
 from pipeline.config.settings import Settings
 from pipeline.hotpath.outputs import Outputs, partition_count
+from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Route, Router
 from pipeline.kafka.clients import key_hash
 from pipeline.kafka.config import client_kwargs
@@ -68,9 +71,11 @@ class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
 class HotPath(Service):
     """Ingest loop and near-cache feeder of one worker; started with the app, after table recovery."""
 
-    def __init__(self, settings: Settings, stats: Stats, router: Router, **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, stats: Stats, router: Router, replica: Replica, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self.settings, self.stats, self.router = settings, stats, router
+        self.settings, self.stats, self.router, self.replica = settings, stats, router, replica
         self.near: NearCache = router.near
         self.lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -78,7 +83,9 @@ class HotPath(Service):
         self._producer: AIOKafkaProducer | None = None
         self._ends: dict[TopicPartition, int] = {}  # the resolved topic's end offsets at start
         self.replay_delays = REPLAY_DELAYS
-        self.caught_up = asyncio.Event()  # the near cache holds what was on the resolved topic at start
+        self.caught_up = asyncio.Event()  # the replica holds what was on the resolved topic at start
+        self.catch_up_records = 0  # resolved records read to catch up at start (the delta after a restart)
+        self.catch_up_seconds: float | None = None  # how long that took
 
     async def on_start(self) -> None:
         s = self.settings
@@ -103,9 +110,13 @@ class HotPath(Service):
         parts = await self._producer.partitions_for(s.resolved_topic)
         tps = [TopicPartition(s.resolved_topic, p) for p in sorted(parts)]
         self._feeder.assign(tps)
-        self._ends = {tp: end for tp, end in (await self._feeder.end_offsets(tps)).items() if end > 0}
-        log.info("near cache: following %s, %d partitions", s.resolved_topic, len(parts))
+        ends = await self._feeder.end_offsets(tps)
+        starts = await self._resume(tps, ends)
+        self._ends = {tp: end for tp, end in ends.items() if end > starts[tp]}
+        behind = sum(end - starts[tp] for tp, end in self._ends.items())
+        log.info("replica: following %s, %d records behind", s.resolved_topic, behind)
         if not self._ends:
+            self.catch_up_seconds = 0.0
             self.caught_up.set()
         self.add_future(self._feed())
         self.add_future(self._ingest())
@@ -117,6 +128,25 @@ class HotPath(Service):
         # not under the lock: leaving the group revokes our partitions, and revocation waits for the lock
         clients = [c for c in (self._consumer, self._feeder, self._producer) if c is not None]
         await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
+        self.replica.close()  # after the feeder stopped: nothing writes it any more
+
+    async def _resume(
+        self, tps: list[TopicPartition], ends: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        """Point the feeder where the replica stopped reading (returned); a stored offset the topic does
+        not have (recreated, truncated) or a replica too old to trust starts it over from the beginning."""
+        assert self._feeder is not None
+        self.replica.open(time.time())
+        stored = self.replica.offsets()
+        starts = await self._feeder.beginning_offsets(tps)
+        if any(not starts[tp] <= stored.get(tp.partition, starts[tp]) <= ends[tp] for tp in tps):
+            log.warning("replica: its offsets do not fit %s any more; rebuilding it", tps[0].topic)
+            self.replica.reset()
+            stored = {}
+        positions = {tp: stored.get(tp.partition, starts[tp]) for tp in tps}
+        for tp, position in positions.items():
+            self._feeder.seek(tp, position)
+        return positions
 
     # -- for the metrics and readiness endpoints (pipeline/web/server.py); the loops never call these -----
 
@@ -151,7 +181,8 @@ class HotPath(Service):
     # -- the near cache's feed ------------------------------------------------------------------------
 
     async def _feed(self) -> None:
-        """Follow the resolved topic from its beginning: the latest entry per IP is what hits are served."""
+        """Follow the resolved topic into the replica (the latest entry per IP is what hits are served)
+        and refresh the near cache's copy of each IP it holds."""
         assert self._feeder is not None
         started = time.monotonic()
         while not self.should_stop:
@@ -163,11 +194,19 @@ class HotPath(Service):
                 log.warning("near cache: reading %s failed (%r); retrying", self.settings.resolved_topic, exc)
                 await self.sleep(1.0)  # back-off before the next fetch, not synchronisation
                 continue
-            for records in batch.values():
-                for record in records:
-                    if record.key is not None and _servable(record.value):
-                        self.near.learn(record.key, record.value)
+            updates = [
+                (record.key, record.value)
+                for records in batch.values()
+                for record in records
+                if record.key is not None and _servable(record.value)
+            ]
+            if batch:  # the offsets move past skipped (malformed) records too
+                ends = {tp.partition: records[-1].offset + 1 for tp, records in batch.items() if records}
+                self.replica.apply(updates, ends, time.time())
+            for ip, value in updates:
+                self.near.refresh(ip, value)
             if not self.caught_up.is_set():
+                self.catch_up_records += sum(len(records) for records in batch.values())
                 await self._check_caught_up(started)
 
     async def _check_caught_up(self, started: float) -> None:
@@ -177,12 +216,13 @@ class HotPath(Service):
             if await self._feeder.position(tp) < end:
                 return
         self.caught_up.set()
-        took = time.monotonic() - started
+        self.catch_up_seconds = time.monotonic() - started
         log.info(
-            "near cache: caught up with %s in %.1fs, %d entries",
+            "replica: caught up with %s in %.1fs (%d records read%s)",
             self.settings.resolved_topic,
-            took,
-            len(self.near),
+            self.catch_up_seconds,
+            self.catch_up_records,
+            ", rebuilt from the beginning" if self.replica.rebuilt else "",
         )
 
     # -- ingest ---------------------------------------------------------------------------------------
@@ -276,7 +316,8 @@ class HotPath(Service):
         out = Outputs(self._producer)
         enriched_n, seen_n, dlq_n = (out.partitions(t) for t in (s.enriched_topic, s.seen_topic, s.dlq_topic))
         now = time.time()
-        seen_value = encode_seen(now, s.worker_label)
+        seen_value = encode_seen(now, s.worker_label)  # a first sight: this worker has no entry for it
+        touch_value = encode_seen(now, s.worker_label, first=False)  # it has one; last_seen moves
         self.router.begin()
         route, add = self.router.route, out.add
         hits = new = dead = 0
@@ -296,8 +337,10 @@ class HotPath(Service):
                     hits += 1
                 if not add(s.enriched_topic, h % enriched_n, key, value, record):
                     await out.spill(s.enriched_topic, h % enriched_n, key, value, record)
-                if kind is not Route.HIT and not add(s.seen_topic, h % seen_n, key, seen_value, record):
-                    await out.spill(s.seen_topic, h % seen_n, key, seen_value, record)
+                if kind is not Route.HIT:
+                    seen = seen_value if kind is Route.NEW else touch_value
+                    if not add(s.seen_topic, h % seen_n, key, seen, record):
+                        await out.spill(s.seen_topic, h % seen_n, key, seen, record)
         salvaged = await out.flush(s.dlq_topic, self.stats)
         await self._consumer.commit()
         stats = self.stats
@@ -306,6 +349,7 @@ class HotPath(Service):
         stats.new += new
         stats.enriched += hits + new
         stats.dead_lettered += dead + salvaged
+        stats.recalled += self.router.recalled
         stats.dead_by_reason.update(self.router.dead)
         if salvaged:
             stats.dead_by_reason["unwritable"] += salvaged

@@ -73,7 +73,16 @@ class GeoCollector(Collector):
         for reason, count in sorted(s.dead_by_reason.items()):
             dead.add_metric([reason], count)
         yield dead
-        yield _counter("geo_near_cache_hits", "Events enriched with the near cache's entry", s.hits)
+        yield _counter(
+            "geo_near_cache_hits",
+            "Events enriched with the table's entry (from the near cache, or the replica when it missed)",
+            s.hits,
+        )
+        yield _counter(
+            "geo_replica_hits",
+            "Of those, events the near cache missed and the worker's replica of the resolved topic served",
+            s.recalled,
+        )
         yield _counter(
             "geo_near_cache_misses",
             "First sights: events enriched with a provisional entry, their IP sent to the table's owner",
@@ -89,6 +98,11 @@ class GeoCollector(Collector):
         )
         yield _counter(
             "geo_resolved_published", "Entries published to the resolved topic", s.resolved_published
+        )
+        yield _counter(
+            "geo_entries_echoed",
+            "Entries published again for a worker that saw a known IP as new (its replica lagged)",
+            s.echoed,
         )
         requests = CounterMetricFamily(
             "geo_resolve_requests",
@@ -160,6 +174,11 @@ class GeoCollector(Collector):
             entries.add_metric([status], count)
         yield entries
         yield _gauge("geo_near_cache_entries", "Entries in the near cache", len(geo.near))
+        yield _gauge(
+            "geo_replica_disk_bytes",
+            "Bytes on disk of this worker's replica of the resolved topic",
+            geo.hotpath.replica.disk_bytes(),
+        )
         lag = GaugeMetricFamily(
             "geo_consumer_lag",
             "Input records not yet consumed, per assigned partition",

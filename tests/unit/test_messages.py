@@ -42,6 +42,12 @@ def test_seen_round_trips() -> None:
     assert decode_seen(encode_seen(1700000000.1234, "host:1")) == Seen(1700000000.123, "host:1")
 
 
+def test_seen_says_whether_the_worker_had_no_entry_and_older_records_count_as_first_sights() -> None:
+    """A touch (first=False) survives the round trip; a record without the flag is a first sight."""
+    assert decode_seen(encode_seen(1.0, "w", first=False)) == Seen(1.0, "w", first=False)
+    assert decode_seen(b'{"at": 1.0, "by": "old"}') == Seen(1.0, "old", first=True)
+
+
 def test_resolve_request_round_trips() -> None:
     """A resolve request decodes to its IP, attempt and emitter."""
     request = ResolveRequest("8.8.8.8", 3, "host:1")

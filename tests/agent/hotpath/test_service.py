@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
 from pipeline.config.settings import Settings
+from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Router
 from pipeline.hotpath.service import HotPath
 from pipeline.kafka.clients import key_hash
@@ -28,7 +30,7 @@ def hotpath(consumer: FakeConsumer, producer: FakeProducer) -> HotPath:
         return GeoEntry(ip, EntryStatus.PENDING, first_seen=now).to_json()
 
     router = Router(NearCache(100), SETTINGS.max_event_bytes, provisional, key_hash, 600.0)
-    service = HotPath(SETTINGS, Stats(), router)
+    service = HotPath(SETTINGS, Stats(), router, Replica(Path("unopened")))  # process() never reads it
     service._consumer, service._producer = consumer, producer  # type: ignore[assignment]
     service.caught_up.set()
     service.replay_delays = (0.0, 0.0, 0.0)

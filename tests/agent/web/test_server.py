@@ -10,12 +10,14 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 
 from pipeline.config.settings import Settings
+from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache
 from pipeline.kafka.clients import key_hash
 from pipeline.models import EntryStatus, GeoData, GeoEntry
@@ -53,6 +55,7 @@ class FakeHotPath:
         self.caught_up = asyncio.Event()
         self.caught_up.set()
         self.reachable = True
+        self.replica = Replica(Path("unopened"))  # never opened: no disk bytes
 
     async def lag(self) -> dict[tuple[str, int], int]:
         return {("events", 0): 5, ("events", 1): 0}

@@ -144,6 +144,19 @@ def test_on_seen_of_an_answered_entry_does_nothing(entry: GeoEntry) -> None:
     assert on_seen(entry, None) == Decision(None)
 
 
+@pytest.mark.parametrize("entry", [resolved(), GeoEntry(IP, S.PRIVATE)], ids=lambda e: e.status.value)
+def test_on_seen_first_sight_of_a_known_ip_echoes_the_entry_without_writing_it(entry: GeoEntry) -> None:
+    """A worker that saw a known IP as new gets the entry published again (an echo), and nothing else."""
+    assert on_seen(entry, None, NOW, POLICY, first=True) == Decision(None, echo=True)
+
+
+def test_on_seen_first_sight_of_a_known_ip_seen_a_day_later_echoes_the_touched_entry() -> None:
+    """An echo that comes with the daily last_seen write publishes the entry as written."""
+    entry = resolved().evolve(last_seen=NOW - 2 * 86400)
+    decision = on_seen(entry, None, NOW, POLICY, first=True)
+    assert decision.echo and decision.entry is not None and decision.entry.last_seen == NOW
+
+
 def test_on_seen_without_an_entry_needs_the_first_sight_entry() -> None:
     """Calling on_seen for an unknown IP without its first-sight entry is a programming error."""
     with pytest.raises(ValueError):

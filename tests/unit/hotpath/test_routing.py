@@ -292,6 +292,30 @@ def test_route_stops_resending_once_the_owner_published_the_ip() -> None:
     assert r.route(b"8.8.8.8", None, WHERE, 100.0 + 10 * RESEND)[0] is Route.HIT
 
 
+def test_route_serves_a_near_cache_miss_from_the_replica_as_a_hit_and_keeps_it_near() -> None:
+    """An IP the near cache lost but the replica holds is a hit with the table's entry, not a first
+    sight: no provisional entry, nothing sent to the owner; the next event finds it in the near cache."""
+    entry = GeoEntry("8.8.8.8", EntryStatus.RESOLVED, geo=FULL, provider="ipapi", attempts=1).to_json()
+    replica = {b"8.8.8.8": entry}
+    r = Router(NearCache(1), MAX, provisional, lambda key: 7, RESEND, recall=replica.get)
+    r.begin()
+    kind, _, value, _ = r.route(b"8.8.8.8", None, WHERE, 100.0)
+    assert (kind, json.loads(value)["geo"]["status"], r.recalled) == (Route.HIT, "resolved", 1)
+    assert r.route(b"8.8.8.8", None, WHERE, 101.0)[0] is Route.HIT and r.recalled == 1
+    assert r.route(b"1.1.1.1", None, WHERE, 102.0)[0] is Route.NEW  # in neither: a first sight
+
+
+def test_near_cache_refresh_updates_only_what_it_holds() -> None:
+    """A published entry replaces the near cache's copy of an IP it holds and adds none it does not."""
+    near = NearCache(10)
+    near.put(b"1.1.1.1", b"old")
+    near.refresh(b"1.1.1.1", b"new")
+    near.refresh(b"8.8.8.8", b"other")
+    assert (near.entry(b"1.1.1.1"), near.entry(b"8.8.8.8")) == (b"new", None)
+    near.refresh(b"1.1.1.1", None)
+    assert near.entry(b"1.1.1.1") is None
+
+
 def test_route_dead_letters_bad_input_with_the_original_key_and_where_it_came_from() -> None:
     """Bad input keeps the producer's key; the DLQ record names the reason, topic, partition and offset."""
     kind, key, value, _ = router().route(b'{"ip": 7}', b"k", WHERE, 100.0)

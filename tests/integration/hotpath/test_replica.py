@@ -1,0 +1,93 @@
+"""What an event carries does not depend on a worker's memory: with a near cache of 100 entries, every event
+of 1,000 IPs the table resolved carries the table's entry, before and after a restart (the worker's replica
+of the resolved topic on disk serves what the near cache lost, and a restart reads only the delta)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.app import GeoApp, build, running
+from pipeline.config.settings import Settings
+from pipeline.devtools.fake_ipapi import IpApiServer, ServerConfig
+from pipeline.devtools.workloads import public_ips, publish
+from tests.support.kafka import wait_for
+from tests.support.pipeline import WINDOW, Outputs, make_settings
+
+pytestmark = pytest.mark.integration
+
+IPS = 1_000
+NEAR = 100  # near-cache entries: a tenth of the IPs in use
+
+
+async def produce_round(settings: Settings, ips: list[str], n: int) -> None:
+    events = [json.dumps({"ip": ip, "round": n}).encode() for ip in ips]
+    await publish(settings.kafka_bootstrap, settings.events_topic, events)
+
+
+async def round_statuses(out: Outputs, n: int, timeout: float = 120) -> Counter[str]:
+    """Follow the enriched topic until every event of round `n` is there; their statuses, counted."""
+
+    def of_round() -> list[dict[str, Any]]:
+        return [doc for doc in out.enriched if doc["event"].get("round") == n]
+
+    async def all_there() -> bool:
+        await out.poll()
+        return len(of_round()) >= IPS
+
+    await wait_for(all_there, timeout, interval=0.1, message=lambda: f"round {n}: {len(of_round())}/{IPS}")
+    return Counter(doc["geo"]["status"] for doc in of_round())
+
+
+async def resolved_everywhere(geo: GeoApp, out: Outputs, ips: list[str]) -> None:
+    """Wait until the resolved topic and this worker's replica both hold every IP as resolved."""
+
+    async def done() -> bool:
+        await out.poll()
+        if not all(out.resolved.get(ip, {}).get("status") == "resolved" for ip in ips):
+            return False
+        return all(b'"status":"resolved"' in (geo.hotpath.replica.get(ip.encode()) or b"") for ip in ips)
+
+    await wait_for(done, 120, interval=0.2, message=lambda: f"resolved: {out.statuses()}")
+
+
+async def test_every_event_of_a_known_ip_carries_the_tables_entry_whatever_the_near_cache_size(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """GEO_NEAR_CACHE_SIZE=100 and 1,000 IPs resolved through the fake ip-api: when the 1,000 are produced
+    again, and again after a worker restart, all 2 x 1,000 events carry status `resolved`; the restart
+    reads only the delta of the resolved topic, not all of it again."""
+    ips = public_ips(IPS, seed=181)
+    async with IpApiServer(ServerConfig(window=WINDOW)) as api:
+        settings = make_settings(
+            kafka_bootstrap,
+            tmp_path / "w",
+            providers=("ipapi", "offline"),
+            ipapi_url=api.url,
+            budget_window=WINDOW,
+            near_cache_size=NEAR,
+        )
+        async with Outputs(settings) as out:
+            geo = build(settings)
+            async with running(geo):
+                await produce_round(settings, ips, 0)
+                await round_statuses(out, 0)
+                await resolved_everywhere(geo, out, ips)
+                await produce_round(settings, ips, 1)
+                again = await round_statuses(out, 1)
+                assert len(geo.near) <= NEAR
+                assert geo.stats.recalled >= IPS - NEAR
+            published = out.resolved_count
+            restarted = build(settings)
+            async with running(restarted):
+                assert restarted.hotpath.replica.rebuilt is False
+                await produce_round(settings, ips, 2)
+                after_restart = await round_statuses(out, 2)
+                caught_up = restarted.hotpath.catch_up_records
+    assert again == Counter({"resolved": IPS})
+    assert after_restart == Counter({"resolved": IPS})
+    assert caught_up < published  # the delta, not the whole topic again
