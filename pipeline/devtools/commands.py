@@ -32,13 +32,17 @@ def add_parsers(sub: Any) -> None:
     bench = sub.add_parser("bench", help="hot-path benchmark against a plain aiokafka loop, same run")
     bench.add_argument(
         "--mode",
-        choices=["backlog", "hits"],
+        choices=["backlog", "hits", "scale"],
         default="backlog",
-        help="backlog: cold workers drain N events over K IPs (default); hits: warm cache only",
+        help="backlog: cold workers drain N events over K IPs (default); hits: warm cache only; "
+        "scale: a burst of --population distinct IPs, a cold restart, then N Zipf events over them",
     )
     bench.add_argument("--events", type=int, default=None, help="events (backlog 200,000; hits 50,000)")
     bench.add_argument("--ips", type=int, default=2_000, help="distinct IPs in the backlog (2,000)")
-    bench.add_argument("--workers", type=int, default=1, help="worker processes in backlog mode (1)")
+    bench.add_argument("--workers", type=int, default=1, help="worker processes (backlog, scale; 1)")
+    bench.add_argument(
+        "--population", type=int, default=5_000_000, help="distinct IPs in scale mode (5,000,000)"
+    )
     bench.add_argument(
         "--with-quix",
         action="store_true",
@@ -65,8 +69,8 @@ def add_parsers(sub: Any) -> None:
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse option combinations that cannot work, before anything starts (argparse's usage error)."""
-    if args.command == "bench" and args.with_quix and args.mode != "backlog":
-        parser.error("--with-quix needs --mode backlog")
+    if args.command == "bench" and args.with_quix and args.mode == "hits":
+        parser.error("--with-quix needs --mode backlog or scale")
 
 
 def run(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
@@ -108,6 +112,19 @@ def bench(args: argparse.Namespace, settings: Settings, environ: Mapping[str, st
 
     if args.with_quix:
         check_quix_python(args.quix_python)  # before any topic exists
+    if args.mode == "scale":
+        from pipeline.devtools.bench.scale import run_scale_bench
+
+        return asyncio.run(
+            run_scale_bench(
+                settings,
+                environ,
+                population=args.population,
+                events=args.events,
+                workers=args.workers,
+                quix_python=args.quix_python if args.with_quix else None,
+            )
+        )
     return asyncio.run(
         run_backlog_bench(
             settings,

@@ -77,9 +77,9 @@ async def _run(
         with worker_processes(settings, tmp / "workers", n_workers) as procs:
             # the workers join first (a rebalance in the middle of a 6 s drain would measure the join, not
             # the pipeline); their cache is still empty: every IP of the burst is new to them
-            await _wait_assigned(procs)
+            await wait_assigned(procs)
             await publish(bootstrap, settings.events_topic, payloads, label="burst")
-            peaks = await _drain(settings, procs, events)
+            peaks = await drain(settings, procs, events)
         pipeline, with_country, known, served = await read_output(
             bootstrap,
             settings.enriched_topic,
@@ -88,7 +88,7 @@ async def _run(
             "pipeline (backlog, cold start)",
             lambda doc: doc["geo"]["geo"]["country_code"],
         )
-        new = await _count(bootstrap, settings.seen_topic)
+        new = await count_records(bootstrap, settings.seen_topic)
         if quix_python:
             quix = await run_quix(bootstrap, run, tmp, payloads, quix_python)
         after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
@@ -110,7 +110,7 @@ async def _run(
     return 0 if served == events and (quix is None or quix.output.seen == events) else 1
 
 
-async def _wait_assigned(procs: list[WorkerProcess]) -> None:
+async def wait_assigned(procs: list[WorkerProcess]) -> None:
     """Until the input partitions are spread over every worker's hot path (their last assignment lines)."""
     started = time.monotonic()
     while True:
@@ -134,7 +134,7 @@ def _last_assignment(proc: WorkerProcess) -> list[str]:
     return re.findall(r"\[(\d+)\]", lines[-1].partition("assigned")[2]) if lines else []
 
 
-async def _drain(settings: Settings, procs: list[WorkerProcess], events: int) -> list[float]:
+async def drain(settings: Settings, procs: list[WorkerProcess], events: int) -> list[float]:
     """Wait until the workers committed the whole input (cheap polling of the group's offsets), showing
     progress; returns each worker's peak RSS in MiB."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
@@ -151,7 +151,7 @@ async def _drain(settings: Settings, procs: list[WorkerProcess], events: int) ->
         await admin.close()
 
 
-async def _count(bootstrap: str, topic: str) -> int:
+async def count_records(bootstrap: str, topic: str) -> int:
     """Records on `topic` (every partition's end offset: nothing is ever deleted from it during a run)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
