@@ -1,6 +1,6 @@
 """The re-resolve timer: every worker re-emits the due entries of the partitions it actively owns.
 
-It reads only the due-time index the geo table keeps beside its entries (`geotable.IndexedStore`), whose
+It reads only the due-time index the geo table keeps beside its entries (`cache.table.IndexedStore`), whose
 keys sort by lane then due time: each lane is read from its start up to the first key not yet due, at most
 `capacity` keys per partition, so a tick costs O(due entries), never O(table); the count of unresolved
 entries comes from counters the store keeps, never from a scan. Faust allows table writes only inside an

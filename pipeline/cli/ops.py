@@ -4,7 +4,7 @@ Each command runs against KAFKA_BOOTSTRAP_SERVERS and GEO_APP_ID like the worker
 Kafka security) and finds the workers by itself (pipeline/cli/cluster.py); `--url` names them instead.
 Results go to standard output, progress and errors to standard error. Exit codes: 0 when everything asked
 for was found or done, 1 when some was not (an unknown IP, a broken topic contract), 2 for a usage or
-configuration error (cli.py).
+configuration error (main.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from pipeline.cli import cluster as client
 from pipeline.cli import present
 from pipeline.config.settings import Settings
 from pipeline.errors import BrokerError
-from pipeline.kafka import clients as kafka_io
-from pipeline.kafka import topics
+from pipeline.kafka import clients, topics
 
 NAMES = ("lookup", "produce", "tail", "stats", "topics")
 PROGRESS_EVERY = 1.0  # seconds between progress lines of `produce`
@@ -128,7 +127,7 @@ def record_for(line: str) -> tuple[bytes | None, bytes] | None:
 
 async def produce(args: argparse.Namespace, settings: Settings) -> int:
     topic = settings.events_topic
-    producer = kafka_io.producer(settings)
+    producer = clients.producer(settings)
     await producer.start()
     # sending to a missing topic would make the broker create it with its defaults (1 partition); the
     # metadata of every topic, unlike a request naming this one, creates nothing
@@ -174,7 +173,7 @@ async def tail(args: argparse.Namespace, settings: Settings) -> int:
         "resolved": present.entry_line,
         "dlq": present.dead_letter_line,
     }
-    consumer = kafka_io.follower(settings)
+    consumer = clients.follower(settings)
     await consumer.start()
     shown = 0
     try:

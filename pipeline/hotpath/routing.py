@@ -8,7 +8,7 @@ Every valid event is enriched once, by the worker that consumed it, with the bes
   table's owner as one small "seen" record. The provisional entry enters the near cache, so the IP's
   later events are hits and the seen record is sent once per pending period, not once per event.
 
-The hot path (`hotpath.py`) calls `Router.route` per record and only sends what it returns; a `BadEvent`'s
+The hot path (`service.py`) calls `Router.route` per record and only sends what it returns; a `BadEvent`'s
 reason goes to the dead-letter topic with the original bytes, so nothing is ever dropped silently.
 """
 

@@ -2,7 +2,7 @@
 
 aiokafka clients turn every failed bootstrap into `KafkaConnectionError("Unable to bootstrap from [...]")`
 and only log the reason (a rejected password, a listener that wants SASL). `check_kafka` connects to the
-bootstrap servers once with the same arguments as every client (`kafka_config.client_kwargs`), asks for
+bootstrap servers once with the same arguments as every client (`kafka.config.client_kwargs`), asks for
 metadata, and raises `BrokerError` naming the cause and the variables to look at.
 """
 

@@ -1,6 +1,6 @@
 """The asked log's I/O: what the resolver asked of the API, read back by whoever owns a resolve partition.
 
-The records themselves are `messages.Asked`; what they mean for the next ask is decided in `asked.py`.
+The records themselves are `messages.Asked`; what they mean for the next ask is decided in `dedupe.py`.
 """
 
 from __future__ import annotations

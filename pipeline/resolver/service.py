@@ -36,7 +36,7 @@ from mode import Service
 
 from pipeline.addresses import AddressKind, classify
 from pipeline.config.settings import Settings
-from pipeline.kafka import clients as kafka_io
+from pipeline.kafka import clients
 from pipeline.kafka.config import client_kwargs
 from pipeline.kafka.topics import asked_keep
 from pipeline.messages import ASKED_TIME_DIGITS, decode_resolve_request, encode_asked, encode_result
@@ -104,7 +104,7 @@ class Resolver(Service):
     async def on_start(self) -> None:
         s = self.settings
         self.chain, self.budget = self._open_chain()
-        self._producer = kafka_io.producer(s)
+        self._producer = clients.producer(s)
         self._consumer = AIOKafkaConsumer(
             **client_kwargs(s),
             group_id=f"{s.app_id}-resolve",

@@ -13,7 +13,7 @@ so a rebalance in the middle is not what is measured. Measured in one run on one
   worker's peak RSS.
 The enriched topic is read after the workers are done, so the measurement does not compete with it.
 With `quix_python`, Quix Streams does the same job in the same run, before the second baseline
-(bench_quix.py).
+(quix.py).
 """
 
 from __future__ import annotations
