@@ -307,6 +307,7 @@ class HotPath(Service):
         stats.enriched += hits + new
         stats.dead_lettered += dead + salvaged
         stats.dead_by_reason.update(self.router.dead)
+        stats.countries.update(self.router.countries())
         if salvaged:
             stats.dead_by_reason["unwritable"] += salvaged
 
