@@ -200,3 +200,18 @@ class GeoEntry:
     @classmethod
     def from_json(cls, raw: bytes) -> GeoEntry:
         return cls.from_dict(json.loads(raw))
+
+
+COUNTRY_FIELD = b'"country_code":'  # as GeoEntry.to_json writes it (compact JSON)
+
+
+def country_label(entry: bytes) -> str:
+    """The metric label of an entry's country: its two-letter code (A-Z only, so at most 676 values),
+    "private" for a non-global address, "unknown" for anything else. A byte search, never a JSON parse:
+    it runs once per distinct entry and input batch."""
+    at = entry.find(COUNTRY_FIELD)
+    if at >= 0:
+        code = entry[at + len(COUNTRY_FIELD) : at + len(COUNTRY_FIELD) + 4]
+        if len(code) == 4 and code[0] == code[3] == 34 and code[1:3].isalpha() and code[1:3].isupper():
+            return code[1:3].decode()
+    return "private" if b'"status":"private"' in entry else "unknown"

@@ -35,6 +35,7 @@ class Stats:
     # for the metrics endpoint (pipeline/web/metrics.py reads them at scrape time; nothing here is per event)
     dead_by_reason: Counter[str] = field(default_factory=Counter)  # routing.reason_label -> dead letters
     answers: Counter[tuple[str, str]] = field(default_factory=Counter)  # (provider, outcome) -> IPs
+    countries: Counter[str] = field(default_factory=Counter)  # routing.country_label -> enriched events
     ticks_run: int = 0  # retry ticks since start ...
     tick_seconds: float = 0.0  # ... and the seconds they took together
 

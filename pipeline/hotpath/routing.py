@@ -24,8 +24,10 @@ from typing import Any
 from pipeline.addresses import normalise_ip
 from pipeline.errors import BadEvent, InvalidAddress
 from pipeline.messages import dead_letter, dead_letter_key, enriched
+from pipeline.models import country_label
 
 SPELLINGS_MAX = 50_000  # raw IP texts remembered with their normal form (~150 B each); cleared when full
+LABELS_MAX = 10_000  # entries remembered with their country label (refs, mostly shared with the near cache)
 UNKNOWN_HASH = -1  # a near-cache entry learnt from the resolved topic has its key hash computed on first use
 # dead-letter reasons -> a few stable labels for metrics (reasons carry sizes and type names: unbounded)
 REASON_LABELS = (
@@ -182,12 +184,30 @@ class Router:
         self.fresh: list[bytes] = []  # IPs routed NEW since `begin`: undone if their batch is not delivered
         self.dead: Counter[str] = Counter()  # dead letters since `begin` by reason label (metrics)
         self.recalled = 0  # hits since `begin` that the near cache missed and the replica served
+        # enriched events since `begin` per entry object (metrics: folded into countries once per batch;
+        # a near-cache entry's bytes keep their hash, so this is one dict update per event)
+        self.by_entry: dict[bytes, int] = {}
+        self._labels: dict[bytes, str] = {}  # entry -> country_label: a hot entry is labelled once
 
     def begin(self) -> None:
         """A new input batch starts."""
         self.fresh.clear()
         self.dead.clear()
         self.recalled = 0
+        self.by_entry.clear()
+
+    def countries(self) -> Counter[str]:
+        """Enriched events since `begin` by country label (`country_label`)."""
+        found: Counter[str] = Counter()
+        labels = self._labels
+        for entry, count in self.by_entry.items():
+            label = labels.get(entry)
+            if label is None:
+                if len(labels) >= LABELS_MAX:
+                    labels.clear()
+                label = labels[entry] = country_label(entry)
+            found[label] += count
+        return found
 
     def undo(self) -> None:
         """The batch was not delivered: forget its first sights, so the replay sends those IPs again."""
@@ -197,6 +217,7 @@ class Router:
                 self.near.learn(ip, None)
         self.fresh.clear()
         self.dead.clear()
+        self.by_entry.clear()
 
     def overdue(self, now: float, limit: int = 10_000) -> list[tuple[bytes, int]]:
         """(ip, key hash) of own provisional entries that never got the owner's answer within the resend
@@ -240,17 +261,20 @@ class Router:
             if key_hash == UNKNOWN_HASH or seen != found[2]:
                 key_hash = self._key_hash(ip) if key_hash == UNKNOWN_HASH else key_hash
                 self.near.put(ip, entry, key_hash, seen)
+            self.by_entry[entry] = self.by_entry.get(entry, 0) + 1
             return route, ip, enriched(ip, entry, parsed.event_json), key_hash
         known = self._recall(ip)
         if known is not None:  # the table has an entry the near cache lost or never held: serve it
             key_hash = self._key_hash(ip)
             self.near.put(ip, known, key_hash, now)
             self.recalled += 1
+            self.by_entry[known] = self.by_entry.get(known, 0) + 1
             return Route.HIT, ip, enriched(ip, known, parsed.event_json), key_hash
         entry = self._provisional(parsed.ip, now)
         key_hash = self._key_hash(ip)
         self.near.put(ip, entry, key_hash, -now)
         self.fresh.append(ip)
+        self.by_entry[entry] = self.by_entry.get(entry, 0) + 1
         return Route.NEW, ip, enriched(ip, entry, parsed.event_json), key_hash
 
     def _normalise(self, text: str) -> str:

@@ -351,6 +351,7 @@ class HotPath(Service):
         stats.dead_lettered += dead + salvaged
         stats.recalled += self.router.recalled
         stats.dead_by_reason.update(self.router.dead)
+        stats.countries.update(self.router.countries())
         if salvaged:
             stats.dead_by_reason["unwritable"] += salvaged
 

@@ -101,6 +101,11 @@ class Resolver(Service):
         self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
 
+    @property
+    def offline(self) -> dict[str, GeoProvider]:
+        """The in-process providers by name (the metrics read the offline data's build dates)."""
+        return self._offline
+
     async def on_start(self) -> None:
         s = self.settings
         self.chain, self.budget = self._open_chain()

@@ -89,6 +89,14 @@ class GeoCollector(Collector):
             s.new,
         )
         yield _counter("geo_ingest_replays", "Input batches replayed after a failed delivery", s.replays)
+        countries = CounterMetricFamily(
+            "geo_events_by_country",
+            "Enriched events by the country of the entry they carried (ISO code, private, unknown)",
+            labels=["country"],
+        )
+        for country, count in sorted(s.countries.items()):
+            countries.add_metric([country], count)
+        yield countries
 
     def _resolving(self) -> Iterator[Metric]:
         s = self.geo.stats
@@ -190,6 +198,15 @@ class GeoCollector(Collector):
         yield _gauge(
             "geo_stalled_partitions", "Stalled stream partitions (faustx.StallWatch)", len(geo.watch.stalled)
         )
+        built = GaugeMetricFamily(
+            "geo_offline_data_build_timestamp_seconds",
+            "Build time (Unix seconds) of each MaxMind-format file in use (iptocc's data carries none)",
+            labels=["database", "path"],
+        )
+        for provider in geo.resolver.offline.values():
+            for file in getattr(provider, "files", ()):  # MmdbSource's open files
+                built.add_metric([file.database_type, file.path], file.build_epoch)
+        yield built
         if self.ready is not None:
             yield _gauge("geo_worker_ready", "1 when /ready answers 200", 1.0 if self.ready else 0.0)
 

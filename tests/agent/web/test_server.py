@@ -77,9 +77,11 @@ def fake_geo(store: FakeStore, distribution: dict[str, Any], budget: ResolveBudg
         app=app,
         table=SimpleNamespace(name="geo-cache"),
         store=store,
-        stats=Stats(consumed=7, enriched=6, hits=4, new=2, dead_lettered=1),
+        stats=Stats(
+            consumed=7, enriched=6, hits=4, new=2, dead_lettered=1, countries=Counter(US=5, private=1)
+        ),
         near=NearCache(10),
-        resolver=SimpleNamespace(budget=budget),
+        resolver=SimpleNamespace(budget=budget, offline={}),
         watch=SimpleNamespace(stalled=frozenset()),
         hotpath=FakeHotPath(),
     )
@@ -196,6 +198,8 @@ async def test_metrics_text_has_the_pipeline_names_and_counts_api_requests() -> 
         'geo_ipapi_breaker_state{state="closed"} 1.0',
         "geo_ipapi_budget_left 15.0",
         'geo_http_requests_total{route="/geo/{ip}",status="400"} 1.0',
+        'geo_events_by_country_total{country="US"} 5.0',
+        'geo_events_by_country_total{country="private"} 1.0',
     ):
         assert expected in lines, expected
     assert not any(line.split("{")[0].split(" ")[0].endswith("_created") for line in lines)  # no timestamps

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app import build, running
+from pipeline.app import build, ensure_topics, running
 from pipeline.devtools.workloads import public_ips, publish
 from pipeline.kafka.clients import key_hash
 from pipeline.messages import encode_seen
@@ -33,6 +33,7 @@ async def test_a_first_sight_of_a_known_ip_is_echoed_once_and_a_touch_is_not(
     partition = key_hash(known.encode()) % settings.partitions  # the newcomer shares it: order holds
     newcomer = next(ip for ip in others if key_hash(ip.encode()) % settings.partitions == partition)
     geo = build(settings)
+    await ensure_topics(settings)  # before Outputs subscribes: an auto-created topic breaks the contract
     async with running(geo), Outputs(settings) as out:
         await publish(kafka_bootstrap, settings.events_topic, [json.dumps({"ip": known}).encode()])
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.app import GeoApp, build, running
+from pipeline.app import GeoApp, build, ensure_topics, running
 from pipeline.config.settings import Settings
 from pipeline.devtools.fake_ipapi import IpApiServer, ServerConfig
 from pipeline.devtools.workloads import public_ips, publish
@@ -71,6 +71,7 @@ async def test_every_event_of_a_known_ip_carries_the_tables_entry_whatever_the_n
             budget_window=WINDOW,
             near_cache_size=NEAR,
         )
+        await ensure_topics(settings)  # before Outputs subscribes: an auto-created topic breaks the contract
         async with Outputs(settings) as out:
             geo = build(settings)
             async with running(geo):

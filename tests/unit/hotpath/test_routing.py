@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pipeline.errors import BadEvent, PipelineError
 from pipeline.hotpath.routing import UNKNOWN_HASH, NearCache, ParsedEvent, Route, Router, parse_event
 from pipeline.messages import DLQ_ORIGINAL_MAX, DLQ_PREVIEW_CHARS, dead_letter, enriched
-from pipeline.models import EntryStatus, GeoData, GeoEntry
+from pipeline.models import EntryStatus, GeoData, GeoEntry, country_label
 
 MAX = 64 * 1024
 PURE = settings(database=None)
@@ -412,3 +412,41 @@ def test_overdue_returns_own_first_sights_unanswered_past_the_resend_time_once()
     r.near.learn(b"1.1.1.1", GeoEntry("1.1.1.1", EntryStatus.PENDING).to_json())
     assert [ip for ip, _ in r.overdue(100.0 + RESEND)] == [b"8.8.8.8"]
     assert r.overdue(100.0 + RESEND + 1) == []
+
+
+def test_countries_count_enriched_events_by_the_country_of_their_entry() -> None:
+    """Hits and first sights count under their entry's country, private and country-less entries under
+    `private` and `unknown`, dead letters nowhere; `begin` and `undo` start the count again."""
+    r = router()
+    r.near.learn(b"8.8.8.8", GeoEntry("8.8.8.8", EntryStatus.RESOLVED, geo=FULL).to_json())
+    r.near.learn(b"10.0.0.1", GeoEntry("10.0.0.1", EntryStatus.PRIVATE).to_json())
+    r.near.learn(b"1.2.3.4", GeoEntry("1.2.3.4", EntryStatus.UNRESOLVED).to_json())
+    r.begin()
+    for raw in (b"8.8.8.8", b"8.8.8.8", b"10.0.0.1", b"1.2.3.4", b"5.6.7.8", b"5.6.7.8", b"bad"):
+        r.route(raw, None, WHERE, 100.0)
+    assert r.countries() == {"US": 2, "private": 1, "unknown": 1, "DE": 2}
+    r.undo()
+    assert not r.countries()
+    r.route(b"8.8.8.8", None, WHERE, 100.0)
+    r.begin()
+    assert not r.countries()
+
+
+@pytest.mark.parametrize(
+    ("entry", "label"),
+    [
+        (GeoEntry("8.8.8.8", EntryStatus.RESOLVED, geo=GeoData("US", "United States")).to_json(), "US"),
+        (GeoEntry("10.0.0.1", EntryStatus.PRIVATE).to_json(), "private"),
+        (GeoEntry("1.2.3.4", EntryStatus.PARTIAL).to_json(), "unknown"),
+        (b'{"geo":{"country_code":"us"}}', "unknown"),  # not upper case: never a new label
+        (b'{"geo":{"country_code":"USA"}}', "unknown"),
+        (b'{"geo":{"country_code":"\xc3\x9cX"}}', "unknown"),
+        (b'{"geo":{"country_code":"1X"}}', "unknown"),
+        (b'{"geo":{"country_code":"D', "unknown"),  # truncated
+        (b"garbage", "unknown"),
+    ],
+)
+def test_country_label_is_a_two_letter_code_or_one_of_two_words(entry: bytes, label: str) -> None:
+    """Only two upper-case ASCII letters become a label (at most 676 of them), anything else is `unknown`
+    or `private`: the metric's label set stays bounded whatever a provider answers."""
+    assert country_label(entry) == label
