@@ -279,3 +279,36 @@ def test_arbitrary_text_is_accepted_or_rejected_cleanly(raw: str) -> None:
         assert ipaddress.ip_address(normalised)
         assert normalise_ip(normalised) == normalised
         assert classify(normalised) in AddressKind
+
+
+def _classify_by_networks(ip: str) -> AddressKind:
+    """The reference: the special networks checked with `address in network`, as classify did before it
+    compared integer ranges."""
+    from pipeline.addresses import _GLOBAL_UNICAST_V6, _SPECIAL_NETWORKS
+
+    address = ipaddress.ip_address(ip)
+    for network, kind in _SPECIAL_NETWORKS:
+        if address in network:
+            return kind
+    if isinstance(address, ipaddress.IPv6Address) and address not in _GLOBAL_UNICAST_V6:
+        return AddressKind.RESERVED
+    return AddressKind.GLOBAL if address.is_global else AddressKind.RESERVED
+
+
+@settings(max_examples=3000)
+@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
+def test_classify_by_integer_ranges_agrees_with_the_network_table(address: Any) -> None:
+    """Comparing integers gives every address the kind the network table gives it."""
+    ip = normalise_ip(str(address))
+    assert classify(ip) is _classify_by_networks(ip)
+
+
+@pytest.mark.parametrize("network", ["10.0.0.0/8", "100.64.0.0/10", "fc00::/7", "2001:db8::/32", "::/128"])
+def test_classify_agrees_with_the_network_table_at_the_edges_of_special_networks(network: str) -> None:
+    """The first and last address of a special network, and their neighbours, classify as the table says."""
+    net = ipaddress.ip_network(network)
+    first, last = int(net.network_address), int(net.broadcast_address)
+    top = 2**32 - 1 if net.version == 4 else 2**128 - 1
+    for n in {max(0, first - 1), first, last, min(top, last + 1)}:
+        ip = normalise_ip(str(ipaddress.ip_address(n) if net.version == 4 else ipaddress.IPv6Address(n)))
+        assert classify(ip) is _classify_by_networks(ip)
