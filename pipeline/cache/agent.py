@@ -23,6 +23,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import faust
@@ -109,7 +110,9 @@ class CacheAgent:
                 return
             self.stats.seen_applied += 1
             fresh = self._first_sight(ip, now) if old is None else None
-            decision = on_seen(old, fresh, now, self.policy, seen.first and self._echo_due(key, now))
+            decision = on_seen(old, fresh, now, self.policy, seen.first)
+            if decision.echo and not self._echo_due(key, now):  # echoed a moment ago: once is enough
+                decision = replace(decision, echo=False)
             self.stats.entries_created += old is None
         else:
             message = decode_results_message(value)

@@ -80,6 +80,8 @@ async def test_every_event_of_a_known_ip_carries_the_tables_entry_whatever_the_n
                 await resolved_everywhere(geo, out, ips)
                 await produce_round(settings, ips, 1)
                 again = await round_statuses(out, 1)
+                # the stats count a batch after its commit, a moment after its outputs are readable
+                await wait_for(lambda: geo.stats.consumed >= 2 * IPS, 30, message=geo.stats.line)
                 assert len(geo.near) <= NEAR
                 assert geo.stats.recalled >= IPS - NEAR
             published = out.resolved_count
