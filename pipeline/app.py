@@ -41,9 +41,9 @@ from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Router
 from pipeline.hotpath.service import HotPath
 from pipeline.kafka import faustx
-from pipeline.kafka.clients import key_hash
 from pipeline.kafka.config import client_kwargs, faust_app_kwargs
 from pipeline.kafka.faustx import DeliveryGuard, StallWatch, install, start_with
+from pipeline.kafka.partitioner import key_hash
 from pipeline.kafka.topics import CACHE_TABLE, enforce, topic_layout
 from pipeline.models import GeoEntry
 from pipeline.providers.base import GeoProvider, OfflineProvider, OfflineSource

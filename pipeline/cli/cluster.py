@@ -24,8 +24,9 @@ from yarl import URL
 
 from pipeline.cli.present import Samples
 from pipeline.config.settings import Settings
-from pipeline.kafka.clients import follower, key_hash, read_to_end
+from pipeline.kafka.clients import follower, read_to_end
 from pipeline.kafka.config import client_kwargs
+from pipeline.kafka.partitioner import key_hash
 
 HTTP_TIMEOUT = 5.0  # seconds per request to a worker
 READ_TIMEOUT = 60.0  # seconds to read the resolved topic's partitions to their end

@@ -39,8 +39,8 @@ from pipeline.config.settings import Settings
 from pipeline.hotpath.outputs import Outputs, partition_count
 from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Route, Router
-from pipeline.kafka.clients import key_hash
 from pipeline.kafka.config import client_kwargs
+from pipeline.kafka.partitioner import key_hash
 from pipeline.messages import encode_seen
 from pipeline.stats import Stats
 

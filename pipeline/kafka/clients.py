@@ -9,15 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import murmur2
 
 from pipeline.config.settings import Settings
 from pipeline.kafka.config import client_kwargs
-
-
-def key_hash(key: bytes) -> int:
-    """Kafka's default partitioner hash (murmur2, made non-negative): `key_hash(k) % n` is k's partition."""
-    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 def producer(settings: Settings) -> AIOKafkaProducer:

@@ -41,7 +41,7 @@ from pipeline.addresses import normalise_ip
 from pipeline.config.settings import Settings
 from pipeline.errors import InvalidAddress
 from pipeline.kafka import faustx
-from pipeline.kafka.clients import key_hash
+from pipeline.kafka.partitioner import key_hash
 from pipeline.kafka.topics import changelog_topic
 from pipeline.web.metrics import CONTENT_TYPE, Metrics
 from pipeline.web.ownership import Checks, Distribution, member, not_ready, owner_url

@@ -14,7 +14,7 @@ from pipeline.config.settings import Settings
 from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Router
 from pipeline.hotpath.service import HotPath
-from pipeline.kafka.clients import key_hash
+from pipeline.kafka.partitioner import key_hash
 from pipeline.models import EntryStatus, GeoEntry
 from pipeline.stats import Stats
 from tests.support.fakes import FakeConsumer, FakeProducer, records

@@ -19,7 +19,7 @@ import aiohttp
 from pipeline.config.settings import Settings
 from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache
-from pipeline.kafka.clients import key_hash
+from pipeline.kafka.partitioner import key_hash
 from pipeline.models import EntryStatus, GeoData, GeoEntry
 from pipeline.providers.throttle import ResolveBudget
 from pipeline.stats import Stats

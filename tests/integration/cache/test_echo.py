@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.app import build, ensure_topics, running
 from pipeline.devtools.workloads import public_ips, publish
-from pipeline.kafka.clients import key_hash
+from pipeline.kafka.partitioner import key_hash
 from pipeline.messages import encode_seen
 from tests.support.kafka import produce, wait_for
 from tests.support.pipeline import Outputs, make_settings, read_topic

@@ -23,7 +23,7 @@ from pipeline.devtools.processes import PACKAGE_ROOT
 from pipeline.devtools.workloads import public_ips
 from pipeline.errors import ConfigError
 from pipeline.kafka import topics
-from pipeline.kafka.clients import key_hash
+from pipeline.kafka.partitioner import key_hash
 from pipeline.web.server import WebServer, listen
 from tests.support.kafka import create_topics, wait_for
 from tests.support.pipeline import WINDOW, make_settings, publish_values
