@@ -29,6 +29,9 @@ from collections.abc import Iterable, Mapping
 from pipeline.messages import Asked
 
 HORIZON_FRACTION = 0.5  # of the pending timeout: re-emissions that crossed a slow answer fall inside it
+# seconds another worker's clock may run ahead of ours before the resolver warns: NTP keeps hosts within
+# milliseconds, so more than this is a clock to fix (its requests are counted either way, see below)
+SKEW_MARGIN = 2.0
 
 
 def asked_horizon(pending_timeout: float) -> float:
@@ -90,12 +93,22 @@ class AskedLog:
             self.record(ip, asked.attempt, asked.at, answered=asked.answered)
 
 
-def request_times(records: Iterable[tuple[str, Asked]], *, since: float) -> list[float]:
-    """When the API requests behind `records` (as read back from the asked log) left, oldest first.
+def request_times(records: Iterable[tuple[str, Asked]], *, since: float, now: float) -> list[float]:
+    """When the API requests behind `records` (as read back from the asked log) left, oldest first, on
+    our clock as far as it can be known.
 
     One request's asks share one timestamp, taken before the call, and its answers repeat it, so the
     distinct times since `since` are the requests sent since then: what the previous owner of a resolve
     partition spent of the current window. Answers count too because the topic is compacted: once the
     cleaner has been through a segment, an IP's answer is all that is left of its ask.
+
+    A time after `now` was written by a worker whose clock runs ahead of ours: the request left at `now`
+    at the latest, so it counts as sent `now` (for a full window from now), never dropped as "not yet".
     """
-    return sorted({asked.at for _, asked in records if asked.at >= since})
+    return sorted(min(at, now) for at in {asked.at for _, asked in records if asked.at >= since})
+
+
+def ahead(records: Iterable[tuple[str, Asked]], now: float) -> float:
+    """How many seconds the latest of `records` lies after `now` (0.0: none does): the writer's clock
+    runs at least that far ahead of ours."""
+    return max([0.0, *(asked.at - now for _, asked in records)])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 
@@ -38,10 +39,13 @@ def records(
 
 @dataclass
 class FakeConsumer:
-    """Hands out `batches` one per `getmany`, then nothing; a seek back puts that batch in front again."""
+    """Hands out `batches` one per `getmany`, then nothing; a seek back puts that batch in front again.
+    `stale` makes every commit fail as the group coordinator answers a member of an old generation."""
 
     batches: list[dict[TopicPartition, list[Record]]]
     commits: int = 0
+    committed: list[dict[TopicPartition, int]] = field(default_factory=list)  # explicit offsets, in order
+    stale: bool = False
     seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
     _given: list[dict[TopicPartition, list[Record]]] = field(default_factory=list)
 
@@ -64,8 +68,12 @@ class FakeConsumer:
                 self.batches.insert(0, batch)
                 return
 
-    async def commit(self) -> None:
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        if self.stale:
+            raise CommitFailedError("the group has already rebalanced")
         self.commits += 1
+        if offsets is not None:
+            self.committed.append(dict(offsets))
 
 
 class FakeCluster:

@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka import TopicPartition
+
 from pipeline.config.settings import Settings
 from pipeline.messages import (
     Asked,
@@ -82,14 +84,47 @@ def results(producer: FakeProducer) -> dict[str, object]:
 
 
 async def test_asks_are_written_before_the_call_and_marked_answered_after() -> None:
-    """A normal batch: an asked record per IP, one call, a result per IP, answered records, one commit."""
+    """A normal batch: an asked record per IP, the fence (the batch's start position committed) before one
+    call, a result per IP, answered records, the commit of its end."""
     service, consumer, producer, remote = resolver()
     await asyncio.wait_for(service.run_once(), 5)
     asked = [decode_asked(v) for t, _, v in producer.singles if t == SETTINGS.asked_topic]
     assert [a.answered for a in asked if a] == [False] * 3 + [True] * 3
     assert remote.calls == [sorted(IPS, key=IPS.index)]
     assert {ip: r.result for ip, r in results(producer).items()} == {ip: Resolved(US, "ipapi") for ip in IPS}  # type: ignore[attr-defined]
-    assert consumer.commits == 1
+    assert consumer.committed == [{TopicPartition(SETTINGS.resolve_topic, 0): 0}]  # the fence: its start
+    assert consumer.commits == 2
+
+
+async def test_a_resolver_whose_generation_is_stale_asks_nothing() -> None:
+    """The group moved on while the resolver held its batch (frozen past its session): the fence's commit
+    fails, so the API is not called, no result is sent, and the batch is rewound for the next owner."""
+    service, consumer, producer, remote = resolver()
+    consumer.stale = True
+    await asyncio.wait_for(service.run_once(), 5)
+    assert remote.calls == []
+    assert results(producer) == {}
+    assert service.budget is not None and service.budget.snapshot().sent == 0
+    assert consumer.seeks == [(TopicPartition(SETTINGS.resolve_topic, 0), 0)]
+
+
+async def test_an_owner_with_a_clock_ahead_has_its_requests_counted_from_now(monkeypatch: Any) -> None:
+    """Reading back a previous owner's requests stamped 30 s after this worker's clock counts each as sent
+    now: a budget of 2 is full at once, instead of seeing nothing spent."""
+    service, _, _, _ = resolver()
+    budget = ResolveBudget(asyncio.get_running_loop().time, limit=2, window=60.0)
+    service.budget = budget
+    later = round(time.time() + 30, 3)
+    theirs = [("5.5.5.5", Asked(1, later)), ("6.6.6.6", Asked(1, later + 0.5, answered=True))]
+
+    async def read_back(settings: Settings, partitions: frozenset[int], *, since: float) -> list[Any]:
+        return theirs
+
+    monkeypatch.setattr("pipeline.resolver.service.read_asked", read_back)
+    service.to_load = frozenset({0})
+    await service._load_asked()
+    assert budget.sent_in_window == 2
+    assert budget.delay() > 59.0
 
 
 async def test_a_batch_of_duplicates_commits_without_waiting_for_the_budget() -> None:
