@@ -37,8 +37,13 @@ def run_worker(settings: Settings) -> int:
     require(faust_hooks())  # a Faust/aiokafka that no longer calls a hooked name: one error, before Kafka
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(check_kafka(settings))  # a wrong password or protocol: one clear error
-    loop.run_until_complete(ensure_topics(settings))  # and a topic breaking the contract: another
+    try:
+        loop.run_until_complete(check_kafka(settings))  # a wrong password, protocol or TLS file: one error
+        loop.run_until_complete(ensure_topics(settings))  # and a topic breaking the contract: another
+    except BaseException:
+        asyncio.set_event_loop(None)
+        loop.close()  # refused at start: nothing runs on it
+        raise
     sock, url = listen(settings)  # bound before the app is built: its URL goes into the group metadata
     geo = build(settings, url=url)
     api = WebServer(geo, sock, url)
