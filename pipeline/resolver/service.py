@@ -18,8 +18,10 @@ for them). One loop, per batch of up to 100 distinct IPs:
 Writing before asking is what survives a crash: a successor reading the asked log knows what the dead
 resolver may have asked. Whoever is assigned a resolve partition reads its asked log back before asking,
 and seeds the budget with the asks of the current window (they bound what the previous owner sent from
-the same egress IP): no over-budget burst after a handover, and no full window of silence either. A
-request time after the reader's own clock (the previous owner's clock runs ahead) counts as sent now.
+the same egress IP): no over-budget burst after a handover, and no full window of silence either. How long
+ago each request left is measured on the broker's clock (the asked log's append times, `asked_log.py`), so
+neither owner's clock error counts; on an older asked log without them, a request time after the
+reader's own clock (the previous owner's clock runs ahead) counts as sent now.
 
 The fence: a resolver frozen past its session (a stalled loop, a paused VM, SIGSTOP) wakes up still
 believing it owns its partition until its next poll; its batch in hand would be asked in its successor's
@@ -52,8 +54,15 @@ from pipeline.models import LookupResult, PermanentFailure, Resolved, TransientF
 from pipeline.providers.base import GeoProvider, OfflineProvider, ProviderChain
 from pipeline.providers.ipapi import MAX_BATCH, remote_provider
 from pipeline.providers.throttle import ResolveBudget
-from pipeline.resolver.asked_log import read_asked
-from pipeline.resolver.dedupe import SKEW_MARGIN, AskedLog, ahead, asked_horizon, request_times
+from pipeline.resolver.asked_log import broker_now, read_asked
+from pipeline.resolver.dedupe import (
+    SKEW_MARGIN,
+    AskedLog,
+    ahead,
+    asked_horizon,
+    broker_clock,
+    request_times,
+)
 from pipeline.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -360,10 +369,12 @@ class Resolver(Service):
         if mine is None or self._stopping.is_set():
             return
         self.to_load = None
-        now, mono = time.time(), asyncio.get_running_loop().time()
         try:
             s = self.settings
-            records = await read_asked(s, mine, since=now - self.asked.keep)
+            assert self._producer is not None
+            clock = await broker_now(self._producer, s.asked_topic, min(mine))
+            now, mono = time.time(), asyncio.get_running_loop().time()  # the moment the broker said `clock`
+            records, appended = await read_asked(s, mine, since=now - self.asked.keep)
         except Exception:  # we cannot know what was sent: assume the worst, a full window
             log.exception("resolver: reading the asked log back failed; waiting out one window")
             if self.budget is not None:
@@ -373,18 +384,21 @@ class Resolver(Service):
         self.asked.prune(now)
         recent: list[float] = []
         ours = 0
+        left = broker_clock(appended, clock, now) if clock is not None else {}
         skew = ahead(records, now)
         if skew > SKEW_MARGIN:
             log.warning(
                 "resolver: the asked log holds a request %.1fs after this worker's clock: a clock runs ahead "
-                "(fix NTP); counted as sent now",
+                "(fix NTP); %s",
                 skew,
+                "measured by the broker's clock" if left else "counted as sent now",
             )
         if self.budget is not None:
-            span = self.budget.window + self.budget.slack
-            recent = request_times(records, since=now - span, now=now)
+            since = now - (self.budget.window + self.budget.slack)
+            recent = request_times(records, since=since, now=now, left=left)
             # a rebalance can give us back the partition we had: our own requests are in the budget already
-            others = [at for at in recent if at not in self._own_asks]
+            theirs = [(ip, asked) for ip, asked in records if asked.at not in self._own_asks]
+            others = request_times(theirs, since=since, now=now, left=left)
             ours = len(recent) - len(others)
             self.budget.note_sends([mono - (now - at) for at in others])
         log.info(
