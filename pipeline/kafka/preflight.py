@@ -16,7 +16,8 @@ from pipeline.config.settings import Settings
 from pipeline.errors import BrokerError
 from pipeline.kafka.config import client_kwargs
 
-HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: the certificate names another host
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and _IP_ADDRESS_MISMATCH: the certificate names another host
+NAME_MISMATCH = frozenset({62, 64})
 
 
 async def check_kafka(settings: Settings, *, timeout: float = 10.0) -> None:
@@ -84,7 +85,7 @@ def _tls_refusal(exc: BaseException, settings: Settings) -> str | None:
         cause = cause.__cause__ or cause.__context__
     for error in seen:
         if isinstance(error, ssl.SSLCertVerificationError):
-            if error.verify_code == HOSTNAME_MISMATCH:
+            if error.verify_code in NAME_MISMATCH:
                 return (
                     f"TLS host name check failed ({error.verify_message}): the broker's certificate does not "
                     "name the host the client connects to; check KAFKA_BOOTSTRAP_SERVERS (and the broker's "
@@ -96,7 +97,9 @@ def _tls_refusal(exc: BaseException, settings: Settings) -> str | None:
             )
         text = str(error).lower().replace("_", " ")
         if isinstance(error, ssl.SSLError | OSError) and any(a in text for a in CLIENT_CERT_ALERTS):
-            given = "no client certificate" if settings.kafka_ssl_certfile is None else "its certificate"
+            given = (
+                "a client without a certificate" if settings.kafka_ssl_certfile is None else "our certificate"
+            )
             return (
                 f"TLS: the broker refused {given} ({error}): check GEO_KAFKA_SSL_CERTFILE and "
                 "GEO_KAFKA_SSL_KEYFILE (a certificate signed by a CA the broker trusts)"

@@ -34,7 +34,14 @@ def wrapped(cause: BaseException) -> Exception:
     ("error", "setting"),
     [
         (verification(19, "self-signed certificate in certificate chain"), "GEO_KAFKA_SSL_CAFILE"),
-        (verification(62, "Hostname mismatch, certificate is not valid for '127.0.0.1'."), "KAFKA_BOOTSTRAP"),
+        (
+            verification(62, "Hostname mismatch, certificate is not valid for 'kafka'."),
+            "check KAFKA_BOOTSTRAP",
+        ),
+        (
+            verification(64, "IP address mismatch, certificate is not valid for '127.0.0.1'."),
+            "check KAFKA_BOOT",
+        ),
         (
             wrapped(ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] alert")),
             "GEO_KAFKA_SSL_CERTFILE",
@@ -44,7 +51,7 @@ def wrapped(cause: BaseException) -> Exception:
             "GEO_KAFKA_SSL_CERTFILE",
         ),
     ],
-    ids=["wrong-ca", "host-name", "certificate-required", "unknown-ca"],
+    ids=["wrong-ca", "host-name", "ip-address", "certificate-required", "unknown-ca"],
 )
 def test_a_tls_refusal_names_the_setting_to_fix(error: BaseException, setting: str) -> None:
     """A certificate the client cannot verify names the CA file, a host name mismatch the bootstrap
