@@ -43,6 +43,7 @@ from pipeline.hotpath.service import HotPath
 from pipeline.kafka import faustx
 from pipeline.kafka.config import client_kwargs, faust_app_kwargs
 from pipeline.kafka.faustx import DeliveryGuard, StallWatch, install, start_with
+from pipeline.kafka.hooks import faust_hooks, require
 from pipeline.kafka.partitioner import key_hash
 from pipeline.kafka.topics import CACHE_TABLE, enforce, topic_layout
 from pipeline.models import GeoEntry
@@ -128,7 +129,10 @@ def build(
     """Create the worker (nothing runs until `app.start()`); `providers` replaces the configured provider
     chain (tests and benchmarks pass their own); `url` is where this worker's HTTP API answers (its socket
     bound by the caller, see pipeline/web/server.py `listen`): it goes into the group metadata, so other
-    workers and the CLI find this one. The API itself is the caller's to create and start."""
+    workers and the CLI find this one. The API itself is the caller's to create and start.
+
+    HooksOffPath when an installed Faust/aiokafka no longer calls a name our fixes hook (kafka/hooks.py)."""
+    require(faust_hooks())  # before anything connects: a fix that is off must not run silently
     app = faust.App(
         settings.app_id,
         **faust_app_kwargs(settings),  # broker and, for secured clusters, SASL/TLS credentials

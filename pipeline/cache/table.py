@@ -22,7 +22,7 @@ Faust internals relied on (faust-streaming 0.15.x, `faust/stores/rocksdb.py`): `
 `apply_changelog_batch` are the only paths that write a partition database; `_open_for_partition` opens
 one; `_dbs_for_actives` yields the databases of this worker's active partitions (standbys excluded);
 `_visible_keys`/`_visible_items` serve `table.keys()/items()/len()`; `Collection._new_store_by_url`
-builds the store.
+builds the store. `pipeline/kafka/hooks.py` checks at start that each is still on its call path.
 """
 
 from __future__ import annotations

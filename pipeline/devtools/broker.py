@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config.limits import SASL_MECHANISMS  # the SASL listener accepts every mechanism allowed
+from pipeline.devtools.tls import TLS_HOST, TlsFiles, listener_properties, make_tls
 from pipeline.errors import BrokerError
 
 KAFKA_VERSION = "4.1.2"  # 4.1.x: the line aiokafka >= 0.13 negotiates with
@@ -38,6 +39,8 @@ HEAP = "-Xms256m -Xmx512m"  # bounded: without it the JVM takes a quarter of RAM
 START_TIMEOUT = 90.0  # seconds; a cold JVM on 2 busy cores takes 5-15 s
 STOP_TIMEOUT = 20.0  # seconds of SIGTERM before SIGKILL
 SASL_LISTENER = "SASL_PLAINTEXT"
+SSL_LISTENER = "SSL"  # with tls: clients must present a certificate signed by the test CA
+SASL_SSL_LISTENER = "SASL_SSL"  # with tls and sasl_users: SASL users over TLS, no client certificate
 _SIMPLE = re.compile(r"[A-Za-z0-9._-]+")  # user names and passwords need no quoting in JAAS or --add-scram
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -126,6 +129,9 @@ class BrokerInfo:
     pid: int
     run_dir: Path
     sasl_bootstrap: str | None = None  # the SASL_PLAINTEXT listener, when started with sasl_users
+    ssl_bootstrap: str | None = None  # the SSL listener (client certificates required), with tls
+    sasl_ssl_bootstrap: str | None = None  # the SASL_SSL listener, with tls and sasl_users
+    tls: TlsFiles | None = None  # the CA, client certificates and the broker's stores, with tls
 
 
 class LocalKafka:
@@ -138,8 +144,10 @@ class LocalKafka:
         cache_dir: Path | None = None,
         port: int | None = None,
         sasl_users: Mapping[str, str] | None = None,
+        tls: bool = False,
     ) -> None:
         self.run_dir = run_dir
+        self.tls = tls  # SSL (and, with sasl_users, SASL_SSL) listeners, TLS material made at start
         self.cache_dir = cache_dir or default_cache_dir()
         self.port = port
         self.sasl_users = dict(sasl_users or {})  # {name: password}; empty: no SASL listener
@@ -182,10 +190,17 @@ class LocalKafka:
         sasl_port = free_port() if self.sasl_users else None
         data = self.run_dir / "data"
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        tls = make_tls(self.run_dir / "tls") if self.tls else None
+        ssl_port = free_port() if tls else None
+        sasl_ssl_port = free_port() if tls and self.sasl_users else None
         props = self.run_dir / "server.properties"
-        props.write_text(_server_properties(port, controller, data, sasl_port, self.sasl_users))
-        if self.sasl_users:
-            props.chmod(0o600)  # it holds the PLAIN passwords
+        text = _server_properties(
+            port, controller, data, sasl_port, self.sasl_users, tls=tls, ssl_port=ssl_port,
+            sasl_ssl_port=sasl_ssl_port,
+        )  # fmt: skip
+        props.write_text(text)
+        if self.sasl_users or tls:
+            props.chmod(0o600)  # it holds the PLAIN passwords, the stores' password
         log4j = self.run_dir / "log4j2.properties"
         log4j.write_text(LOG4J2.format(log=self.log_file))
         classpath = f"{libs}/*"
@@ -236,7 +251,12 @@ class LocalKafka:
                 f"started in {time.monotonic() - started:.1f}s, logs {self.log_file})",
                 flush=True,
             )
-        return BrokerInfo(bootstrap, self._proc.pid, self.run_dir, sasl_bootstrap)
+        return BrokerInfo(
+            bootstrap, self._proc.pid, self.run_dir, sasl_bootstrap,
+            f"{TLS_HOST}:{ssl_port}" if ssl_port else None,
+            f"{TLS_HOST}:{sasl_ssl_port}" if sasl_ssl_port else None,
+            tls,
+        )  # fmt: skip
 
     def stop(self) -> bool:
         """SIGTERM, then SIGKILL after a timeout; True when a broker was running."""
@@ -267,16 +287,32 @@ def _server_properties(
     data: Path,
     sasl_port: int | None = None,
     sasl_users: Mapping[str, str] | None = None,
+    *,
+    tls: TlsFiles | None = None,
+    ssl_port: int | None = None,
+    sasl_ssl_port: int | None = None,
 ) -> str:
+    # (name, bind host, advertised host, port) of every client listener; PLAINTEXT stays inter-broker
+    listeners = [("PLAINTEXT", "127.0.0.1", "127.0.0.1", port)]
+    if sasl_port is not None:
+        listeners.append((SASL_LISTENER, "127.0.0.1", "127.0.0.1", sasl_port))
+    if tls is not None and ssl_port is not None:
+        listeners.append((SSL_LISTENER, "127.0.0.1", TLS_HOST, ssl_port))
+    if tls is not None and sasl_ssl_port is not None:
+        listeners.append((SASL_SSL_LISTENER, "127.0.0.1", TLS_HOST, sasl_ssl_port))
     values = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": ",".join(
+            [f"{name}://{bind}:{p}" for name, bind, _, p in listeners] + [f"CONTROLLER://127.0.0.1:{controller}"]
+        ),
+        "advertised.listeners": ",".join(f"{name}://{host}:{p}" for name, _, host, p in listeners),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": ",".join(
+            ["CONTROLLER:PLAINTEXT"] + [f"{name}:{name}" for name, *_ in listeners]
+        ),
         "log.dirs": str(data),
         # one node: replication 1 everywhere
         "offsets.topic.replication.factor": "1",
@@ -294,24 +330,21 @@ def _server_properties(
         "log.cleaner.backoff.ms": "1000",
     }
     if sasl_port is not None:
-        values.update(_sasl_properties(port, controller, sasl_port, sasl_users or {}))
+        values.update(_sasl_properties(SASL_LISTENER, sasl_users or {}))
+    if tls is not None and ssl_port is not None:
+        values.update(listener_properties(tls, SSL_LISTENER, client_auth=True))
+    if tls is not None and sasl_ssl_port is not None:
+        values.update(listener_properties(tls, SASL_SSL_LISTENER, client_auth=False))
+        values.update(_sasl_properties(SASL_SSL_LISTENER, sasl_users or {}))
     return "".join(f"{k}={v}\n" for k, v in values.items())
 
 
-def _sasl_properties(port: int, controller: int, sasl_port: int, users: Mapping[str, str]) -> dict[str, str]:
-    """A SASL_PLAINTEXT listener beside PLAINTEXT (which stays the inter-broker listener)."""
-    prefix = f"listener.name.{SASL_LISTENER.lower()}"
+def _sasl_properties(listener: str, users: Mapping[str, str]) -> dict[str, str]:
+    """The SASL mechanisms and users of one SASL listener (SASL_PLAINTEXT or SASL_SSL)."""
+    prefix = f"listener.name.{listener.lower()}"
     plain_users = " ".join(f'user_{name}="{password}"' for name, password in users.items())
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
     return {
-        "listeners": (
-            f"PLAINTEXT://127.0.0.1:{port},{SASL_LISTENER}://127.0.0.1:{sasl_port},"
-            f"CONTROLLER://127.0.0.1:{controller}"
-        ),
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},{SASL_LISTENER}://127.0.0.1:{sasl_port}",
-        "listener.security.protocol.map": (
-            f"CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,{SASL_LISTENER}:{SASL_LISTENER}"
-        ),
         f"{prefix}.sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
         f"{prefix}.plain.sasl.jaas.config": (
             f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"

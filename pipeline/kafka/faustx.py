@@ -25,7 +25,9 @@ it step by step):
 - Faust's own stall check (`AIOKafkaConsumerThread.verify_event_path`, faust/transport/drivers/aiokafka.py)
   compares the highwater with the fetch *position*, so it sees nothing wrong.
 
-`install(app)` closes both holes; `StallWatch` catches what is left (see `pipeline/kafka/watchdog.py`).
+Every private name used here is listed in `pipeline/kafka/hooks.py`, which checks at start that each is
+still on its call path (a worker refuses to start otherwise). `install(app)` closes both holes;
+`StallWatch` catches what is left (see `pipeline/kafka/watchdog.py`).
 
 Why a failed send must stop the worker (`DeliveryGuard`): Faust flushes its producer before every offset
 commit (`Consumer._commit_offsets`, faust/transport/consumer.py), but the flush reports no delivery error,
@@ -55,6 +57,9 @@ log = logging.getLogger(__name__)
 # a partition with lag commits every broker_commit_interval while it is consumed: 3 minutes without a commit
 # is a stall, not a slow batch
 STALL_THRESHOLD = 180.0
+BLIND_AFTER = 3  # failed looks in a row (a rebalance or broker hiccup lasts one or two) that make it blind
+# a look failing with these is a renamed or retyped Faust/aiokafka internal, not a hiccup: blind at once
+BROKEN = (AttributeError, TypeError, KeyError, AssertionError)
 
 
 def install(app: faust.App) -> None:
@@ -145,7 +150,9 @@ class StallWatch:
     """Looks at a running app's stream partitions, logs stalls as errors and applies the remedy.
 
     Call `check()` periodically (a timer); `stalled` is the set of (topic, partition) found stalled by the
-    last check, for the progress line and the readiness check. `topics` limits the watch (default: every
+    last check, for the progress line and the readiness check; `blind` says why the watch cannot read the
+    partitions' state (None while it can), which makes the worker unready: a watch that sees nothing
+    must not pass for one that saw no stall. `topics` limits the watch (default: every
     stream topic): leave out a topic whose agent may rightly hold records longer than the threshold.
     """
 
@@ -161,6 +168,8 @@ class StallWatch:
         self.watchdog = Watchdog(threshold)
         self.topics = None if topics is None else frozenset(topics)
         self.clock = clock
+        self.blind: str | None = None
+        self._failed_looks = 0
 
     @property
     def stalled(self) -> frozenset[Key]:
@@ -180,8 +189,15 @@ class StallWatch:
         try:
             views = await partition_views(self.app)
         except Exception as exc:  # a rebalance or a broker hiccup mid-check: look again next time
-            log.warning("stall check skipped: %r", exc)
+            self._failed_looks += 1
+            if isinstance(exc, BROKEN) or self._failed_looks >= BLIND_AFTER:
+                if self.blind is None:
+                    log.error("stall watch cannot read the partitions' state: %r", exc)
+                self.blind = f"{type(exc).__name__}: {exc}"
+            else:
+                log.warning("stall check skipped: %r", exc)
             return list(self.watchdog.stalls)
+        self._failed_looks, self.blind = 0, None
         if self.topics is not None:
             views = [v for v in views if v.topic in self.topics]
         stalls = self.watchdog.observe(views, now)

@@ -16,6 +16,9 @@ from pipeline.config.settings import Settings
 from pipeline.errors import BrokerError
 from pipeline.kafka.config import client_kwargs
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and _IP_ADDRESS_MISMATCH: the certificate names another host
+NAME_MISMATCH = frozenset({62, 64})
+
 
 async def check_kafka(settings: Settings, *, timeout: float = 10.0) -> None:
     """Return once one bootstrap server accepted our credentials and answered a metadata request;
@@ -45,6 +48,9 @@ def _explain(exc: Exception, settings: Settings, timeout: float) -> str:
     from aiokafka import errors
 
     protocol = f"GEO_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+    tls = _tls_refusal(exc, settings)
+    if tls is not None:
+        return tls
     if isinstance(exc, errors.SaslAuthenticationFailed):
         return (
             f"rejected user {settings.kafka_sasl_username!r} with {settings.kafka_sasl_mechanism} ({exc}): "
@@ -63,3 +69,39 @@ def _explain(exc: Exception, settings: Settings, timeout: float) -> str:
     if isinstance(exc, OSError):
         return f"cannot be reached: {type(exc).__name__}: {exc}"
     return f"failed: {type(exc).__name__}: {exc}"
+
+
+# what the broker's TLS alert says when it refuses our client certificate (or our lack of one); in TLS 1.3
+# the alert arrives after our side of the handshake, on the first read, so it is found in the cause chain
+CLIENT_CERT_ALERTS = ("certificate required", "bad certificate", "unknown ca", "certificate unknown")
+
+
+def _tls_refusal(exc: BaseException, settings: Settings) -> str | None:
+    """The TLS setting to fix when `exc` (or what caused it) is a certificate check that failed."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in seen:
+        seen.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for error in seen:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            if error.verify_code in NAME_MISMATCH:
+                return (
+                    f"TLS host name check failed ({error.verify_message}): the broker's certificate does not "
+                    "name the host the client connects to; check KAFKA_BOOTSTRAP_SERVERS (and the broker's "
+                    "advertised listeners): use a name the certificate holds"
+                )
+            return (
+                f"TLS: the broker's certificate is not trusted ({error.verify_message}): check "
+                "GEO_KAFKA_SSL_CAFILE (the CA that signed the broker's certificate)"
+            )
+        text = str(error).lower().replace("_", " ")
+        if isinstance(error, ssl.SSLError | OSError) and any(a in text for a in CLIENT_CERT_ALERTS):
+            given = (
+                "a client without a certificate" if settings.kafka_ssl_certfile is None else "our certificate"
+            )
+            return (
+                f"TLS: the broker refused {given} ({error}): check GEO_KAFKA_SSL_CERTFILE and "
+                "GEO_KAFKA_SSL_KEYFILE (a certificate signed by a CA the broker trusts)"
+            )
+    return None

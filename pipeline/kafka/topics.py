@@ -82,6 +82,8 @@ def asked_topic_config(pending_timeout: float) -> dict[str, str]:
         "cleanup.policy": "compact,delete",
         "retention.ms": str(keep_ms),
         "segment.ms": str(max(60_000, int(pending_timeout * 1000))),  # >= 1 min: few files
+        # the broker stamps each record: a new owner measures how long ago a request left on one clock
+        "message.timestamp.type": "LogAppendTime",
     }
 
 

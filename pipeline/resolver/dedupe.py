@@ -29,6 +29,9 @@ from collections.abc import Iterable, Mapping
 from pipeline.messages import Asked
 
 HORIZON_FRACTION = 0.5  # of the pending timeout: re-emissions that crossed a slow answer fall inside it
+# seconds another worker's clock may run ahead of ours before the resolver warns: NTP keeps hosts within
+# milliseconds, so more than this is a clock to fix (its requests are counted either way, see below)
+SKEW_MARGIN = 2.0
 
 
 def asked_horizon(pending_timeout: float) -> float:
@@ -90,12 +93,43 @@ class AskedLog:
             self.record(ip, asked.attempt, asked.at, answered=asked.answered)
 
 
-def request_times(records: Iterable[tuple[str, Asked]], *, since: float) -> list[float]:
-    """When the API requests behind `records` (as read back from the asked log) left, oldest first.
+def request_times(
+    records: Iterable[tuple[str, Asked]],
+    *,
+    since: float,
+    now: float,
+    left: Mapping[float, float] | None = None,
+) -> list[float]:
+    """When the API requests behind `records` (as read back from the asked log) left, on our clock, oldest
+    first: those since `since`.
 
     One request's asks share one timestamp, taken before the call, and its answers repeat it, so the
-    distinct times since `since` are the requests sent since then: what the previous owner of a resolve
-    partition spent of the current window. Answers count too because the topic is compacted: once the
-    cleaner has been through a segment, an IP's answer is all that is left of its ask.
+    distinct times are the requests sent: what the previous owner of a resolve partition spent of the
+    current window. Answers count too because the topic is compacted: once the cleaner has been through a
+    segment, an IP's answer is all that is left of its ask.
+
+    `left` maps a request's time (as written) to when it left on our clock, measured by the broker (its
+    append time, see `broker_clock`): the writer's clock does not matter. A request not in it counts at
+    its written time, unless that lies after `now` (the writer's clock runs ahead): it left by `now` at
+    the latest, so it counts as sent `now`, never dropped as "not yet".
     """
-    return sorted({asked.at for _, asked in records if asked.at >= since})
+    known = left or {}
+    times = (known[at] if at in known else min(at, now) for at in {asked.at for _, asked in records})
+    return sorted(t for t in times if t >= since)
+
+
+def broker_clock(appended: Mapping[float, float], broker_now: float, local_now: float) -> dict[float, float]:
+    """{request time as written: when it left on our clock} from {request time: its earliest append time on
+    the broker}, given one moment on both clocks (`broker_now` on the broker is `local_now` here).
+
+    Ages measured on the broker's clock alone, so neither the writer's nor our clock's error counts; a
+    request's asks are appended just before its call (its answers later: a compacted log only makes it
+    look younger, counted longer). Never after `local_now`.
+    """
+    return {at: min(local_now, local_now - (broker_now - stamp)) for at, stamp in appended.items()}
+
+
+def ahead(records: Iterable[tuple[str, Asked]], now: float) -> float:
+    """How many seconds the latest of `records` lies after `now` (0.0: none does): the writer's clock
+    runs at least that far ahead of ours."""
+    return max([0.0, *(asked.at - now for _, asked in records)])

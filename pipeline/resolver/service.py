@@ -11,13 +11,23 @@ for them). One loop, per batch of up to 100 distinct IPs:
 2. wait for the budget, outside the lock a rebalance waits on; if the remote cannot be asked within a normal
    pacing wait (breaker open, a long server pause), answer from the offline data at once instead: the entry
    gets the offline country and stays due for the remote;
-3. write "asked" records and wait for the broker's ack, call the provider chain (HTTP bounded by its timeout),
-   publish the results keyed by IP (co-partitioned with the table), mark the asks answered, commit.
+3. write "asked" records and wait for the broker's ack, commit the batch's start position (the fence, below),
+   call the provider chain (HTTP bounded by its timeout), publish the results keyed by IP (co-partitioned
+   with the table), mark the asks answered, commit.
 
 Writing before asking is what survives a crash: a successor reading the asked log knows what the dead
 resolver may have asked. Whoever is assigned a resolve partition reads its asked log back before asking,
 and seeds the budget with the asks of the current window (they bound what the previous owner sent from
-the same egress IP): no over-budget burst after a handover, and no full window of silence either.
+the same egress IP): no over-budget burst after a handover, and no full window of silence either. How long
+ago each request left is measured on the broker's clock (the asked log's append times, `asked_log.py`), so
+neither owner's clock error counts; on an older asked log without them, a request time after the
+reader's own clock (the previous owner's clock runs ahead) counts as sent now.
+
+The fence: a resolver frozen past its session (a stalled loop, a paused VM, SIGSTOP) wakes up still
+believing it owns its partition until its next poll; its batch in hand would be asked in its successor's
+window. Just before the call it commits the position its batch started from (what is committed already,
+so nothing moves): the group coordinator refuses that commit from a stale generation, and the batch is
+abandoned, unasked, for the partition's new owner.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import ConsumerStoppedError
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 from mode import Service
 
 from pipeline.addresses import AddressKind, classify
@@ -44,8 +54,15 @@ from pipeline.models import LookupResult, PermanentFailure, Resolved, TransientF
 from pipeline.providers.base import GeoProvider, OfflineProvider, ProviderChain
 from pipeline.providers.ipapi import MAX_BATCH, remote_provider
 from pipeline.providers.throttle import ResolveBudget
-from pipeline.resolver.asked_log import read_asked
-from pipeline.resolver.dedupe import AskedLog, asked_horizon, request_times
+from pipeline.resolver.asked_log import broker_now, read_asked
+from pipeline.resolver.dedupe import (
+    SKEW_MARGIN,
+    AskedLog,
+    ahead,
+    asked_horizon,
+    broker_clock,
+    request_times,
+)
 from pipeline.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -176,8 +193,9 @@ class Resolver(Service):
                 # given up (a rebalance or a stop came first): nothing committed, its next owner reads it
                 self._rewind(first)
                 return
-            if chosen:
-                await self._resolve(chosen, partition, why_not)
+            if chosen and not await self._resolve(chosen, partition, why_not, first):
+                self._rewind(first)  # fenced: a newer generation owns the partition, its owner asks
+                return
             await self._consumer.commit()
 
     def _rewind(self, first: dict[TopicPartition, int]) -> None:
@@ -239,7 +257,15 @@ class Resolver(Service):
                 return None
             await self._pause(min(delay, PACE_STEP))
 
-    async def _resolve(self, chosen: dict[str, int], partition: dict[str, int], why_not: str | None) -> None:
+    async def _resolve(
+        self,
+        chosen: dict[str, int],
+        partition: dict[str, int],
+        why_not: str | None,
+        first: dict[TopicPartition, int],
+    ) -> bool:
+        """Answer the batch (the remote, or the fallback); False when the fence said the partition has a
+        newer owner: nothing was asked."""
         ips = list(chosen)
         if why_not is not None:
             results = await self.chain.fallback(ips, why_not)
@@ -249,6 +275,8 @@ class Resolver(Service):
             if self.budget is not None:
                 self._remember_ask(asked_at, self.budget.window + self.budget.slack)
                 await self._write_asked(chosen, partition, asked_at, answered=False)
+            if not await self._fence(first):
+                return False
             results = await self._call(ips)
             self.stats.lookups += len(ips)
             self.stats.batches += 1
@@ -268,6 +296,22 @@ class Resolver(Service):
         else:
             for ip, attempt in chosen.items():
                 self.asked.record(ip, attempt, time.time(), answered=True)
+        return True
+
+    async def _fence(self, first: dict[TopicPartition, int]) -> bool:
+        """Commit the batch's start position just before the call: the group coordinator refuses it from a
+        stale generation (CommitFailedError) or for a partition no longer ours, and a zombie stops here."""
+        assert self._consumer is not None
+        try:
+            await self._consumer.commit(dict(first))
+        except KafkaError as exc:  # CommitFailedError, IllegalStateError, a coordinator gone
+            log.warning(
+                "resolver: the group moved on before the call (%s): batch abandoned unasked for the "
+                "partition's next owner",
+                type(exc).__name__,
+            )
+            return False
+        return True
 
     async def _call(self, ips: Sequence[str]) -> dict[str, LookupResult]:
         """The provider chain, bounded: a stop gives a call in flight STOP_GRACE, then the fallback answers
@@ -325,10 +369,12 @@ class Resolver(Service):
         if mine is None or self._stopping.is_set():
             return
         self.to_load = None
-        now, mono = time.time(), asyncio.get_running_loop().time()
         try:
             s = self.settings
-            records = await read_asked(s, mine, since=now - self.asked.keep)
+            assert self._producer is not None
+            clock = await broker_now(self._producer, s.asked_topic, min(mine))
+            now, mono = time.time(), asyncio.get_running_loop().time()  # the moment the broker said `clock`
+            records, appended = await read_asked(s, mine, since=now - self.asked.keep)
         except Exception:  # we cannot know what was sent: assume the worst, a full window
             log.exception("resolver: reading the asked log back failed; waiting out one window")
             if self.budget is not None:
@@ -338,10 +384,21 @@ class Resolver(Service):
         self.asked.prune(now)
         recent: list[float] = []
         ours = 0
+        left = broker_clock(appended, clock, now) if clock is not None else {}
+        skew = ahead(records, now)
+        if skew > SKEW_MARGIN:
+            log.warning(
+                "resolver: the asked log holds a request %.1fs after this worker's clock: a clock runs ahead "
+                "(fix NTP); %s",
+                skew,
+                "measured by the broker's clock" if left else "counted as sent now",
+            )
         if self.budget is not None:
-            recent = request_times(records, since=now - (self.budget.window + self.budget.slack))
+            since = now - (self.budget.window + self.budget.slack)
+            recent = request_times(records, since=since, now=now, left=left)
             # a rebalance can give us back the partition we had: our own requests are in the budget already
-            others = [at for at in recent if at not in self._own_asks]
+            theirs = [(ip, asked) for ip, asked in records if asked.at not in self._own_asks]
+            others = request_times(theirs, since=since, now=now, left=left)
             ours = len(recent) - len(others)
             self.budget.note_sends([mono - (now - at) for at in others])
         log.info(

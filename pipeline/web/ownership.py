@@ -39,6 +39,7 @@ class Checks:
     broker: bool  # a metadata request was answered just now
     hot_path: bool  # the hot path started and its near cache caught up with the resolved topic
     stalled: tuple[str, ...] = ()  # stalled stream partitions (faustx.StallWatch), as "topic[partition]"
+    blind: str | None = None  # why the stall watch cannot read the partitions' state (None: it can)
 
 
 def not_ready(checks: Checks) -> list[str]:
@@ -56,4 +57,6 @@ def not_ready(checks: Checks) -> list[str]:
         reasons.append("hot path not started or its near cache still catching up")
     if checks.stalled:
         reasons.append("stalled partitions: " + ", ".join(checks.stalled))
+    if checks.blind is not None:
+        reasons.append("stall watch cannot read the partitions' state: " + checks.blind)
     return reasons

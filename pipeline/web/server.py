@@ -7,8 +7,8 @@ Routes:
   that answered (`worker`) and the one that forwarded (`forwarded_by`). 404: never seen; 400: not an IP;
   503 (with Retry-After): rebalancing or no owner yet; 502: the owner did not answer.
 - `GET /health`: 200 while the process runs (liveness).
-- `GET /ready`: 200 when assigned, recovered, not rebalancing, the broker answers, the hot path runs and no
-  partition is stalled; else 503 with the reasons (readiness).
+- `GET /ready`: 200 when assigned, recovered, not rebalancing, the broker answers, the hot path runs, no
+  partition is stalled and the stall watch can see; else 503 with the reasons (readiness).
 - `GET /metrics`: Prometheus text format (pipeline/web/metrics.py).
 
 Why not Faust's web server (`web_enabled`): it also serves Faust's table and router routes, which expose
@@ -216,6 +216,7 @@ class WebServer(Service):
             broker=await self._broker_reachable(),
             hot_path=geo.hotpath.caught_up.is_set(),  # set once started and the near cache caught up
             stalled=tuple(f"{t}[{p}]" for t, p in sorted(geo.watch.stalled)),
+            blind=geo.watch.blind,
         )
         return not_ready(checks)
 

@@ -8,12 +8,15 @@ and whose deliveries succeed or fail as a test says. Integration tests use the r
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 
@@ -38,10 +41,13 @@ def records(
 
 @dataclass
 class FakeConsumer:
-    """Hands out `batches` one per `getmany`, then nothing; a seek back puts that batch in front again."""
+    """Hands out `batches` one per `getmany`, then nothing; a seek back puts that batch in front again.
+    `stale` makes every commit fail as the group coordinator answers a member of an old generation."""
 
     batches: list[dict[TopicPartition, list[Record]]]
     commits: int = 0
+    committed: list[dict[TopicPartition, int]] = field(default_factory=list)  # explicit offsets, in order
+    stale: bool = False
     seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
     _given: list[dict[TopicPartition, list[Record]]] = field(default_factory=list)
 
@@ -64,8 +70,12 @@ class FakeConsumer:
                 self.batches.insert(0, batch)
                 return
 
-    async def commit(self) -> None:
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        if self.stale:
+            raise CommitFailedError("the group has already rebalanced")
         self.commits += 1
+        if offsets is not None:
+            self.committed.append(dict(offsets))
 
 
 class FakeCluster:
@@ -86,6 +96,8 @@ class FakeProducer:
         self.fail = fail
         self.delivered: Counter[str] = Counter()  # records per topic whose delivery succeeded
         self.singles: list[tuple[str, bytes | None, bytes]] = []  # records sent one by one, delivered
+        # the broker's clock minus ours when it stamps records (LogAppendTime); None: it keeps the writer's
+        self.broker_ahead: float | None = None
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(512 * 1024, 0)
@@ -102,6 +114,16 @@ class FakeProducer:
 
     async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[Any]:
         return self._deliver(topic, batch.record_count())
+
+    async def send_and_wait(
+        self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None
+    ) -> Any:
+        """Delivered at once; the metadata carries the broker's stamp when `broker_ahead` is set."""
+        await self._deliver(topic, 1)
+        now = time.time()
+        if self.broker_ahead is None:
+            return SimpleNamespace(timestamp=int(now * 1000), timestamp_type=0)
+        return SimpleNamespace(timestamp=int((now + self.broker_ahead) * 1000), timestamp_type=1)
 
     async def send(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from pipeline.config.settings import Settings
 from pipeline.devtools.processes import WorkerProcess, settings_env, worker_processes
 from tests.support.kafka import wait_for
 
-__all__ = ["WorkerProcess", "running_workers", "settings_env"]
+__all__ = ["WorkerProcess", "faketime_env", "running_workers", "settings_env"]
 
 
 @contextlib.asynccontextmanager
@@ -24,3 +25,18 @@ async def running_workers(
     with worker_processes(settings, tmp_path, n) as workers:
         await wait_for(lambda: all(w.ready() for w in workers), 90, message=f"{n} workers ready")
         yield workers
+
+
+FAKETIME_LIBS = (  # where distributions put libfaketime
+    "/usr/lib/*/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+    "/usr/local/lib/faketime/libfaketime.so.1",
+)
+
+
+def faketime_env(offset: str) -> dict[str, str]:
+    """The environment that runs a worker process under libfaketime with its clocks `offset` away (e.g.
+    "+30s"): the `faketime` package (apt-get install faketime), preloaded as the `faketime` command does."""
+    found = [path for pattern in FAKETIME_LIBS for path in sorted(glob.glob(pattern))]
+    assert found, "libfaketime not found: apt-get install faketime (.ci/run installs it when missing)"
+    return {"LD_PRELOAD": found[0], "FAKETIME": offset}

@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka import TopicPartition
+
 from pipeline.config.settings import Settings
 from pipeline.messages import (
     Asked,
@@ -82,14 +84,68 @@ def results(producer: FakeProducer) -> dict[str, object]:
 
 
 async def test_asks_are_written_before_the_call_and_marked_answered_after() -> None:
-    """A normal batch: an asked record per IP, one call, a result per IP, answered records, one commit."""
+    """A normal batch: an asked record per IP, the fence (the batch's start position committed) before one
+    call, a result per IP, answered records, the commit of its end."""
     service, consumer, producer, remote = resolver()
     await asyncio.wait_for(service.run_once(), 5)
     asked = [decode_asked(v) for t, _, v in producer.singles if t == SETTINGS.asked_topic]
     assert [a.answered for a in asked if a] == [False] * 3 + [True] * 3
     assert remote.calls == [sorted(IPS, key=IPS.index)]
     assert {ip: r.result for ip, r in results(producer).items()} == {ip: Resolved(US, "ipapi") for ip in IPS}  # type: ignore[attr-defined]
-    assert consumer.commits == 1
+    assert consumer.committed == [{TopicPartition(SETTINGS.resolve_topic, 0): 0}]  # the fence: its start
+    assert consumer.commits == 2
+
+
+async def test_a_resolver_whose_generation_is_stale_asks_nothing() -> None:
+    """The group moved on while the resolver held its batch (frozen past its session): the fence's commit
+    fails, so the API is not called, no result is sent, and the batch is rewound for the next owner."""
+    service, consumer, producer, remote = resolver()
+    consumer.stale = True
+    await asyncio.wait_for(service.run_once(), 5)
+    assert remote.calls == []
+    assert results(producer) == {}
+    assert service.budget is not None and service.budget.snapshot().sent == 0
+    assert consumer.seeks == [(TopicPartition(SETTINGS.resolve_topic, 0), 0)]
+
+
+async def test_an_owner_with_a_clock_ahead_has_its_requests_counted_from_now(monkeypatch: Any) -> None:
+    """On an asked log without the broker's stamps (CreateTime), a previous owner's requests written 30 s
+    after this worker's clock count each as sent now: a budget of 2 is full at once, not empty."""
+    service, _, _, _ = resolver()
+    budget = ResolveBudget(asyncio.get_running_loop().time, limit=2, window=60.0)
+    service.budget = budget
+    later = round(time.time() + 30, 3)
+    theirs = [("5.5.5.5", Asked(1, later)), ("6.6.6.6", Asked(1, later + 0.5, answered=True))]
+
+    async def read_back(settings: Settings, partitions: frozenset[int], *, since: float) -> Any:
+        return theirs, {}
+
+    monkeypatch.setattr("pipeline.resolver.service.read_asked", read_back)
+    service.to_load = frozenset({0})
+    await service._load_asked()
+    assert budget.sent_in_window == 2
+    assert budget.delay() > 59.0
+
+
+async def test_request_ages_are_measured_on_the_brokers_clock(monkeypatch: Any) -> None:
+    """With the broker's append times, a request counts from when it left by the broker's clock, whatever
+    the writer's and this worker's clocks say: one written 40 s in our past (its writer's clock runs
+    behind, or ours ahead) but appended 5 s ago still fills the window until 55 s from now."""
+    service, _, producer, _ = resolver()
+    producer.broker_ahead = 100.0  # the broker's clock is off too: only its own differences count
+    budget = ResolveBudget(asyncio.get_running_loop().time, limit=1, window=60.0, slack=0.0)
+    service.budget = budget
+    written = round(time.time() - 40, 3)
+    appended = time.time() + 100.0 - 5  # 5 s ago on the broker's clock
+
+    async def read_back(settings: Settings, partitions: frozenset[int], *, since: float) -> Any:
+        return [("5.5.5.5", Asked(1, written))], {written: appended}
+
+    monkeypatch.setattr("pipeline.resolver.service.read_asked", read_back)
+    service.to_load = frozenset({0})
+    await service._load_asked()
+    assert budget.sent_in_window == 1
+    assert 54.0 < budget.delay() <= 55.5
 
 
 async def test_a_batch_of_duplicates_commits_without_waiting_for_the_budget() -> None:
@@ -167,8 +223,8 @@ async def test_an_assignment_seeds_the_budget_with_the_requests_of_others_only(m
     ]
     theirs = ("5.5.5.5", Asked(1, round(time.time() - 5, 3), answered=True))
 
-    async def read_back(settings: Settings, partitions: frozenset[int], *, since: float) -> list[Any]:
-        return [*written, theirs]
+    async def read_back(settings: Settings, partitions: frozenset[int], *, since: float) -> Any:
+        return [*written, theirs], {}
 
     monkeypatch.setattr("pipeline.resolver.service.read_asked", read_back)
     service.to_load = frozenset({0})  # the rebalance gave us the partition again

@@ -15,10 +15,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+from faust.types import TP
 
 from pipeline.config.settings import Settings
 from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache
+from pipeline.kafka.faustx import StallWatch
 from pipeline.kafka.partitioner import key_hash
 from pipeline.models import EntryStatus, GeoData, GeoEntry
 from pipeline.providers.throttle import ResolveBudget
@@ -82,7 +84,7 @@ def fake_geo(store: FakeStore, distribution: dict[str, Any], budget: ResolveBudg
         ),
         near=NearCache(10),
         resolver=SimpleNamespace(budget=budget, offline={}),
-        watch=SimpleNamespace(stalled=frozenset()),
+        watch=SimpleNamespace(stalled=frozenset(), blind=None),
         hotpath=FakeHotPath(),
     )
 
@@ -175,6 +177,30 @@ async def test_health_always_ready_only_when_every_check_passes() -> None:
         assert any("geo-ips-seen[2]" in r for r in body["reasons"])
         assert any(r.startswith("broker unreachable") for r in body["reasons"])
         assert (await get(f"{web.url}/health"))[0] == 200
+
+
+async def test_a_stall_watch_that_cannot_read_the_partitions_makes_the_worker_unready() -> None:
+    """A stall watch whose look fails on a renamed internal (the consumer has no `_thread`) is blind: /ready
+    turns 503 naming it, and turns back to 200 once a look succeeds."""
+    geo = fake_geo(FakeStore({}), {})
+    consumer = SimpleNamespace(flow_active=True, assignment=lambda: {TP("geo-ips-seen", 0)})
+    consumer._is_changelog_tp = lambda tp: False
+    geo.app.consumer = consumer
+    geo.app.conf = SimpleNamespace(consumer_auto_offset_reset="earliest")
+    geo.watch = StallWatch(geo.app, topics={"geo-ips-seen"})
+    async with serving(geo) as web:
+        geo.app.assignor.changelog_distribution = {web.url: {}}
+        assert (await get(f"{web.url}/ready"))[0] == 200
+        assert await geo.watch.check(now=0.0) == []
+        status, body, _ = await get(f"{web.url}/ready")
+        assert status == 503, body
+        assert body["reasons"] == [
+            "stall watch cannot read the partitions' state: AttributeError: "
+            "'types.SimpleNamespace' object has no attribute '_thread'"
+        ]
+        consumer.assignment = lambda: set()  # nothing assigned: a look that succeeds
+        await geo.watch.check(now=1.0)
+        assert (await get(f"{web.url}/ready"))[0] == 200
 
 
 async def test_metrics_text_has_the_pipeline_names_and_counts_api_requests() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.devtools.broker import LocalKafka, _add_scram_args, _server_properties
+from pipeline.devtools.tls import TlsFiles
 from pipeline.errors import BrokerError
 
 
@@ -58,3 +59,24 @@ def test_running_reports_the_sasl_listener_from_the_pid_file(tmp_path: Path) -> 
     (tmp_path / "broker.pid").write_text(f"{os.getpid()} 127.0.0.1:1\n")
     info = LocalKafka(tmp_path).running()
     assert info is not None and info.sasl_bootstrap is None
+
+
+def test_tls_adds_ssl_and_sasl_ssl_listeners_advertised_by_the_certificates_name() -> None:
+    """With TLS material the broker adds SSL (client certificates required) and SASL_SSL (SASL users, no
+    client certificate) listeners, bound to 127.0.0.1 and advertised as `localhost`, the name the broker's
+    certificate holds; PLAINTEXT stays the inter-broker listener."""
+    tls = TlsFiles(Path("/t"))
+    text = _server_properties(9092, 9093, Path("/d"), 9094, {"alice": "pw-1"}, tls=tls, ssl_port=9095,
+                              sasl_ssl_port=9096)  # fmt: skip
+    values = props(text)
+    assert values["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9094,SSL://127.0.0.1:9095,"
+        "SASL_SSL://127.0.0.1:9096,CONTROLLER://127.0.0.1:9093"
+    )
+    assert values["advertised.listeners"].endswith(",SSL://localhost:9095,SASL_SSL://localhost:9096")
+    assert values["inter.broker.listener.name"] == "PLAINTEXT"
+    assert values["listener.name.ssl.ssl.client.auth"] == "required"
+    assert values["listener.name.sasl_ssl.ssl.client.auth"] == "none"
+    assert values["listener.name.ssl.ssl.keystore.location"] == "/t/broker.p12"
+    assert 'user_alice="pw-1"' in values["listener.name.sasl_ssl.plain.sasl.jaas.config"]
+    assert "SSL:SSL" in values["listener.security.protocol.map"].split(",")

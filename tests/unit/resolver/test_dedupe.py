@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pipeline.kafka.topics import asked_keep
 from pipeline.messages import Asked, decode_asked, encode_asked
-from pipeline.resolver.dedupe import AskedLog, asked_horizon, request_times
+from pipeline.resolver.dedupe import AskedLog, ahead, asked_horizon, broker_clock, request_times
 
 HORIZON = 15.0
 KEEP = 90.0
@@ -135,7 +135,7 @@ def test_request_times_are_the_distinct_ask_times_since_a_moment() -> None:
         ("1.1.1.1", Asked(1, 100.0, answered=True)),
         ("4.4.4.4", Asked(1, 40.0)),
     ]
-    assert request_times(records, since=60.0) == [100.0, 130.0]
+    assert request_times(records, since=60.0, now=140.0) == [100.0, 130.0]
 
 
 def test_request_times_survive_compaction_down_to_the_answers() -> None:
@@ -145,4 +145,30 @@ def test_request_times_survive_compaction_down_to_the_answers() -> None:
         ("2.2.2.2", Asked(1, 100.0, answered=True)),
         ("3.3.3.3", Asked(2, 130.0, answered=True)),
     ]
-    assert request_times(compacted, since=60.0) == [100.0, 130.0]
+    assert request_times(compacted, since=60.0, now=140.0) == [100.0, 130.0]
+
+
+def test_requests_stamped_after_now_count_as_sent_now() -> None:
+    """A previous owner whose clock runs 30 s ahead stamped its last requests after the reader's now: each
+    counts, as sent now (it left at now at the latest), none is dropped as "not yet"."""
+    records = [
+        ("1.1.1.1", Asked(1, 100.0)),
+        ("2.2.2.2", Asked(1, 155.0)),
+        ("3.3.3.3", Asked(1, 158.0, answered=True)),
+        ("4.4.4.4", Asked(1, 158.0)),
+    ]
+    assert request_times(records, since=60.0, now=130.0) == [100.0, 130.0, 130.0]
+    assert ahead(records, 130.0) == 28.0
+    assert ahead(records[:1], 130.0) == 0.0 and ahead([], 130.0) == 0.0
+
+
+def test_broker_append_times_decide_when_a_request_left() -> None:
+    """With the broker's append times, a request's age is measured on the broker's clock alone and mapped
+    onto ours; a request without one falls back to its written time (clamped to now)."""
+    records = [("1.1.1.1", Asked(1, 500.0)), ("2.2.2.2", Asked(1, 90.0)), ("3.3.3.3", Asked(1, 120.0))]
+    # the broker says 1000 when we say 130: 1.1.1.1 (written 500: its writer's clock far ahead) was appended
+    # at 990, 10 s ago; 2.2.2.2 (written 90) at 985, 15 s ago
+    left = broker_clock({500.0: 990.0, 90.0: 985.0}, broker_now=1000.0, local_now=130.0)
+    assert left == {500.0: 120.0, 90.0: 115.0}
+    assert request_times(records, since=100.0, now=130.0, left=left) == [115.0, 120.0, 120.0]
+    assert broker_clock({1.0: 1005.0}, broker_now=1000.0, local_now=130.0) == {1.0: 130.0}  # never later
