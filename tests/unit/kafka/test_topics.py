@@ -7,7 +7,8 @@ import pytest
 from pipeline.config.settings import Settings
 from pipeline.kafka.topics import Found, Problem, Wanted, contract, policies, problems, report
 
-SETTINGS = Settings.from_env({}, app_id="geo", partitions=8, resolve_partitions=2)
+# two resolve partitions: on the free tier only with a declared egress per worker (config/checks.py)
+SETTINGS = Settings.from_env({}, app_id="geo", partitions=8, resolve_partitions=2, egress_ip="81.2.69.142")
 CHANGELOG = "geo-geo-cache-changelog"
 
 
