@@ -3,6 +3,12 @@ WORKDIR /app
 COPY pyproject.toml README.md* ./
 COPY pipeline ./pipeline
 RUN pip install --no-cache-dir .
+# an unprivileged user that owns only its state: the code stays root's, so the worker cannot rewrite it;
+# an anonymous volume mounted at /data (docker-compose.yml) takes this directory's owner
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin geo \
+    && mkdir -p /data && chown geo:geo /data
+ENV GEO_DATA_DIR=/data
+USER geo
 # the worker's HTTP API (GEO_WEB_PORT); bind it beyond loopback with GEO_WEB_HOST=0.0.0.0
 EXPOSE 6066
 CMD ["geo-pipeline", "worker"]
