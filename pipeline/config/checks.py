@@ -38,6 +38,17 @@ def refusals(s: Fields) -> list[str]:
     return [p for p in found if p]
 
 
+def cautions(s: Fields) -> list[str]:
+    """What works but exposes something, one line each naming the variables: logged at start, not refused."""
+    found = []
+    if s.kafka_security_protocol == "SASL_PLAINTEXT" and s.kafka_sasl_mechanism == "PLAIN":
+        found.append(
+            "GEO_KAFKA_SASL_MECHANISM=PLAIN over GEO_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT sends the "
+            "password in clear to every broker: use SASL_SSL, or SCRAM-SHA-256/512 (which never sends it)"
+        )
+    return found
+
+
 @dataclass(frozen=True)
 class _Limit:
     """The range a numeric setting must lie in (NaN and infinities never do) and why."""

@@ -65,6 +65,6 @@ RESTARTING = ("always", "unless-stopped", "on-failure")  # policies that bring a
 
 
 def test_the_worker_is_restarted_when_it_exits() -> None:
-    """Recovery exits the process (delivery guard, stall restart, replay limit): compose must start it again."""
+    """Recovery exits the process (delivery guard, stall restart, replay limit): compose starts it again."""
     worker = load()["services"]["worker"]
     assert str(worker.get("restart", "no")).split(":")[0] in RESTARTING

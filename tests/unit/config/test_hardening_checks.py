@@ -40,3 +40,29 @@ def test_a_declared_egress_must_be_a_public_address(egress: str) -> None:
     """GEO_EGRESS_IP names the address ip-api sees: a private, loopback or malformed one is refused."""
     with pytest.raises(ConfigError, match="GEO_EGRESS_IP"):
         Settings.from_env({"GEO_RESOLVE_PARTITIONS": "2", "GEO_EGRESS_IP": egress})
+
+
+# -- item 13c: SASL PLAIN over a plaintext connection -------------------------------------------------------
+
+SASL = {"GEO_KAFKA_SASL_USERNAME": "geo", "GEO_KAFKA_SASL_PASSWORD": "secret-pw"}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "mechanism", "warned"),
+    [
+        ("SASL_PLAINTEXT", "PLAIN", True),
+        ("SASL_PLAINTEXT", "SCRAM-SHA-256", False),  # a challenge, never the password itself
+        ("SASL_SSL", "PLAIN", False),
+    ],
+)
+def test_sasl_plain_in_clear_is_cautioned(protocol: str, mechanism: str, warned: bool) -> None:
+    """PLAIN over SASL_PLAINTEXT is accepted but cautioned (the password crosses the network in clear),
+    naming both settings and never the password."""
+    from pipeline.config.checks import cautions
+
+    env = {**SASL, "GEO_KAFKA_SECURITY_PROTOCOL": protocol, "GEO_KAFKA_SASL_MECHANISM": mechanism}
+    found = cautions(Settings.from_env(env))
+    assert len(found) == int(warned)
+    if warned:
+        assert "GEO_KAFKA_SASL_MECHANISM=PLAIN" in found[0] and "SASL_PLAINTEXT" in found[0]
+        assert "secret-pw" not in found[0]
