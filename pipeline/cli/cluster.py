@@ -2,70 +2,37 @@
 
 Workers are found without any registry of our own: every worker is a member of the Faust consumer group
 named after the app (GEO_APP_ID), and Faust's assignor puts each member's URL (its `canonical_url`, our
-GEO_ADVERTISED_URL) into the member metadata it sends to the group coordinator. `worker_urls` asks the
-coordinator to describe the group and reads those URLs back. Every Kafka client here is built with
-`client_kwargs(settings)`, so the CLI works against secured clusters like the workers do.
+GEO_ADVERTISED_URL) into the member metadata it sends to the group coordinator. `worker_urls` reads those
+URLs back (pipeline/kafka/group.py). Every Kafka client here is built with `client_kwargs(settings)`, so the
+CLI works against secured clusters like the workers do.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from pipeline.cli.present import Samples
 from pipeline.config.settings import Settings
 from pipeline.kafka.clients import follower, read_to_end
-from pipeline.kafka.config import client_kwargs
+from pipeline.kafka.group import member_urls
 from pipeline.kafka.partitioner import key_hash
 
 HTTP_TIMEOUT = 5.0  # seconds per request to a worker
 READ_TIMEOUT = 60.0  # seconds to read the resolved topic's partitions to their end
-MEMBER_METADATA = 3  # index of member_metadata in a DescribeGroups member (member_id, client_id, host, ...)
-MEMBERS = 5  # index of the members in a DescribeGroups group
-GROUP_STATE = 2  # index of the state in a DescribeGroups group
-REBALANCING = ("PreparingRebalance", "CompletingRebalance")  # no member metadata is shared meanwhile
 DISCOVERY_WAIT = 10.0  # seconds `worker_urls` waits for a rebalancing group to settle
 
 
-def member_url(metadata: bytes) -> str | None:
-    """The URL a Faust worker advertised in its group membership (None for a non-Faust member)."""
-    try:
-        user_data = ConsumerProtocolMemberMetadata.decode(metadata).user_data
-        url = json.loads(user_data).get("url")
-    except Exception:  # a member of another protocol or version: not one of our workers
-        return None
-    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
-
-
 async def worker_urls(settings: Settings) -> list[str]:
-    """The URLs of the workers currently in the app's group, sorted (empty when none is up). The
-    coordinator shares member metadata only while the group is stable: during a rebalance this waits for
-    it, DISCOVERY_WAIT seconds at most."""
-    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10000)
-    await admin.start()
-    try:
-        deadline = time.monotonic() + DISCOVERY_WAIT
-        while True:
-            responses = await admin.describe_consumer_groups([settings.app_id])
-            groups = [group for response in responses for group in response.groups]
-            rebalancing = any(group[GROUP_STATE] in REBALANCING for group in groups)
-            if not rebalancing or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)  # polling the coordinator: it has no "stable again" notification
-    finally:
-        await admin.close()
-    urls = {member_url(member[MEMBER_METADATA]) for group in groups for member in group[MEMBERS]}
-    return sorted(url for url in urls if url)
+    """The URLs of the workers currently in the app's group, sorted (empty when none is up); during a
+    rebalance this waits for the group to settle, DISCOVERY_WAIT seconds at most."""
+    return sorted(set(await member_urls(settings, wait=DISCOVERY_WAIT)))
 
 
 async def ask(session: aiohttp.ClientSession, base: str, path: str) -> tuple[int, str]:

@@ -10,6 +10,10 @@ Faust and mode also log through OUR loggers: a mode Service logs "[^Name]: Start
 module logger (pipeline.hotpath.service, pipeline.web.server), Faust's store "opening partition ..." with
 pipeline.cache.table.
 `LibraryLines` holds those at the libraries' level too, by the file the call comes from.
+
+`TransientLines` lowers one library line that is not an error: aiokafka logs "Group Coordinator Request
+failed: [Error 15] CoordinatorNotAvailableError" at ERROR while a fresh broker elects the group coordinator,
+and retries on its own. It is held at INFO for COORDINATOR_GRACE seconds of a streak, then shown at WARNING.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ from pipeline.config.settings import Settings
 QUIET = ("faust", "mode", "aiokafka", "aiohttp", "kafka")  # library loggers held at WARNING by default
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] %(levelname)s %(name)s: %(message)s"  # pid: workers share hosts
 LIBRARY_DIRS = tuple(f"{os.sep}{name}{os.sep}" for name in ("faust", "mode"))  # calls from these are theirs
+COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
+COORDINATOR_LINE = "Group Coordinator Request failed"  # the start of aiokafka's template
+COORDINATOR_ERROR = "CoordinatorNotAvailableError"  # its transient cause (Kafka error 15)
+# seconds a coordinator may take to be elected before it is worth a warning: a fresh broker takes a few
+COORDINATOR_GRACE = 60.0
 
 
 class LibraryLines(logging.Filter):
@@ -38,6 +47,29 @@ class LibraryLines(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= self.level or not any(d in record.pathname for d in LIBRARY_DIRS)
+
+
+class TransientLines(logging.Filter):
+    """Lowers aiokafka's "coordinator not available" line from ERROR: to INFO during COORDINATOR_GRACE
+    seconds after the first one of a streak (dropped unless that logger shows INFO), then to WARNING."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.clock = clock
+        self._since = self._last = -float("inf")  # the first and the latest line of the current streak
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != COORDINATOR_LOGGER or not str(record.msg).startswith(COORDINATOR_LINE):
+            return True
+        if COORDINATOR_ERROR not in record.getMessage():
+            return True
+        now = self.clock()
+        if now - self._last > COORDINATOR_GRACE:
+            self._since = now  # a new streak: none of these lines for a grace period
+        self._last = now
+        level = logging.INFO if now - self._since <= COORDINATOR_GRACE else logging.WARNING
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        return logging.getLogger(record.name).isEnabledFor(level)
 
 
 class Repeats(logging.Filter):
@@ -95,6 +127,7 @@ def configure(settings: Settings, stream: IO[str] | None = None) -> None:
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT))
     wanted = levels(settings)
     handler.addFilter(LibraryLines(min(wanted["faust"], wanted["mode"])))
+    handler.addFilter(TransientLines())
     handler.addFilter(Repeats())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -34,7 +34,19 @@ def refusals(s: Fields) -> list[str]:
     env = {f.name: f.metadata["env"] for f in fields(s)}
     found = [limit.problem(env[name], getattr(s, name)) for name, limit in _LIMITS.items()]
     found += [*_relation_problems(s), *_endpoint_problems(s), *_kafka_problems(s), *_operator_problems(s)]
+    found += _exposure_problems(s)
     return [p for p in found if p]
+
+
+def cautions(s: Fields) -> list[str]:
+    """What works but exposes something, one line each naming the variables: logged at start, not refused."""
+    found = []
+    if s.kafka_security_protocol == "SASL_PLAINTEXT" and s.kafka_sasl_mechanism == "PLAIN":
+        found.append(
+            "GEO_KAFKA_SASL_MECHANISM=PLAIN over GEO_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT sends the "
+            "password in clear to every broker: use SASL_SSL, or SCRAM-SHA-256/512 (which never sends it)"
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -211,6 +223,40 @@ def _operator_problems(s: Fields) -> list[str]:
         problems.append(f"GEO_LOG_LEVEL={s.log_level!r} is not valid: {exc}")
     if s.log_format not in LOG_FORMATS:
         problems.append(f"GEO_LOG_FORMAT={s.log_format!r} is not valid: use text or json")
+    return problems
+
+
+def _exposure_problems(s: Fields) -> list[str]:
+    """What others could abuse: a free-tier budget several owners share, a forwarding allow-list."""
+    problems: list[str] = []
+    if s.egress_ip:
+        try:
+            public = ipaddress.ip_address(s.egress_ip).is_global
+        except ValueError:
+            public = False
+        if not public:
+            problems.append(
+                f"GEO_EGRESS_IP={s.egress_ip!r} is not a public IP address: give the address ip-api sees "
+                "this worker's requests come from (or leave it empty)"
+            )
+    free_tier = "ipapi" in s.providers and s.ipapi_key is None and not s.ipapi_url
+    if free_tier and s.resolve_partitions > 1 and not s.egress_ip:
+        # one budget per worker: two workers owning resolve partitions behind one egress IP spend it twice
+        problems.append(
+            f"GEO_RESOLVE_PARTITIONS={s.resolve_partitions} on ip-api's free tier (no GEO_IPAPI_KEY): "
+            f"workers owning resolve partitions behind one egress IP would each send "
+            f"{s.budget_requests} per {s.budget_window:g} s where ip-api allows {FREE_TIER_REQUESTS} per "
+            "IP (429s, then a ban); use GEO_RESOLVE_PARTITIONS=1, or set GEO_IPAPI_KEY, or declare on every "
+            "worker its own public egress address with GEO_EGRESS_IP (a different one each)"
+        )
+    for cidr in s.forward_networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(
+                f"GEO_FORWARD_NETWORKS: {cidr!r} is not a network: use CIDRs such as 10.0.0.0/8, "
+                "comma-separated, or leave it empty"
+            )
     return problems
 
 

@@ -68,6 +68,12 @@ class Fields:
     web_port: int = field(default=6066, metadata={"env": "GEO_WEB_PORT"})  # taken: a free one, logged
     # how other workers and the CLI reach this one ("": http://<GEO_WEB_HOST or its address>:<port>); unique
     advertised_url: str = field(default="", metadata={"env": "GEO_ADVERTISED_URL"})
+    # --- exposure (docs/hardening.md) ------------------------------------------------------------------
+    # the public IP this worker's ip-api requests leave from, different on every worker: the declaration
+    # that lets several resolve partitions share the free tier (each owner has its own 15 per 60 s)
+    egress_ip: str = field(default="", metadata={"env": "GEO_EGRESS_IP"})
+    # networks a forwarded /geo lookup may reach (CIDRs, comma-separated; empty: any http(s) peer URL)
+    forward_networks: tuple[str, ...] = field(default=(), metadata={"env": "GEO_FORWARD_NETWORKS"})
     # logging: the pipeline's level, optionally `logger=LEVEL` pairs (Faust, mode, aiokafka: WARNING)
     log_level: str = field(default="INFO", metadata={"env": "GEO_LOG_LEVEL"})
     log_format: str = field(default="text", metadata={"env": "GEO_LOG_FORMAT"})  # text | json

@@ -76,6 +76,7 @@ def _parse(kind: Any, raw: str) -> Any:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "providers": words,
+    "forward_networks": words,
     "mmdb": lambda raw: tuple(Path(word).expanduser() for word in words(raw)),
     "ipapi_key": Secret,
     "kafka_security_protocol": lambda raw: raw.strip().upper(),

@@ -9,7 +9,9 @@ Every valid event is enriched once, by the worker that consumed it, with the bes
   later events are hits and the seen record is sent once per pending period, not once per event.
 
 The hot path (`service.py`) calls `Router.route` per record and only sends what it returns; a `BadEvent`'s
-reason goes to the dead-letter topic with the original bytes, so nothing is ever dropped silently.
+reason goes to the dead-letter topic with the original bytes, so nothing is ever dropped silently. An
+object is passed through byte for byte, so one that consumers could read differently from us (a key given
+twice, a lone surrogate escape) is refused rather than normalised.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ REASON_LABELS = (
     ("not UTF-8", "not_utf8"),
     ("invalid JSON", "invalid_json"),
     ("non-standard JSON", "invalid_json"),
+    ("duplicate key", "duplicate_key"),
+    ("lone surrogate", "lone_surrogate"),
     ("JSON value must be", "not_an_object"),
     ("missing field 'ip'", "missing_ip"),
     ("field 'ip' must be", "ip_not_a_string"),
@@ -305,12 +309,44 @@ def _reject_constant(name: str) -> Any:
     raise BadEvent(f"non-standard JSON constant {name}")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members; a key given twice is refused: consumers disagree on which one wins (the event
+    passes through verbatim, so refusing is the only way they all read what we read)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadEvent(f"duplicate key {key[:50]!r} in a JSON object")
+            seen.add(key)
+    return found
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a lone surrogate (from a `\\udXXX` escape without its pair)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
 def _json(text: str) -> Any:
     try:
         # NaN/Infinity are not JSON (RFC 8259): passing them through would break other languages' consumers
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError):
         raise BadEvent("invalid JSON") from None
+    # valid UTF-8 holds no surrogate, so only an escape can make one: look when there is an escape at all
+    if "\\u" in text and _has_lone_surrogate(value):
+        raise BadEvent("lone surrogate escape in a JSON string: not Unicode text")
+    return value
 
 
 def _ip(value: str, normalise: Callable[[str], str]) -> str:

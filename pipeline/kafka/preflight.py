@@ -1,4 +1,5 @@
-"""One quick connection before a worker starts, so a wrong Kafka security setting is one clear error.
+"""One quick connection before a worker starts, so a wrong Kafka security setting is one clear error (and a
+risky one, such as SASL PLAIN over plaintext, one warning).
 
 aiokafka clients turn every failed bootstrap into `KafkaConnectionError("Unable to bootstrap from [...]")`
 and only log the reason (a rejected password, a listener that wants SASL). `check_kafka` connects to the
@@ -9,20 +10,26 @@ metadata, and raises `BrokerError` naming the cause and the variables to look at
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from typing import Any
 
+from pipeline.config.checks import cautions
 from pipeline.config.settings import Settings
 from pipeline.errors import BrokerError
 from pipeline.kafka.config import client_kwargs
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and _IP_ADDRESS_MISMATCH: the certificate names another host
 NAME_MISMATCH = frozenset({62, 64})
+log = logging.getLogger(__name__)
 
 
 async def check_kafka(settings: Settings, *, timeout: float = 10.0) -> None:
     """Return once one bootstrap server accepted our credentials and answered a metadata request;
-    BrokerError with every server's reason otherwise, within about `timeout` seconds per server."""
+    BrokerError with every server's reason otherwise, within about `timeout` seconds per server. Settings
+    that work but expose something (SASL PLAIN in clear) are logged as warnings first."""
+    for caution in cautions(settings):
+        log.warning("kafka: %s", caution)
     from aiokafka.conn import collect_hosts, create_conn
     from aiokafka.protocol.metadata import MetadataRequest
 

@@ -9,7 +9,10 @@ naming each topic and its fix:
   reads its own asked partition back);
 - `cleanup.policy` where the layout says compacted: the resolved topic and the changelog keep the latest
   record per IP forever (a `delete` policy loses entries once retention passes); the asked log is
-  `compact,delete`.
+  `compact,delete`;
+- the asked log's `min.compaction.lag.ms`: a new owner of a resolve partition counts the requests of the
+  current budget window from it, so compaction must not erase an ask (an IP asked twice keeps only its
+  latest record) before it has left the window: at least two windows plus slack.
 
 A partition count cannot be changed in place (more partitions move keys to other partitions), so its fix is
 a setting or a new app id. A cleanup policy can: `geo-pipeline topics fix` sets it through the admin
@@ -23,6 +26,7 @@ so the fix reads the topic's dynamic configs first and sends them back with the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,9 +38,13 @@ from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 from pipeline.kafka.config import client_kwargs
 
+log = logging.getLogger(__name__)
+
 APPLY_TIMEOUT = 15.0  # seconds an altered config may take to read back
 DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs config_source: set on the topic itself (not a broker default)
 POLICY = "cleanup.policy"
+LAG = "min.compaction.lag.ms"
+LAG_SLACK = 60.0  # seconds on top of two budget windows: clock skew and the time a new owner takes to read
 FIX_COMMAND = "geo-pipeline topics fix"
 CACHE_TABLE = "geo-cache"  # the Faust table: ip -> entry, plus the due-time index
 COMPACTED = {POLICY: "compact"}  # latest record per IP is the state; older ones may go
@@ -62,7 +70,7 @@ def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         # Faust creates this too, but racing its own start: a changelog missing from the metadata at the
         # first assignment is ignored by its assignor, leaving the table without active partitions
         changelog_topic(s): (s.partitions, COMPACTED),
-        s.asked_topic: (s.resolve_partitions, asked_topic_config(s.pending_timeout)),
+        s.asked_topic: (s.resolve_partitions, asked_topic_config(s.pending_timeout, s.budget_window)),
     }
 
 
@@ -71,20 +79,29 @@ def asked_keep(pending_timeout: float) -> float:
     return pending_timeout * KEEP_FACTOR
 
 
-def asked_topic_config(pending_timeout: float) -> dict[str, str]:
-    """The asked log keeps the latest ask per IP, for a few pending timeouts (all the resolver reads back).
+def asked_topic_config(pending_timeout: float, budget_window: float) -> dict[str, str]:
+    """The asked log keeps the latest ask per IP, for a few pending timeouts (all the resolver reads back),
+    and every ask for two budget windows plus slack (what a new owner counts; compaction would otherwise
+    keep only an IP's latest ask, retention drop a young segment).
 
     Segments roll every pending timeout so that time retention can drop old ones (it only deletes closed
-    segments). Set when the topic is created: a later GEO_PENDING_TIMEOUT does not change it.
+    segments). Set when the topic is created: a later GEO_PENDING_TIMEOUT does not change it; a lag shorter
+    than GEO_BUDGET_WINDOW needs is a contract problem `geo-pipeline topics fix` mends.
     """
-    keep_ms = int(asked_keep(pending_timeout) * 1000)
+    lag_ms = asked_lag_ms(budget_window)
     return {
         "cleanup.policy": "compact,delete",
-        "retention.ms": str(keep_ms),
+        "retention.ms": str(max(lag_ms, int(asked_keep(pending_timeout) * 1000))),
         "segment.ms": str(max(60_000, int(pending_timeout * 1000))),  # >= 1 min: few files
         # the broker stamps each record: a new owner measures how long ago a request left on one clock
         "message.timestamp.type": "LogAppendTime",
+        LAG: str(lag_ms),
     }
+
+
+def asked_lag_ms(budget_window: float) -> int:
+    """How long every ask stays on the asked log whatever compaction does: two windows plus slack."""
+    return int((2 * budget_window + LAG_SLACK) * 1000)
 
 
 @dataclass(frozen=True)
@@ -100,10 +117,11 @@ class Wanted:
 
 @dataclass(frozen=True)
 class Found:
-    """What one existing topic has; 0 partitions or a None policy: not known (yet)."""
+    """What one existing topic has; 0 partitions or a None policy or lag: not known (yet)."""
 
     partitions: int
     policy: str | None
+    compaction_lag_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,15 @@ def problems(wanted: Sequence[Wanted], found: Mapping[str, Found]) -> list[Probl
                 f"{want.name} --add-config {POLICY}=[{policy}])"
             )
             out.append(Problem(want.name, text, {POLICY: policy}))
+        lag = want.config.get(LAG)
+        if lag and have.compaction_lag_ms is not None and have.compaction_lag_ms < int(lag):
+            text = (
+                f"topic {want.name} has {LAG}={have.compaction_lag_ms}, the pipeline needs at least {lag} "
+                f"(two GEO_BUDGET_WINDOWs plus slack: {want.role}): run `{FIX_COMMAND}` (or "
+                f"kafka-configs.sh --alter --entity-type topics --entity-name {want.name} --add-config "
+                f"{LAG}={lag})"
+            )
+            out.append(Problem(want.name, text, {LAG: lag}))
     return out
 
 
@@ -192,13 +219,19 @@ async def inspect(admin: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str,
     counts = {t["topic"]: len(t.get("partitions") or []) for t in described if t["error_code"] == 0}
     if not counts:
         return {}
-    resources = [ConfigResource(ConfigResourceType.TOPIC, name, configs={POLICY: None}) for name in counts]
-    policy: dict[str, str | None] = {}
+    asked = {POLICY: None, LAG: None}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, configs=asked) for name in counts]
+    configs: dict[str, dict[str, str]] = {}
     for response in await admin.describe_configs(resources):
         for error, _, _, name, entries in response.resources:
             if not error:
-                policy[name] = next((e[1] for e in entries if e[0] == POLICY), None)
-    return {name: Found(parts, policy.get(name)) for name, parts in counts.items()}
+                configs[name] = {e[0]: e[1] for e in entries if e[0] in asked and e[1] is not None}
+    return {name: _found(parts, configs.get(name, {})) for name, parts in counts.items()}
+
+
+def _found(partitions: int, configs: Mapping[str, str]) -> Found:
+    lag = configs.get(LAG)
+    return Found(partitions, configs.get(POLICY), int(lag) if lag and lag.isdigit() else None)
 
 
 async def check(settings: Settings, admin: AIOKafkaAdminClient) -> list[Problem]:
@@ -208,10 +241,20 @@ async def check(settings: Settings, admin: AIOKafkaAdminClient) -> list[Problem]
 
 
 async def enforce(settings: Settings, admin: AIOKafkaAdminClient) -> None:
-    """ConfigError naming every problem, or nothing (called at worker start)."""
+    """ConfigError naming every problem, or nothing (called at worker start).
+
+    One problem is mended instead: an asked log without the compaction lag (every version before 0.2.0
+    created it so). The topic is the pipeline's own and the change only keeps records longer, so a worker
+    upgraded in place sets it (logged) rather than refusing to start until someone runs `topics fix`.
+    """
     found = await check(settings, admin)
-    if found:
-        raise ConfigError(report(found))
+    own = [p for p in found if p.topic == settings.asked_topic and set(p.configs) == {LAG}]
+    for problem in own:
+        log.warning("topics: %s has no %s yet (an older version made it): setting it", problem.topic, LAG)
+        await apply(admin, problem)
+    rest = [p for p in found if p not in own]
+    if rest:
+        raise ConfigError(report(rest))
 
 
 async def apply(admin: AIOKafkaAdminClient, problem: Problem) -> None:
@@ -234,13 +277,21 @@ async def apply(admin: AIOKafkaAdminClient, problem: Problem) -> None:
                 raise ConfigError(f"topic {problem.topic}: altering its configs failed ({error} {message})")
     # the broker applies a change through its metadata log: wait until it reads back, so "fixed" is true
     deadline = time.monotonic() + APPLY_TIMEOUT
-    wanted_policy = policies(problem.configs.get(POLICY))
-    while policies((await inspect(admin, [problem.topic]))[problem.topic].policy) != wanted_policy:
+    while not _applied(problem, (await inspect(admin, [problem.topic]))[problem.topic]):
         if time.monotonic() > deadline:
             raise ConfigError(
                 f"topic {problem.topic}: the new configs did not show within {APPLY_TIMEOUT:.0f}s"
             )
         await asyncio.sleep(0.2)  # polling the broker's view: it offers no notification
+
+
+def _applied(problem: Problem, found: Found) -> bool:
+    """Whether the topic now reads back every config the fix set."""
+    policy = problem.configs.get(POLICY)
+    if policy is not None and policies(found.policy) != policies(policy):
+        return False
+    lag = problem.configs.get(LAG)
+    return lag is None or found.compaction_lag_ms == int(lag)
 
 
 async def run(settings: Settings, *, fix: bool) -> tuple[list[Problem], list[Problem]]:

@@ -13,8 +13,9 @@ slowly than its C extension (`devtools/bench_mmdb.py` measures both), and the C 
 through a map of a path. So, where Linux allows, the copy goes into a sealed memfd (an anonymous in-memory
 file that no process can write, shrink or grow once sealed) and the C extension maps that (MODE_MMAP_EXT);
 elsewhere the pure-Python reader reads the copy (MODE_FD, i.e. MODE_MEMORY). Either way the cost is
-resident memory equal to the files' size per worker, and during a reload briefly the new file twice
-beside the old one.
+resident memory equal to the files' size per worker, and during a reload briefly the new file beside the
+old one: two copies. The memfd is filled by the kernel (`sendfile`) straight from the file, with no Python
+copy in between (a test measures it with tracemalloc).
 
 `maybe_reload()` costs one `stat` per file when nothing changed. A file whose identity, size or mtime
 changed is read again; it replaces the open one only if it is a valid database of the same layout with
@@ -101,21 +102,25 @@ def open_mmdb(path: str, layout: Layout | None = None) -> MmdbFile:
     try:
         with open(path, "rb") as handle:
             before = os.fstat(handle.fileno())
-            data = handle.read()
+            copy = _copy(handle, before.st_size)
             after = os.fstat(handle.fileno())
     except OSError as exc:
         raise MmdbLoadError(f"cannot read: {exc.strerror or exc}") from exc
     signature = _signature(before)
-    if len(data) != before.st_size or _signature(after) != signature:
-        raise MmdbLoadError("changed while being read (still being written?)")
-    try:  # anything a malformed file makes the reader raise means the same: not a database we can use
-        reader = _reader(data)
-        del data  # the reader holds its own copy
-        meta = reader.metadata()
-        ipv6 = meta.ip_version == 6
-        records = [reader.get(ip) for ip in PROBE_IPS if ipv6 or ":" not in ip]
-    except Exception as exc:
-        raise MmdbLoadError(f"not a valid MaxMind DB ({type(exc).__name__}: {exc})") from exc
+    try:
+        if _size(copy) != before.st_size or _signature(after) != signature:
+            raise MmdbLoadError("changed while being read (still being written?)")
+        try:  # anything a malformed file makes the reader raise means the same: not a database we can use
+            reader = _reader(copy)
+            meta = reader.metadata()
+            ipv6 = meta.ip_version == 6
+            records = [reader.get(ip) for ip in PROBE_IPS if ipv6 or ":" not in ip]
+        except Exception as exc:
+            raise MmdbLoadError(f"not a valid MaxMind DB ({type(exc).__name__}: {exc})") from exc
+    finally:
+        if isinstance(copy, int):
+            os.close(copy)  # the reader's map keeps the sealed copy alive until the reader is dropped
+        del copy  # the pure-Python reader holds its own
     epoch = meta.build_epoch
     if meta.binary_format_major_version != 2 or not isinstance(epoch, int) or isinstance(epoch, bool):
         raise MmdbLoadError("unsupported metadata (format version or build epoch)")
@@ -129,19 +134,39 @@ def open_mmdb(path: str, layout: Layout | None = None) -> MmdbFile:
     return MmdbFile(path, reader, found, kind, epoch, signature, ipv6)
 
 
-def _reader(data: bytes) -> maxminddb.Reader:
-    """A reader over a private copy of `data`: see "Reading mode" above."""
+def _copy(handle: io.BufferedReader, size: int) -> bytes | int:
+    """A private copy of the open file: a memfd holding it (the fast reader), or its bytes.
+
+    The memfd is filled by the kernel (`sendfile`), never through a Python buffer, so opening a file
+    (a reload) holds one new copy beside the old one, not two.
+    """
     if not C_READER:
-        return maxminddb.open_database(io.BytesIO(data), maxminddb.MODE_FD)
+        return handle.read()
     fd = os.memfd_create("geo-pipeline-mmdb", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        with open(fd, "wb", closefd=False) as copy:
-            copy.write(data)
-        seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
-        return maxminddb.open_database(f"/proc/self/fd/{fd}", maxminddb.MODE_MMAP_EXT)
-    finally:
-        os.close(fd)  # the map keeps the copy alive until the reader is dropped
+        copied = 0
+        while copied < size:
+            sent = os.sendfile(fd, handle.fileno(), copied, size - copied)
+            if sent == 0:  # the file shrank under us: the size check reports it
+                break
+            copied += sent
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _size(copy: bytes | int) -> int:
+    return os.fstat(copy).st_size if isinstance(copy, int) else len(copy)
+
+
+def _reader(copy: bytes | int) -> maxminddb.Reader:
+    """A reader over a private copy: see "Reading mode" above."""
+    if isinstance(copy, bytes):
+        return maxminddb.open_database(io.BytesIO(copy), maxminddb.MODE_FD)
+    seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+    fcntl.fcntl(copy, fcntl.F_ADD_SEALS, seals)
+    return maxminddb.open_database(f"/proc/self/fd/{copy}", maxminddb.MODE_MMAP_EXT)
 
 
 class MmdbSource:

@@ -19,12 +19,17 @@ in its own module, because this is its only user.
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+log = logging.getLogger(__name__)
+
+SERVER_WINDOW = 60.0  # ip-api's fixed rate window: no honest X-Ttl asks for more, whatever our own window
 SLACK = 1.0  # seconds added to every window and X-Ttl: covers clock skew and latency between us and ip-api
 BACKOFF_BASE = 1.0  # first 5xx/timeout back-off ceiling: a blip on the server usually clears within a second
 BACKOFF_CAP = 60.0  # one rate window; anything longer is an outage and the breaker takes over
@@ -65,6 +70,7 @@ class BudgetState:
     transport_failures: int
     other_errors: int
     succeeded: int = 0  # 2xx responses (sent minus these and the failures: the one request in flight)
+    headers_out_of_range: int = 0  # answers whose X-Ttl lay outside [0, a rate window]: clamped into it
 
 
 class ResolveBudget:
@@ -112,6 +118,7 @@ class ResolveBudget:
         self._probe_sent_at: float | None = None
         self._failures = 0
         self._sent = self._n429 = self._n5xx = self._ntransport = self._nother = self._n2xx = 0
+        self._nclamped = 0
 
     # -- decisions ---------------------------------------------------------------------------------------
 
@@ -142,8 +149,13 @@ class ResolveBudget:
             self._probe_sent_at = now
 
     def on_response(self, status: int, rl: int | None, ttl: float | None) -> None:
-        """Feed an HTTP response: its status and its X-Rl / X-Ttl headers (None when absent)."""
+        """Feed an HTTP response: its status and its X-Rl / X-Ttl headers (None when absent).
+
+        X-Ttl is clamped into [0, max(window, SERVER_WINDOW)]: no server window lasts longer, and the free
+        tier answers over plain HTTP, so one forged or broken header must not pause the API for good.
+        """
         now = self._refresh()
+        ttl = self._clamp_ttl(ttl)
         if rl is not None:
             self._server_remaining = max(0, rl)
             self._server_reset_at = now + (ttl if ttl is not None else self.window) + self.slack
@@ -165,6 +177,20 @@ class ResolveBudget:
             else:
                 self._nother += 1  # 4xx other than 429 (e.g. 422): our bug, but still do not hammer
             self._fail(now, backoff=True)
+
+    def _clamp_ttl(self, ttl: float | None) -> float | None:
+        """`ttl` within [0, the longest window], counting and logging a value that was not."""
+        if ttl is None:
+            return None
+        ceiling = max(self.window, SERVER_WINDOW)
+        used = clamp_ttl(ttl, ceiling)
+        if used != ttl:
+            self._nclamped += 1
+            log.warning(
+                "ip-api sent X-Ttl=%g, outside 0..%g s (a rate window): using %s",
+                ttl, ceiling, "none" if used is None else f"{used:g} s",
+            )  # fmt: skip
+        return used
 
     def on_transport_failure(self) -> None:
         """Record a timeout or connection error (no response, so no headers)."""
@@ -226,7 +252,7 @@ class ResolveBudget:
         return BudgetState(
             self._effective, len(self._sends), self._paused_until, self._backoff_until, self._breaker,
             self._failures, self._server_remaining, self._server_reset_at, self._sent, self._n429,
-            self._n5xx, self._ntransport, self._nother, self._n2xx,
+            self._n5xx, self._ntransport, self._nother, self._n2xx, self._nclamped,
         )  # fmt: skip
 
     # -- mechanism ---------------------------------------------------------------------------------------
@@ -267,3 +293,10 @@ class ResolveBudget:
             self._breaker, self._probe_sent_at = Breaker.OPEN, None
             self._open_until = now + self._cooloff
             self._cooloff = min(self._cooloff_cap, self._cooloff * 2)
+
+
+def clamp_ttl(ttl: float, ceiling: float) -> float | None:
+    """An X-Ttl header's seconds as the budget uses them: within [0, ceiling]; None for NaN (unreadable)."""
+    if math.isnan(ttl):
+        return None
+    return min(max(ttl, 0.0), ceiling)

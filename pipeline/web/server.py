@@ -5,10 +5,15 @@ Routes:
   (see pipeline/web/ownership.py). This worker answers when it owns that partition, else it forwards the
   request once to the owner (header `X-Geo-Forwarded`) and relays the answer; the body names the worker
   that answered (`worker`) and the one that forwarded (`forwarded_by`). 404: never seen; 400: not an IP;
-  503 (with Retry-After): rebalancing or no owner yet; 502: the owner did not answer.
+  503 (with Retry-After): rebalancing or no owner yet; 502: the owner did not answer, or not acceptably.
+  The owner's URL comes from its own group membership, so forwarding trusts it little: only a plain
+  http(s) origin, inside GEO_FORWARD_NETWORKS when set; no redirect followed; an answer over
+  FORWARD_BODY_MAX bytes or not a JSON object is not relayed (docs/hardening.md).
 - `GET /health`: 200 while the process runs (liveness).
 - `GET /ready`: 200 when assigned, recovered, not rebalancing, the broker answers, the hot path runs, no
-  partition is stalled and the stall watch can see; else 503 with the reasons (readiness).
+  partition is stalled, the stall watch can see and no other group member advertises this worker's URL;
+  else 503 with the reasons (readiness). The broker and group checks are cached and single flight
+  (pipeline/web/guard.py).
 - `GET /metrics`: Prometheus text format (pipeline/web/metrics.py).
 
 Why not Faust's web server (`web_enabled`): it also serves Faust's table and router routes, which expose
@@ -24,11 +29,11 @@ the group metadata, which is how the CLI finds them.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,10 +46,20 @@ from pipeline.addresses import normalise_ip
 from pipeline.config.settings import Settings
 from pipeline.errors import InvalidAddress
 from pipeline.kafka import faustx
+from pipeline.kafka.group import member_urls
 from pipeline.kafka.partitioner import key_hash
 from pipeline.kafka.topics import changelog_topic
+from pipeline.web.guard import Cached, TooLarge, connector, read_capped
 from pipeline.web.metrics import CONTENT_TYPE, Metrics
-from pipeline.web.ownership import Checks, Distribution, member, not_ready, owner_url
+from pipeline.web.ownership import (
+    Checks,
+    Distribution,
+    forward_refusal,
+    member,
+    not_ready,
+    owner_url,
+    shared,
+)
 
 if TYPE_CHECKING:
     from pipeline.app import GeoApp
@@ -55,7 +70,12 @@ FORWARDED = "X-Geo-Forwarded"  # set on a request forwarded to the owner: it is 
 FORWARD_TIMEOUT = 3.0  # seconds the owner has to answer a forwarded lookup
 BROKER_TIMEOUT = 2.0  # seconds a readiness metadata request may take
 BROKER_CACHE = 5.0  # seconds a broker check result is reused (probes every few seconds cost one request)
+# an answer is an entry (~1.5 KiB at most, see providers/ipapi_answers.py) and two worker names: 64 KiB is
+# ample, and bounds what a peer can make this worker hold per forwarded lookup
+FORWARD_BODY_MAX = 64 * 1024
+MEMBERS_CACHE = 15.0  # seconds the group's member URLs are reused: a shared URL is a lasting mistake
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Members = Callable[[], Awaitable[list[str]]]
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -113,14 +133,18 @@ def reachable_host() -> str:
 class WebServer(Service):
     """The HTTP API of one worker, on a socket bound in advance."""
 
-    def __init__(self, geo: GeoApp, sock: socket.socket, url: str, **kwargs: Any) -> None:
+    def __init__(
+        self, geo: GeoApp, sock: socket.socket, url: str, members: Members | None = None, **kwargs: Any
+    ) -> None:
+        """`members`: the URL of each member of the group (default: asked of the group coordinator)."""
         super().__init__(**kwargs)
         self.geo, self.sock, self.url = geo, sock, url
         self.metrics = Metrics(geo)
         self.changelog = changelog_topic(geo.settings)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._broker: tuple[float, bool] = (-BROKER_CACHE, False)  # (checked at, reachable)
+        self._broker = Cached(lambda: geo.hotpath.broker_reachable(BROKER_TIMEOUT), BROKER_CACHE, False)
+        self._members = Cached(members or self._group_members, MEMBERS_CACHE, list[str]())
         app = web.Application(middlewares=[self._count])
         app.router.add_get("/geo/{ip}", self.lookup)
         app.router.add_get("/health", self.health)
@@ -129,7 +153,10 @@ class WebServer(Service):
         self.app = app
 
     async def on_start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT),
+            connector=connector(self.geo.settings.forward_networks),
+        )
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, self.sock).start()
@@ -193,15 +220,26 @@ class WebServer(Service):
 
     async def _forward(self, owner: str, ip: str, about: dict[str, Any]) -> web.Response:
         assert self._session is not None
+        refused = forward_refusal(owner, self.geo.settings.forward_networks)
+        if refused:
+            log.warning("web: not forwarding to the owner %s: %s", owner, refused)
+            return _bad_owner(about, owner, f"refused to forward to the owner {owner}: {refused}")
         try:
-            async with self._session.get(URL(owner) / "geo" / ip, headers={FORWARDED: self.url}) as reply:
-                body = await reply.json(content_type=None)
+            async with self._session.get(
+                URL(owner) / "geo" / ip, headers={FORWARDED: self.url}, allow_redirects=False
+            ) as reply:
                 status = reply.status
+                if 300 <= status < 400:
+                    return _bad_owner(about, owner, f"the owner {owner} answered a redirect ({status})")
+                body = json.loads(await read_capped(reply, FORWARD_BODY_MAX))
+        except TooLarge as exc:
+            return _bad_owner(about, owner, f"the owner {owner} answered too large a body ({exc})")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            error = f"the owner {owner} did not answer: {type(exc).__name__}"
-            return web.json_response({**about, "error": error, "owner": owner}, status=502)
-        if isinstance(body, dict):
-            body["forwarded_by"] = self._me()
+            return _bad_owner(about, owner, f"the owner {owner} did not answer: {type(exc).__name__}: {exc}")
+        if not isinstance(body, dict):
+            kind = type(body).__name__
+            return _bad_owner(about, owner, f"the owner {owner} answered a {kind}, not an object")
+        body["forwarded_by"] = self._me()
         headers = {"Retry-After": "1"} if status == 503 else None
         return web.json_response(body, status=status, headers=headers)
 
@@ -213,21 +251,22 @@ class WebServer(Service):
             recovered=faustx.recovered(geo.app),
             rebalancing=bool(geo.app.rebalancing),
             assigned=member(_distribution(geo), self.url),
-            broker=await self._broker_reachable(),
+            broker=await self._broker.get(),
             hot_path=geo.hotpath.caught_up.is_set(),  # set once started and the near cache caught up
             stalled=tuple(f"{t}[{p}]" for t, p in sorted(geo.watch.stalled)),
             blind=geo.watch.blind,
+            shared=tuple(url for url in shared(await self._members.get()) if url == self.url),
         )
         return not_ready(checks)
 
-    async def _broker_reachable(self) -> bool:
-        checked, reachable = self._broker
-        now = time.monotonic()
-        if now - checked < BROKER_CACHE:
-            return reachable
-        reachable = await self.geo.hotpath.broker_reachable(BROKER_TIMEOUT)
-        self._broker = (time.monotonic(), reachable)
-        return reachable
+    async def _group_members(self) -> list[str]:
+        """The group's member URLs as the coordinator describes them; [] when it cannot be asked (the
+        broker check reports an unreachable broker on its own)."""
+        try:
+            return await asyncio.wait_for(member_urls(self.geo.settings), BROKER_TIMEOUT)
+        except Exception as exc:  # any failure to ask: no evidence of a shared URL
+            log.debug("web: the group's members could not be read: %r", exc)
+            return []
 
     def _me(self) -> dict[str, str]:
         return {"name": self.geo.settings.worker_label, "url": self.url}
@@ -238,6 +277,10 @@ def _distribution(geo: GeoApp) -> Distribution:
     assignor: Any = geo.app.assignor  # the concrete PartitionAssignor; its interface type lacks this
     distribution: Distribution = assignor.changelog_distribution
     return distribution
+
+
+def _bad_owner(about: dict[str, Any], owner: str, error: str) -> web.Response:
+    return web.json_response({**about, "error": error, "owner": owner}, status=502)
 
 
 def _unavailable(body: dict[str, Any]) -> web.Response:

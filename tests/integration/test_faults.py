@@ -261,7 +261,8 @@ async def create_compacting_asked_log(settings: Settings) -> None:
     """Create the asked log as compaction leaves it soon: segments roll every second and the cleaner keeps
     only the latest record per IP (its answer, once delivered) of everything older."""
     eager = {
-        **asked_topic_config(settings.pending_timeout),
+        **asked_topic_config(settings.pending_timeout, settings.budget_window),
+        "min.compaction.lag.ms": "0",  # compaction at once, as before the asked log held it back
         "segment.ms": "1000",
         "min.cleanable.dirty.ratio": "0.01",
     }

@@ -59,3 +59,12 @@ def test_worker_api_is_reachable_by_the_other_replicas() -> None:
     env = environment(worker)
     assert env["GEO_WEB_HOST"] == "0.0.0.0" and "GEO_ADVERTISED_URL" not in env
     assert f"127.0.0.1:{env['GEO_WEB_PORT']}/ready" in " ".join(worker["healthcheck"]["test"])
+
+
+RESTARTING = ("always", "unless-stopped", "on-failure")  # policies that bring an exited worker back
+
+
+def test_the_worker_is_restarted_when_it_exits() -> None:
+    """Recovery exits the process (delivery guard, stall restart, replay limit): compose starts it again."""
+    worker = load()["services"]["worker"]
+    assert str(worker.get("restart", "no")).split(":")[0] in RESTARTING

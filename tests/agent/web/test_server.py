@@ -89,10 +89,17 @@ def fake_geo(store: FakeStore, distribution: dict[str, Any], budget: ResolveBudg
     )
 
 
+async def distribution_members(geo: Any) -> list[str]:
+    """The group's member URLs as the fake app's assignor holds them (a test may set `geo.members`)."""
+    members = getattr(geo, "members", None)
+    return list(members if members is not None else geo.app.assignor.changelog_distribution)
+
+
 @asynccontextmanager
 async def serving(geo: Any) -> AsyncIterator[WebServer]:
     sock = bind_listener("127.0.0.1", 0)
-    web = WebServer(geo, sock, advertised_url(geo.settings, sock.getsockname()[1]))
+    url = advertised_url(geo.settings, sock.getsockname()[1])
+    web = WebServer(geo, sock, url, members=lambda: distribution_members(geo))
     await web.start()
     try:
         yield web
@@ -170,7 +177,7 @@ async def test_health_always_ready_only_when_every_check_passes() -> None:
         geo.app.assignor.changelog_distribution = {web.url: {}}
         assert (await get(f"{web.url}/ready"))[0] == 200
         geo.watch.stalled = frozenset({("geo-ips-seen", 2)})
-        web._broker = (-1e9, True)  # let the next check ask again
+        web._broker.expire()  # let the next check ask again
         geo.hotpath.reachable = False
         status, body, _ = await get(f"{web.url}/ready")
         assert status == 503 and body["ready"] is False

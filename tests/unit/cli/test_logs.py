@@ -22,3 +22,36 @@ def test_repeated_library_lines_are_let_through_once_per_interval_with_a_count()
     again = record("aiokafka.conn", "Unable connect to %s")
     assert repeats.filter(again) and "[999 more like this" in str(again.msg)
     assert all(repeats.filter(record("pipeline.hotpath.service", "ingest: x")) for _ in range(5))
+
+
+def coordinator_record(error: str = "[Error 15] CoordinatorNotAvailableError") -> logging.LogRecord:
+    """aiokafka's line while a fresh broker elects the group coordinator (it retries on its own)."""
+    return logging.LogRecord(
+        "aiokafka.consumer.group_coordinator",
+        logging.ERROR,
+        "/site-packages/aiokafka/consumer/group_coordinator.py",
+        566,
+        "Group Coordinator Request failed: %s",
+        (error,),
+        None,
+    )
+
+
+def test_a_coordinator_still_being_elected_is_not_an_error() -> None:
+    """aiokafka's 'coordinator not available' line is held at INFO (hidden at the default levels) during
+    its grace period, then shows at WARNING; other errors of that logger stay ERROR."""
+    from pipeline.cli.logs import COORDINATOR_GRACE, TransientLines
+
+    now = [0.0]
+    lines = TransientLines(clock=lambda: now[0])
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    first = coordinator_record()
+    assert not lines.filter(first) and first.levelno == logging.INFO
+    while now[0] < COORDINATOR_GRACE:  # aiokafka retries every few hundred ms: one streak
+        now[0] += 1.0
+        assert not lines.filter(coordinator_record())
+    now[0] += 1.0
+    late = coordinator_record()
+    assert lines.filter(late) and late.levelname == "WARNING"
+    other = coordinator_record("[Error 30] GroupAuthorizationFailedError")
+    assert lines.filter(other) and other.levelno == logging.ERROR

@@ -10,7 +10,6 @@ import logging
 import pytest
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
-from pipeline.cli.cluster import member_url
 from pipeline.cli.logs import JsonFormatter, LibraryLines, configure, levels
 from pipeline.cli.ops import record_for
 from pipeline.config.limits import log_levels
@@ -18,6 +17,7 @@ from pipeline.config.settings import Settings
 from pipeline.devtools.workloads import BAD_INPUTS
 from pipeline.errors import BadEvent, ConfigError
 from pipeline.hotpath.routing import parse_event, reason_label
+from pipeline.kafka.group import member_url
 from pipeline.models import GeoData, PermanentFailure, Resolved, TransientFailure
 from pipeline.resolver.service import answer_label
 

@@ -450,3 +450,39 @@ def test_country_label_is_a_two_letter_code_or_one_of_two_words(entry: bytes, la
     """Only two upper-case ASCII letters become a label (at most 676 of them), anything else is `unknown`
     or `private`: the metric's label set stays bounded whatever a provider answers."""
     assert country_label(entry) == label
+
+
+# -- inputs consumers may read differently (issue 19, item 13a): refused to the dead-letter topic ----------
+
+AMBIGUOUS = [
+    (b'{"ip":"1.1.1.1","ip":"8.8.8.8"}', "duplicate key 'ip'", "duplicate_key"),
+    (b'{"ip":"1.1.1.1","user":"a","user":"b"}', "duplicate key 'user'", "duplicate_key"),
+    (b'{"ip":"1.1.1.1","n":{"k":1,"k":2}}', "duplicate key 'k'", "duplicate_key"),
+    (b'{"ip":"1.1.1.1","s":"\\ud800"}', "lone surrogate", "lone_surrogate"),
+    (b'{"ip":"1.1.1.1","s":["x","\\udc00y"]}', "lone surrogate", "lone_surrogate"),
+    (b'{"ip":"1.1.1.1","\\udbff":1}', "lone surrogate", "lone_surrogate"),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason", "label"), AMBIGUOUS)
+def test_ambiguous_json_objects_are_dead_lettered(raw: bytes, reason: str, label: str) -> None:
+    """Duplicate keys (consumers disagree on which wins) and lone surrogate escapes (not Unicode: strict
+    decoders refuse them) are refused with a named reason, never passed through verbatim."""
+    from pipeline.hotpath.routing import reason_label
+
+    with pytest.raises(BadEvent) as caught:
+        parse_event(raw, MAX)
+    assert reason in caught.value.reason and reason_label(caught.value.reason) == label
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"ip":"1.1.1.1","s":"\\ud83d\\ude00"}',  # a surrogate pair: one emoji, valid
+        b'{"ip":"1.1.1.1","s":"\\\\ud800"}',  # an escaped backslash then text: no escape at all
+        b'{"ip":"1.1.1.1","a":{"k":1},"b":{"k":2}}',  # the same key in two objects is not a duplicate
+    ],
+)
+def test_look_alikes_of_ambiguous_objects_pass_through(raw: bytes) -> None:
+    """Valid pairs, escaped backslashes and a key repeated across objects are ordinary input."""
+    assert parse_event(raw, MAX).event_json == raw

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config.settings import Settings
-from pipeline.kafka.topics import Found, Problem, Wanted, contract, policies, problems, report
+from pipeline.kafka.topics import Found, Problem, Wanted, contract, policies, problems, report, topic_layout
 
-SETTINGS = Settings.from_env({}, app_id="geo", partitions=8, resolve_partitions=2)
+# two resolve partitions: on the free tier only with a declared egress per worker (config/checks.py)
+SETTINGS = Settings.from_env({}, app_id="geo", partitions=8, resolve_partitions=2, egress_ip="81.2.69.142")
 CHANGELOG = "geo-geo-cache-changelog"
 
 
@@ -98,3 +99,33 @@ def test_report_lists_every_problem() -> None:
         report([one, two])
         == "2 topics break the pipeline's contract:\n  topic a is wrong\n  topic b is wrong"
     )
+
+
+# -- the asked log's compaction lag (issue 19, item 9) ------------------------------------------------------
+
+LAG = "min.compaction.lag.ms"
+
+
+def test_the_asked_log_is_never_compacted_inside_two_budget_windows() -> None:
+    """The asked log's configs hold back compaction (and retention) for two budget windows plus slack, so
+    a new owner reading it back counts every request of the current window."""
+    config = topic_layout(SETTINGS)["geo-geo-asked"][1]
+    floor = 2 * SETTINGS.budget_window * 1000
+    assert int(config[LAG]) > floor
+    assert int(config["retention.ms"]) >= int(config[LAG])
+    short = Settings.from_env({}, pending_timeout=20.0, http_timeout=5.0, budget_window=60.0)
+    short_config = topic_layout(short)[short.asked_topic][1]
+    assert int(short_config["retention.ms"]) >= int(short_config[LAG]) > 120_000
+
+
+def test_an_asked_log_with_too_short_a_compaction_lag_is_a_fixable_problem() -> None:
+    """An existing asked log without the lag (created before, or by hand) breaks the contract; the fix
+    sets it; a longer lag is fine."""
+    wanted = int(topic_layout(SETTINGS)["geo-geo-asked"][1][LAG])
+    for have in (0, wanted - 1):
+        found = healthy() | {"geo-geo-asked": Found(2, "compact,delete", have)}
+        [problem] = problems(contract(SETTINGS), found)
+        assert problem.topic == "geo-geo-asked" and LAG in problem.text
+        assert problem.configs == {LAG: str(wanted)}
+    longer = healthy() | {"geo-geo-asked": Found(2, "compact,delete", wanted * 2)}
+    assert problems(contract(SETTINGS), longer) == []

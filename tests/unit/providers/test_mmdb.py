@@ -17,7 +17,7 @@ import pipeline.providers.mmdb
 from pipeline.devtools.mmdb_files import GEOLITE2_CITY, asn_record, write_mmdb
 from pipeline.models import GeoData, LookupResult, Resolved, TransientFailure
 from pipeline.providers.base import OfflineProvider, ProviderChain
-from pipeline.providers.mmdb import MISS, MmdbLoadError, MmdbSource
+from pipeline.providers.mmdb import MISS, MmdbLoadError, MmdbSource, open_mmdb
 from pipeline.providers.mmdb_layouts import MAX_TEXT_CHARS, Layout
 from tests.support.mmdb import (
     BERLIN,
@@ -498,3 +498,37 @@ def test_hostile_database_type_cannot_forge_the_version(tmp_path: Path) -> None:
     version = MmdbSource([path]).version
     assert version.startswith("mmdb:ASN _GeoLite2-City_9xxx") and version.endswith(f"@{EPOCH}")
     assert version.count("@") == 1 and "+" not in version and len(version) < 100
+
+
+# -- a reload holds at most two copies of a file (issue 19, item 13b) ---------------------------------------
+
+PAD = 16 * 1024 * 1024  # bytes added to a small database: large enough that a copy of it stands out
+MARKER = b"\xab\xcd\xefMaxMind.com"  # starts the metadata section at the end of every file
+
+
+def padded(tmp_path: Path, pad: int = PAD) -> Path:
+    """A valid database `pad` bytes larger: unused bytes at the end of its data section."""
+    small = write_layout(tmp_path, "geolite2-country", name="small")
+    raw = small.read_bytes()
+    cut = raw.rindex(MARKER)
+    big = tmp_path / "big.mmdb"
+    big.write_bytes(raw[:cut] + b"\0" * pad + raw[cut:])
+    return big
+
+
+def test_opening_a_file_copies_it_once_into_the_sealed_copy(tmp_path: Path) -> None:
+    """With the fast reader, opening (as a reload does) allocates no Python copy of the file beside the
+    sealed in-memory copy, so a reload holds the old copy and the new one: two, not three."""
+    import tracemalloc
+
+    if not pipeline.providers.mmdb.C_READER:
+        pytest.fail("the C reader with memfd is expected on Linux CI")
+    path = padded(tmp_path)
+    tracemalloc.start()
+    try:
+        opened = open_mmdb(str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert opened.reader.get("81.2.69.142") is not None  # the padded file still answers
+    assert peak < PAD // 8, f"a Python copy of the file was made: peak {peak} bytes"

@@ -116,10 +116,11 @@ def test_property_never_more_than_limit_in_any_window_and_pauses_hold(
             budget.on_transport_failure()
         else:
             budget.on_response(status, rl, ttl)
+        pause = min(ttl, WINDOW) if ttl is not None else WINDOW  # X-Ttl is clamped to one window
         if rl == 0:
-            quiet_until = max(quiet_until, clock.now + (ttl if ttl is not None else WINDOW) + SLACK)
+            quiet_until = max(quiet_until, clock.now + pause + SLACK)
         if status == 429:
-            quiet_until = max(quiet_until, clock.now + (ttl if ttl is not None else WINDOW) + SLACK)
+            quiet_until = max(quiet_until, clock.now + pause + SLACK)
         assert 1 <= budget.effective_limit <= LIMIT
     for i, start in enumerate(sent):
         assert sum(1 for t in sent[i:] if t < start + SPAN) <= LIMIT
@@ -397,10 +398,61 @@ def test_unavailable_says_why_while_the_breaker_is_open_and_not_during_normal_pa
 
 
 def test_unavailable_for_a_server_pause_longer_than_a_window() -> None:
-    """A 429 whose X-Ttl asks for more than a window of silence makes the remote unavailable for now."""
+    """A 429 whose X-Ttl asks for more than our (short) window of silence makes the remote unavailable for
+    now; the pause is the server's whole window at most."""
+    clock = FakeClock()
+    budget = make(clock, limit=2, window=10.0)
+    budget.on_sent()
+    budget.on_response(429, 0, 600.0)
+    assert budget.delay() == pytest.approx(WINDOW + SLACK)
+    reason = budget.unavailable()
+    assert reason is not None and "rate limited" in reason
+
+
+# -- hostile or broken X-Ttl (issue 19, item 6) ------------------------------------------------------------
+
+HUGE_TTL = 10.0**9  # about 32 years: one such header paused ip-api until the worker restarted
+
+
+@pytest.mark.parametrize("status, rl", [(200, 0), (429, 0), (429, None)])
+def test_a_huge_x_ttl_pauses_at_most_one_window(status: int, rl: int | None) -> None:
+    """An X-Ttl beyond the budget window (free-tier answers travel in clear: anyone on the path can send one)
+    pauses the budget for one window plus slack at most, then sending resumes."""
     clock = FakeClock()
     budget = make(clock)
     budget.on_sent()
-    budget.on_response(429, 0, 600.0)
-    reason = budget.unavailable()
-    assert reason is not None and "rate limited" in reason
+    budget.on_response(status, rl, HUGE_TTL)
+    assert budget.delay() <= SPAN
+    clock.advance(SPAN)
+    assert budget.delay() == 0.0
+    assert budget.snapshot().headers_out_of_range == 1
+
+
+def test_an_in_range_x_ttl_is_obeyed_and_not_counted() -> None:
+    """An X-Ttl within the window still sets the pause, and is not counted as out of range."""
+    clock = FakeClock()
+    budget = make(clock)
+    budget.on_sent()
+    budget.on_response(200, 0, 20.0)
+    assert budget.delay() == pytest.approx(20.0 + SLACK)
+    assert budget.snapshot().headers_out_of_range == 0
+
+
+def test_an_out_of_range_x_ttl_is_logged_once_per_answer(caplog: pytest.LogCaptureFixture) -> None:
+    """The clamped header is logged as a warning naming the value received and the value used."""
+    budget = make(FakeClock())
+    budget.on_sent()
+    with caplog.at_level("WARNING", logger="pipeline.providers.throttle"):
+        budget.on_response(200, 0, HUGE_TTL)
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.providers.throttle"]
+    assert len(lines) == 1 and "X-Ttl=1e+09" in lines[0] and "using 60 s" in lines[0]
+
+
+def test_a_short_budget_window_still_obeys_a_full_server_window() -> None:
+    """With GEO_BUDGET_WINDOW under ip-api's 60 s, an honest X-Ttl up to 60 s is obeyed unclamped."""
+    clock = FakeClock()
+    budget = make(clock, limit=2, window=10.0)
+    budget.on_sent()
+    budget.on_response(200, 0, 45.0)
+    assert budget.delay() == pytest.approx(45.0 + SLACK)
+    assert budget.snapshot().headers_out_of_range == 0

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from pipeline.web.ownership import Checks, member, not_ready, owner_url
+import dataclasses
+
+import pytest
+
+from pipeline.web.ownership import (
+    Checks,
+    address_allowed,
+    forward_refusal,
+    member,
+    not_ready,
+    owner_url,
+    shared,
+)
 
 CHANGELOG = "geo-geo-cache-changelog"
 LAYOUT = {
@@ -69,3 +81,46 @@ def test_a_stall_alone_makes_a_worker_not_ready() -> None:
         recovered=True, rebalancing=False, assigned=True, broker=True, hot_path=True, stalled=("t[0]",)
     )
     assert not_ready(stalled) == ["stalled partitions: t[0]"]
+
+
+# -- forwarding to a URL a group member chose (issue 19, item 3) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "networks", "refused"),
+    [
+        ("http://10.1.2.3:6066", (), None),
+        ("https://worker-3.geo:6066", (), None),
+        ("http://10.1.2.3:6066/", ("10.0.0.0/8",), None),
+        ("http://worker-3.geo:6066", ("10.0.0.0/8",), None),  # a name: checked where it resolves
+        ("http://169.254.169.254", ("10.0.0.0/8",), "outside GEO_FORWARD_NETWORKS"),
+        ("http://[fd00::1]:6066", ("10.0.0.0/8",), "outside GEO_FORWARD_NETWORKS"),
+        ("file:///etc/passwd", (), "not an http(s) URL"),
+        ("gopher://10.1.2.3:70", (), "not an http(s) URL"),
+        ("http://user:pw@10.1.2.3:6066", (), "not a plain http(s) origin"),
+        ("http://10.1.2.3:6066/latest/meta-data", (), "not a plain http(s) origin"),
+        ("http://10.1.2.3:99999", (), "not a valid URL"),
+        ("http://", (), "not an http(s) URL"),
+    ],
+)
+def test_forward_refusal(url: str, networks: tuple[str, ...], refused: str | None) -> None:
+    """Only plain http(s) origins are forwarded to, and an address literal only inside the allow-list."""
+    found = forward_refusal(url, networks)
+    assert (found is None) if refused is None else (found is not None and refused in found)
+
+
+def test_address_allowed_reads_v4_v6_and_refuses_garbage() -> None:
+    """An address inside any listed network is allowed; a malformed one never is."""
+    networks = ("10.0.0.0/8", "fd00::/8")
+    assert address_allowed("10.9.9.9", networks) and address_allowed("fd00::7", networks)
+    assert not address_allowed("127.0.0.1", networks) and not address_allowed("worker-3", networks)
+
+
+def test_shared_urls_and_their_readiness_reason() -> None:
+    """A URL two members advertise is named; readiness fails with it and the setting to fix."""
+    assert shared(["http://a:1", "http://b:1", "http://a:1"]) == ("http://a:1",)
+    assert shared(["http://a:1", "http://b:1"]) == ()
+    checks = Checks(recovered=True, rebalancing=False, assigned=True, broker=True, hot_path=True)
+    assert not_ready(checks) == []
+    reasons = not_ready(dataclasses.replace(checks, shared=("http://a:1",)))
+    assert len(reasons) == 1 and "http://a:1" in reasons[0] and "GEO_ADVERTISED_URL" in reasons[0]
