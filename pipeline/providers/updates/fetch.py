@@ -8,6 +8,7 @@ query (IPinfo's token travels there).
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 import aiohttp
@@ -58,15 +59,21 @@ async def fetch(source: Source, requests: list[Request], timeout: float, max_byt
     raise FetchError(f"{source.spec}: nothing to download")  # pragma: no cover  (requests is never empty)
 
 
+def basic_auth(user: str, password: str) -> str:
+    """An HTTP basic Authorization value (aiohttp's dropped on a redirect to another host, as MaxMind's
+    storage links need none)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 def _checksum(request: Request) -> Request:
     return Request(request.checksum_url or "", request.archive, request.auth, request.secret_query)
 
 
 async def _get(session: aiohttp.ClientSession, source: Source, request: Request, max_bytes: int) -> bytes:
-    auth = aiohttp.BasicAuth(*request.auth) if request.auth else None
+    headers = {"Authorization": basic_auth(*request.auth)} if request.auth else None
     params = dict([request.secret_query]) if request.secret_query else None
     try:
-        async with session.get(request.url, auth=auth, params=params, allow_redirects=True) as response:
+        async with session.get(request.url, headers=headers, params=params, allow_redirects=True) as response:
             if response.status in (401, 403):
                 raise FetchError(
                     f"{request.shown}: HTTP {response.status}, credentials refused: check {source.setting}",
