@@ -38,7 +38,8 @@ from pipeline.devtools.mmdb_files import (
     write_mmdb,
 )
 
-FIRST_EPOCH = 1_760_000_000  # build epoch of build 0; each later build is one day younger
+# build epoch of build 0: five days ago (fresh data); each later build one day later, never in the future
+FIRST_EPOCH = (int(time.time()) // 86400 - 5) * 86400
 US = Place("US", "United States", "NA", "North America", "California", "Mountain View", 37.4, -122.1)
 DE = Place("DE", "Germany", "EU", "Europe", "Land Berlin", "Berlin", 52.5196, 13.4069)
 AU = Place("AU", "Australia", "OC", "Oceania", "New South Wales", "Sydney", -33.8688, 151.209)

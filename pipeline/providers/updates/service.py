@@ -68,6 +68,7 @@ class DataUpdater(Service):
         self.topic = TopicState()
         self.installed: dict[str, Manifest] = {}
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (source, outcome) by this process
+        self.checks = 0  # checks this updater ran as leaseholder (capped ones included)
         self.leader = False
         self.caught_up = asyncio.Event()
         self.changed = asyncio.Event()  # set whenever the state moves (the CLI waits on it)
@@ -103,18 +104,28 @@ class DataUpdater(Service):
     # -- following the topic: every worker --------------------------------------------------------------
 
     async def _follow(self) -> None:
-        assert self._reader is not None
         while not self.should_stop:
-            batch = await self._reader.getmany(self._tp, timeout_ms=POLL_MS)
-            for record in batch.get(self._tp, []):
-                self.topic.apply(record.key, record.value)
-            self._position = await self._reader.position(self._tp)
-            if not self.caught_up.is_set() and self._position >= await self._end():
+            try:
+                await self._follow_once()
+            except Exception as exc:  # a broker hiccup (leader moving, topic just created): try again
+                log.warning("data: reading %s failed, retrying: %r", self.settings.data_topic, exc)
+                await self.sleep(1.0)
+
+    async def _follow_once(self) -> None:
+        assert self._reader is not None
+        batch = await self._reader.getmany(self._tp, timeout_ms=POLL_MS)
+        for record in batch.get(self._tp, []):
+            self.topic.apply(record.key, record.value)
+        self._position = await self._reader.position(self._tp)
+        if not self.caught_up.is_set():
+            end = await self._end()
+            log.debug("data: %s at %d of %d", self.who, self._position, end)
+            if self._position >= end:
                 self.caught_up.set()
-            if batch or not self.installed:
-                await self._install_new()
-            if batch:
-                self.changed.set()
+        if batch or not self.installed:
+            await self._install_new()
+        if batch:
+            self.changed.set()
 
     async def _end(self) -> int:
         assert self._reader is not None
@@ -154,7 +165,11 @@ class DataUpdater(Service):
     async def _hold_lease(self) -> None:
         assert self._lease is not None
         while not self.should_stop:
-            await self._lease.getmany(timeout_ms=1000)  # keeps the membership; the partition is paused
+            try:
+                await self._lease.getmany(timeout_ms=1000)  # keeps the membership; the partition is paused
+            except Exception as exc:
+                log.warning("data: lease membership: %r", exc)
+                await self.sleep(1.0)
 
     def _assigned(self, assigned: set[TopicPartition]) -> None:
         assert self._lease is not None
@@ -167,24 +182,25 @@ class DataUpdater(Service):
 
     async def _schedule(self) -> None:
         await self.caught_up.wait()
+        log.debug("data: %s caught up with %s", self.who, self.settings.data_topic)
         while not self.should_stop:
             self._warn_old()
             if self.leader:
                 try:
                     await self.sync()
                     for source in self.sources:
-                        if self.leader and time.time() >= self.due_at(source):
+                        now = time.time()
+                        if self.leader and now >= self.due_at(source, now):
                             await self.check(source)
                 except Exception:
                     log.exception("data: update check failed; the next one runs as usual")
             await self.sleep(TICK)
 
-    def due_at(self, source: Source) -> float:
+    def due_at(self, source: Source, now: float) -> float:
         """When `source` is next due, from what the topic says (cluster-wide, survives restarts)."""
         s, status = self.settings, self.topic.status(source.name)
         last = status.get("at")
         requested = self.topic.values.get(b"request/" + source.name.encode())
-        now = time.time()
         if not isinstance(last, int | float):
             return now
         if requested is not None and json.loads(requested).get("at", 0) > last:
@@ -198,6 +214,7 @@ class DataUpdater(Service):
     async def check(self, source: Source) -> str:
         """One attempt for `source` within the cap: download, check, publish. Returns the outcome."""
         s, now = self.settings, time.time()
+        self.checks += 1
         day = schedule.day_of(now)
         count = self.topic.count(source.name, day)
         attempt = schedule.may_download(count, s.data_daily_cap, 0.0, now)
