@@ -24,7 +24,7 @@ from pipeline.providers.mmdb import MmdbSource
 from pipeline.providers.updates import builds, schedule
 from pipeline.providers.updates.service import DataUpdater, managed_paths
 from tests.support.kafka import wait_for
-from tests.support.pipeline import CountingProvider, Outputs, make_settings, publish_values
+from tests.support.pipeline import Outputs, make_settings, publish_values
 
 pytestmark = pytest.mark.integration
 SOURCE = "maxmind-GeoLite2-City"
@@ -153,7 +153,7 @@ async def test_a_worker_answers_again_from_a_new_build(kafka_bootstrap: str, tmp
     build the entries that build 0 answered are answered again from build 1 (the version sweep)."""
     async with VendorEmulator() as vendor:
         settings = _settings(kafka_bootstrap, vendor.url, tmp_path / "w")
-        geo = build(settings, providers=[CountingProvider()])
+        geo = build(settings)  # the chain mmdb,offline: entries answered from the downloaded file
         source = geo.resolver._offline["mmdb"]
         assert geo.updater is not None
         async with running(geo), Outputs(settings) as out:
