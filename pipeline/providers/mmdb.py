@@ -170,10 +170,10 @@ class MmdbSource:
             except MmdbLoadError as exc:
                 raise MmdbLoadError(f"{path}: {exc}") from exc
             log.info("mmdb: %s opened as %s (%s)", path, files[-1].label, files[-1].layout)
-        self._snapshot = _snapshot(files, self.managed)
         self.rejected: dict[str, str] = {}  # path -> why the file now at that path is not used
         self._reported: set[tuple[str, object]] = set()  # (path, bad file version) already logged
         self._reload_lock = threading.Lock()
+        self._snapshot = _snapshot(self._appeared(files), self.managed)  # managed files already there
 
     @property
     def version(self) -> str:

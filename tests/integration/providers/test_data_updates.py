@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 
 from pipeline.app import build, ensure_topics, running
+from pipeline.cli import data as data_command
 from pipeline.config.secret import Secret
 from pipeline.config.settings import Settings
 from pipeline.devtools.vendor_emulator import FIRST_EPOCH, VendorEmulator
 from pipeline.providers.mmdb import MmdbSource
 from pipeline.providers.updates import builds, schedule
 from pipeline.providers.updates.service import DataUpdater, managed_paths
+from pipeline.web.metrics import GeoCollector
 from tests.support.kafka import wait_for
 from tests.support.pipeline import Outputs, make_settings, publish_values
 
@@ -171,4 +173,25 @@ async def test_a_worker_answers_again_from_a_new_build(kafka_bootstrap: str, tmp
             newer = f"@{FIRST_EPOCH + DAY}"
             await wait_for(lambda: newer in source.version, 60, message=lambda: source.version)
             await wait_for(lambda: country("DE"), 60, message="8.8.8.8 answered again from build 1")
+            scraped = {m.name: m for m in GeoCollector(geo).collect()}
+        [age] = scraped["geo_data_age_seconds"].samples
+        assert age.labels == {"source": SOURCE} and 0 < age.value < 10 * DAY  # the emulator's: days old
+        assert [s.value for s in scraped["geo_data_expired"].samples] == [0.0]
     assert builds.CHUNK_BYTES < 1024 * 1024
+
+
+async def test_data_update_one_shot_publishes_then_stops_at_the_cap(
+    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`geo-pipeline data update` with no worker running: it takes the lease, downloads once, publishes
+    and installs (exit 0); run again past the cap it downloads nothing and exits 1 naming the cap."""
+    async with VendorEmulator() as vendor:
+        settings = _settings(kafka_bootstrap, vendor.url, tmp_path / "cli", data_daily_cap=1)
+        assert await data_command.update(settings, 60) == 0
+        assert (tmp_path / "cli" / "offline-data" / f"{SOURCE}.mmdb").is_file()
+        first = capsys.readouterr().out
+        assert await data_command.update(settings, 60) == 1
+        second = capsys.readouterr().out
+    assert sum(vendor.downloads.values()) == 1
+    assert f"{SOURCE}: published" in first and "downloads today 1/1" in first
+    assert f"{SOURCE}: capped daily cap reached (1/1" in second
