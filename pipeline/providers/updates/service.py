@@ -66,7 +66,8 @@ class DataUpdater(Service):
         self.who = label or "updater"
         self.sources = parse_sources(settings.data_sources)
         self.topic = TopicState()
-        self.installed: dict[str, Manifest] = {}
+        self.installed: dict[str, Manifest] = {}  # source -> the build in use here
+        self._tried: dict[str, set[str]] = {}  # source -> SHA-256s of the builds tried (installed or not)
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (source, outcome) by this process
         self.checks = 0  # checks this updater ran as leaseholder (capped ones included)
         self.leader = False
@@ -142,9 +143,9 @@ class DataUpdater(Service):
     async def _install_new(self) -> None:
         for source in self.sources:
             manifest = self.topic.manifest(source.name)
-            current = self.installed.get(source.name)
-            if manifest is None or (current and current.sha256 == manifest.sha256):
+            if manifest is None or manifest.sha256 in self._tried.get(source.name, ()):
                 continue
+            self._tried.setdefault(source.name, set()).add(manifest.sha256)  # one try (and report) per build
             target = data_dir(self.settings) / f"{source.name}.mmdb"
             try:
                 data = self.topic.assemble(manifest)
@@ -152,8 +153,7 @@ class DataUpdater(Service):
                     await asyncio.to_thread(verify.write_checked, data, target, None)
             except BuildError as exc:
                 log.error("data: %s build %s not installed: %s", source.name, manifest.sha256[:12], exc)
-                self.installed[source.name] = manifest  # reported once; the next build is tried afresh
-                continue
+                continue  # the build in use stays; the next manifest is tried afresh
             self.installed[source.name] = manifest
             log.info("data: %s installed build %s (epoch %d)", source.name, manifest.sha256[:12],
                      manifest.build_epoch)
