@@ -48,6 +48,7 @@ from pipeline.kafka.partitioner import key_hash
 from pipeline.kafka.topics import CACHE_TABLE, enforce, topic_layout
 from pipeline.models import GeoData, GeoEntry
 from pipeline.providers.base import GeoProvider, OfflineProvider, OfflineSource
+from pipeline.providers.updates.service import DataUpdater, managed_paths
 from pipeline.resolver.service import Resolver
 from pipeline.stats import Stats
 
@@ -81,6 +82,7 @@ class GeoApp:
     timer: RetryTimer
     guard: DeliveryGuard
     watch: StallWatch  # stalled partitions of the cache agent's inputs, for the progress line and readiness
+    updater: DataUpdater | None = None  # keeps GEO_DATA_SOURCES current (providers/updates/)
 
     @property
     def store(self) -> IndexedStore:
@@ -196,18 +198,31 @@ def build(
         register_reload(app, offline["mmdb"])
     register_progress(app, stats, watch)
     geo = GeoApp(settings, app, table, policy, stats, near, hotpath, resolver, cache, timer, guard, watch)
+    if settings.data_sources:
+        geo.updater = data_updater(settings, offline["mmdb"])
+        start_with(app, geo.updater)
     return geo
+
+
+def data_updater(settings: Settings, source: Any) -> DataUpdater:
+    """The updater, handing each installed build straight to the mmdb source's reload."""
+
+    async def installed(path: Any) -> None:
+        if await asyncio.to_thread(source.maybe_reload):
+            log.info("mmdb: reloaded, now %s", source.version)
+
+    return DataUpdater(settings, on_installed=installed, label=settings.worker_label)
 
 
 def offline_providers(settings: Settings) -> dict[str, Any]:
     """The in-process providers, one instance per worker shared by the hot path and the resolver: iptocc's
     registry data ("offline", always: first sights need it) and the MaxMind-format files ("mmdb")."""
     found: dict[str, Any] = {"offline": OfflineProvider()}
-    if settings.mmdb:
+    if settings.mmdb or settings.data_sources:
         from pipeline.providers.mmdb import MmdbLoadError, MmdbSource
 
         try:
-            found["mmdb"] = MmdbSource(settings.mmdb)
+            found["mmdb"] = MmdbSource(settings.mmdb, managed=managed_paths(settings))
         except (MmdbLoadError, OSError) as exc:
             raise ConfigError(f"GEO_MMDB: {exc}") from None
     return found

@@ -1,7 +1,8 @@
 """`geo-pipeline`: a dispatcher over three families of commands, each registering its own subparsers.
 
 - `worker` (pipeline/cli/worker.py) and `settings`, here;
-- the operator commands: lookup, produce, tail, stats, topics (pipeline/cli/ops.py);
+- the operator commands: lookup, produce, tail, stats, topics (pipeline/cli/ops.py), and `data update`
+  (pipeline/cli/data.py);
 - the dev commands: demo, kafka, bench, bench-timer, bench-budget, bench-mmdb
   (pipeline/devtools/commands.py).
 
@@ -14,7 +15,7 @@ import argparse
 import os
 import sys
 
-from pipeline.cli import ops
+from pipeline.cli import data, ops
 from pipeline.cli.logs import configure as configure_logging
 from pipeline.config.settings import Settings
 from pipeline.devtools import commands as dev
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="run a pipeline worker (Faust) against KAFKA_BOOTSTRAP_SERVERS")
     sub.add_parser("settings", help="print every setting and the variable it comes from")
     ops.add_parsers(sub)
+    data.add_parsers(sub)
     dev.add_parsers(sub)
     args = parser.parse_args(argv)
     dev.check(parser, args)
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings)  # quiet by default: GEO_LOG_LEVEL, GEO_LOG_FORMAT
         if args.command in ops.NAMES:
             return ops.run(args, settings)
+        if args.command in data.NAMES:
+            return data.run(args, settings)
         if args.command in dev.NAMES:
             return dev.run(args, settings, os.environ)
         if args.command == "worker":

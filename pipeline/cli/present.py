@@ -85,7 +85,10 @@ def _cut(text: str) -> str:
 
 # -- geo-pipeline stats --------------------------------------------------------------------------------------
 
-COLUMNS = ("worker", "ready", "in", "enriched", "dlq", "hits", "first", "lag", "entries", "breaker", "budget")
+COLUMNS = (
+    "worker", "ready", "in", "enriched", "dlq", "hits", "first", "lag", "entries", "breaker", "budget",
+    "data",
+)  # fmt: skip
 
 
 def total(samples: Samples, name: str) -> float:
@@ -121,7 +124,17 @@ def stats_row(url: str, samples: Samples | None) -> list[str]:
         ),
         current_state(samples, "geo_ipapi_breaker_state"),
         f"{total(samples, 'geo_ipapi_budget_left'):,.0f}" if budget else "-",
+        data_age(samples),
     ]
+
+
+def data_age(samples: Samples) -> str:
+    """The oldest downloaded source's age in days (`31d!` once expired), or "-" without GEO_DATA_SOURCES."""
+    ages = [value for _, value in samples.get("geo_data_age_seconds", ())]
+    if not ages:
+        return "-"
+    expired = any(value == 1 for _, value in samples.get("geo_data_expired", ()))
+    return f"{max(ages) / 86400:.0f}d" + ("!" if expired else "")
 
 
 def stats_table(rows: Sequence[Sequence[str]]) -> str:
@@ -132,7 +145,7 @@ def stats_table(rows: Sequence[Sequence[str]]) -> str:
         for i in range(2, 9):
             numbers = [r[i].replace(",", "") for r in rows if r[i] not in ("-", "")]
             sums.append(f"{sum(float(n) for n in numbers):,.0f}" if numbers else "-")
-        table.append([*sums, "", ""])
+        table.append([*sums, "", "", ""])
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
     return "\n".join(
         "  ".join(

@@ -14,9 +14,13 @@ from urllib.parse import urlsplit
 
 from pipeline.config.fields import Fields
 from pipeline.config.limits import (
+    DATA_SUFFIXES,
+    DATA_VENDORS,
+    DBIP_KINDS,
     FREE_TIER_REQUESTS,
     FREE_TIER_WINDOW,
     LOG_FORMATS,
+    MAX_DATA_BYTES,
     MAX_DURATION,
     MAX_EVENT_BYTES_CEILING,
     MAX_HTTP_TIMEOUT,
@@ -35,6 +39,7 @@ def refusals(s: Fields) -> list[str]:
     found = [limit.problem(env[name], getattr(s, name)) for name, limit in _LIMITS.items()]
     found += [*_relation_problems(s), *_endpoint_problems(s), *_kafka_problems(s), *_operator_problems(s)]
     found += _exposure_problems(s)
+    found += _data_problems(s)
     return [p for p in found if p]
 
 
@@ -90,6 +95,11 @@ _LIMITS: dict[str, _Limit] = {
     "refresh_after": _Limit(0, MAX_DURATION, "age at which a resolved answer is refreshed", _S, True),
     "stale_after": _Limit(0, MAX_DURATION, "time unseen after which an IP is no longer refreshed", _S, True),
     "forget_after": _Limit(0, MAX_DURATION, "time unseen after which an IP's entry is deleted", _S, True),
+    "data_update_interval": _Limit(1, 30 * 86400, "how often the offline data is checked", _S),
+    "data_update_jitter": _Limit(0, 86400, "random extra wait before each check", _S),
+    "data_daily_cap": _Limit(1, 1000, "downloads per source and day for the cluster; MaxMind's is 30"),
+    "data_retry_base": _Limit(0, 86400, "the first back-off after a failed download", _S, True),
+    "data_max_bytes": _Limit(1024 * 1024, MAX_DATA_BYTES, "largest download or database accepted"),
 }
 
 
@@ -118,11 +128,15 @@ def _relation_problems(s: Fields) -> list[str]:
         problems.append(
             f"GEO_PROVIDERS: unknown provider(s) {sorted(unknown)}; use {', '.join(PROVIDERS)} (in order)"
         )
-    if "mmdb" in s.providers and not s.mmdb:
-        problems.append("GEO_PROVIDERS names mmdb but GEO_MMDB is empty: give the .mmdb file paths")
-    if s.mmdb and "mmdb" not in s.providers:
+    if "mmdb" in s.providers and not s.mmdb and not s.data_sources:
         problems.append(
-            "GEO_MMDB is set but GEO_PROVIDERS does not name mmdb: add it where its answers rank, "
+            "GEO_PROVIDERS names mmdb but GEO_MMDB and GEO_DATA_SOURCES are empty: give the .mmdb file "
+            "paths or the sources to download"
+        )
+    if (s.mmdb or s.data_sources) and "mmdb" not in s.providers:
+        problems.append(
+            "GEO_MMDB or GEO_DATA_SOURCES is set but GEO_PROVIDERS does not name mmdb: add it where its "
+            "answers rank, "
             "e.g. GEO_PROVIDERS=mmdb,ipapi,offline"
         )
     return problems
@@ -258,6 +272,56 @@ def _exposure_problems(s: Fields) -> list[str]:
                 "comma-separated, or leave it empty"
             )
     return problems
+
+
+def _data_problems(s: Fields) -> list[str]:
+    """Each GEO_DATA_SOURCES entry must be one the updater knows, with its credentials, over HTTPS."""
+    problems = [p for spec in s.data_sources if (p := source_problem(spec))]
+    vendors = {spec.partition(":")[0] for spec in s.data_sources}
+    if "maxmind" in vendors and (not s.maxmind_account_id.strip().isdigit() or not s.maxmind_license_key):
+        problems.append(
+            "GEO_DATA_SOURCES names maxmind: set GEO_MAXMIND_ACCOUNT_ID (the number) and "
+            "GEO_MAXMIND_LICENSE_KEY from your MaxMind account page"
+        )
+    if "ipinfo" in vendors and not s.ipinfo_token:
+        problems.append("GEO_DATA_SOURCES names ipinfo: set GEO_IPINFO_TOKEN (your IPinfo access token)")
+    if len(set(s.data_sources)) != len(s.data_sources):
+        problems.append("GEO_DATA_SOURCES names a source twice: list each once")
+    hosts = {"GEO_MAXMIND_URL": s.maxmind_url, "GEO_DBIP_URL": s.dbip_url, "GEO_IPINFO_URL": s.ipinfo_url}
+    for name, value in hosts.items():
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            problems.append(
+                f"{name}={value!r} is not valid: use https://<host> (the default is the vendor's)"
+            )
+        elif url.scheme == "http" and not _loopback(url.hostname):
+            problems.append(f"{name}={value!r}: credentials would travel in clear; use https://")
+    if s.data_sources and s.data_update_jitter > s.data_update_interval:
+        problems.append("GEO_DATA_UPDATE_JITTER must not exceed GEO_DATA_UPDATE_INTERVAL")
+    return problems
+
+
+def source_problem(spec: str) -> str:
+    """Why one GEO_DATA_SOURCES entry cannot work, or "" (the grammar: docs/data-updates.md)."""
+    vendor, colon, name = spec.partition(":")
+    if vendor in ("http", "https") and colon:
+        url = urlsplit(spec)
+        if not url.hostname or not url.path.lower().endswith(DATA_SUFFIXES):
+            return f"GEO_DATA_SOURCES: {spec!r} must name a file ending in {', '.join(DATA_SUFFIXES)}"
+        if url.scheme == "http" and not _loopback(url.hostname):
+            return f"GEO_DATA_SOURCES: {spec!r} is plain http: use https:// (a file from anywhere is trusted)"
+        return ""
+    if vendor == "maxmind" and name and all(c.isalnum() or c == "-" for c in name):
+        return ""
+    if vendor == "dbip" and name in DBIP_KINDS:
+        return ""
+    if vendor == "ipinfo" and name == "lite":
+        return ""
+    kinds = "|".join(DBIP_KINDS)
+    return (
+        f"GEO_DATA_SOURCES: {spec!r} is not a source: use maxmind:<edition> (e.g. maxmind:GeoLite2-City), "
+        f"dbip:<{kinds}>, ipinfo:lite or an https:// URL ({', '.join(DATA_VENDORS)})"
+    )
 
 
 def _loopback(host: str) -> bool:

@@ -91,6 +91,25 @@ class Fields:
         default=None, metadata={"env": "GEO_KAFKA_SSL_KEY_PASSWORD"}
     )
     # --- end of Kafka security ------------------------------------------------------------------------
+    # --- offline data kept current (docs/data-updates.md): what to download, credentials, schedule -------
+    # sources: maxmind:<edition>, dbip:<country|city|asn>, ipinfo:lite, or an https:// URL of a .mmdb,
+    # .mmdb.gz or .tar.gz; empty: no downloads (GEO_MMDB files are the operator's to replace)
+    data_sources: tuple[str, ...] = field(default=(), metadata={"env": "GEO_DATA_SOURCES"})
+    maxmind_account_id: str = field(default="", metadata={"env": "GEO_MAXMIND_ACCOUNT_ID"})
+    maxmind_license_key: Secret | None = field(default=None, metadata={"env": "GEO_MAXMIND_LICENSE_KEY"})
+    ipinfo_token: Secret | None = field(default=None, metadata={"env": "GEO_IPINFO_TOKEN"})
+    # the vendors' hosts (the dev tools' emulator stands in for them in tests and the demo)
+    maxmind_url: str = field(default="https://download.maxmind.com", metadata={"env": "GEO_MAXMIND_URL"})
+    dbip_url: str = field(default="https://download.db-ip.com", metadata={"env": "GEO_DBIP_URL"})
+    ipinfo_url: str = field(default="https://ipinfo.io", metadata={"env": "GEO_IPINFO_URL"})
+    data_update_interval: float = field(default=86400.0, metadata={"env": "GEO_DATA_UPDATE_INTERVAL"})
+    # each check waits up to this much longer (random): a fleet restarted together does not ask at once
+    data_update_jitter: float = field(default=3600.0, metadata={"env": "GEO_DATA_UPDATE_JITTER"})
+    # downloads per source and UTC day, for the whole cluster; MaxMind allows GeoLite accounts 30
+    data_daily_cap: int = field(default=10, metadata={"env": "GEO_DATA_DAILY_CAP"})
+    # the first back-off after a failed download; it doubles per failure in a row, up to the interval
+    data_retry_base: float = field(default=300.0, metadata={"env": "GEO_DATA_RETRY_BASE"})
+    data_max_bytes: int = field(default=512 * 1024 * 1024, metadata={"env": "GEO_DATA_MAX_BYTES"})
 
 
     @property
@@ -107,6 +126,12 @@ class Fields:
     def asked_topic(self) -> str:
         """Internal topic: what the resolver asked the API, keyed by IP (co-partitioned with resolve)."""
         return f"{self.app_id}-geo-asked"
+
+    @property
+    def data_topic(self) -> str:
+        """Internal topic (compacted, one partition): the downloaded builds in chunks, their manifests, the
+        download counts; its consumer group `<app>-geo-data-lease` elects the one worker that downloads."""
+        return f"{self.app_id}-geo-data"
 
     @property
     def worker_label(self) -> str:

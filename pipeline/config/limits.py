@@ -19,6 +19,13 @@ MAX_PARTITIONS = 10_000  # per topic; beyond this a value is a typo, and each pa
 MAX_NEAR_CACHE = 50_000_000  # entries: ~50 GiB at ~1 KiB each, more than any one worker should hold
 MAX_HTTP_TIMEOUT = 300.0  # s: ip-api answers within a second; a call held longer stalls its whole batch
 MAX_DURATION = 10 * 365 * 86400.0  # s: longest delay; due keys hold 13-digit milliseconds (cache/policy.py)
+DATA_VENDORS = ("maxmind", "dbip", "ipinfo")  # GEO_DATA_SOURCES prefixes besides https:// URLs
+DBIP_KINDS = ("country", "city", "asn")  # DB-IP's Lite editions: dbip:<kind>
+DATA_SUFFIXES = (".mmdb", ".mmdb.gz", ".tar.gz")  # what a plain URL source may point at
+DAY = 86400.0
+DATA_WARN_AGE = 25 * DAY  # offline data this old is warned about: five days before it counts as expired
+DATA_EXPIRED_AGE = 30 * DAY  # MaxMind's EULA: no use after an update has been out 30 days; flagged
+MAX_DATA_BYTES = 4 * 1024**3  # bytes: a GeoIP2-City Enterprise is ~1 GiB unpacked; more is a wrong URL
 LOG_FORMATS = ("text", "json")  # GEO_LOG_FORMAT
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # GEO_LOG_LEVEL
 

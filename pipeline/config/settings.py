@@ -84,4 +84,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "kafka_sasl_password": Secret,
     "log_format": lambda raw: raw.strip().lower(),
     "kafka_ssl_key_password": Secret,
+    "data_sources": words,
+    "maxmind_license_key": Secret,
+    "ipinfo_token": Secret,
 }

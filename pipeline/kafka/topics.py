@@ -59,7 +59,8 @@ def changelog_topic(settings: Settings) -> str:
 def topic_layout(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     """Every topic the pipeline uses: name -> (partitions, config)."""
     s = settings
-    return {
+    data = {s.data_topic: (1, COMPACTED)} if s.data_sources else {}  # builds, counts: GEO_DATA_SOURCES
+    return data | {
         s.events_topic: (s.partitions, {}),
         s.dlq_topic: (s.partitions, {}),
         s.enriched_topic: (s.partitions, {}),
@@ -143,6 +144,7 @@ def contract(settings: Settings) -> list[Wanted]:
         s.resolve_topic: ("GEO_RESOLVE_PARTITIONS", "resolve requests, co-partitioned with the asked log"),
         s.asked_topic: ("GEO_RESOLVE_PARTITIONS", "the resolver's asked log, one partition per resolve one"),
         s.resolved_topic: ("", "the latest entry per IP, for consumers and every worker's near cache"),
+        s.data_topic: ("", "offline data builds: one partition, its group's assignee downloads"),
     }
     return [
         Wanted(name, parts, dict(config), *exact.get(name, ("", "")))

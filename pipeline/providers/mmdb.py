@@ -17,6 +17,11 @@ resident memory equal to the files' size per worker, and during a reload briefly
 old one: two copies. The memfd is filled by the kernel (`sendfile`) straight from the file, with no Python
 copy in between (a test measures it with tracemalloc).
 
+Managed files (`managed=`, the ones the updater downloads into the data dir, providers/updates/) may not
+exist yet at start: each is opened when it first appears, in its place after the GEO_MMDB files. A
+managed file older than 30 days (its build epoch) is marked `!expired` in the version, so the entries it
+answers carry the flag and the version sweep answers the older ones again with it.
+
 `maybe_reload()` costs one `stat` per file when nothing changed. A file whose identity, size or mtime
 changed is read again; it replaces the open one only if it is a valid database of the same layout with
 another build epoch. A broken, partial or wrong-layout file keeps the old data, is named in `rejected`,
@@ -29,6 +34,7 @@ import io
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -45,6 +51,7 @@ from pipeline.providers.mmdb_layouts import (
     detect_layout,
     extract,
 )
+from pipeline.providers.updates.schedule import Freshness, freshness
 
 if TYPE_CHECKING:
     from pipeline.providers.base import GeoProvider, OfflineSource
@@ -175,9 +182,12 @@ class MmdbSource:
     name = "mmdb"
     max_batch = 1_000  # a batch blocks the event loop: ~30 ms for City+ASN files with the C reader
 
-    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
-        if not paths:
+    def __init__(
+        self, paths: Sequence[str | os.PathLike[str]], managed: Sequence[str | os.PathLike[str]] = ()
+    ) -> None:
+        if not paths and not managed:
             raise ValueError("no .mmdb file given")
+        self.managed = [os.fspath(p) for p in managed]  # opened when they appear (updater's downloads)
         files = []
         for path in [os.fspath(p) for p in paths]:
             try:
@@ -185,10 +195,10 @@ class MmdbSource:
             except MmdbLoadError as exc:
                 raise MmdbLoadError(f"{path}: {exc}") from exc
             log.info("mmdb: %s opened as %s (%s)", path, files[-1].label, files[-1].layout)
-        self._snapshot = _snapshot(files)
         self.rejected: dict[str, str] = {}  # path -> why the file now at that path is not used
         self._reported: set[tuple[str, object]] = set()  # (path, bad file version) already logged
         self._reload_lock = threading.Lock()
+        self._snapshot = _snapshot(self._appeared(files), self.managed)  # managed files already there
 
     @property
     def version(self) -> str:
@@ -226,11 +236,28 @@ class MmdbSource:
         try:
             old = self._snapshot
             files = [self._check(current) for current in old.files]
-            if files != list(old.files):
-                self._snapshot = _snapshot(files)
+            files = self._appeared(files)
+            snapshot = _snapshot(files, self.managed)
+            if snapshot.version != old.version or files != list(old.files):
+                self._snapshot = snapshot
             return self._snapshot.version != old.version
         finally:
             self._reload_lock.release()
+
+    def _appeared(self, files: list[MmdbFile]) -> list[MmdbFile]:
+        """`files` with every managed file that appeared since, opened, each in its place at the end."""
+        known = {f.path for f in files}
+        for path in self.managed:
+            if path in known or not os.path.exists(path):
+                continue
+            try:
+                files.append(open_mmdb(path))
+            except MmdbLoadError as exc:
+                self.rejected[path] = str(exc)
+                continue
+            log.info("mmdb: %s appeared, opened as %s (%s)", path, files[-1].label, files[-1].layout)
+        order = {path: i for i, path in enumerate(self.managed)}
+        return sorted(files, key=lambda f: order.get(f.path, -1))  # GEO_MMDB files first, as given
 
     def _check(self, current: MmdbFile) -> MmdbFile:
         """The file to use for `current.path` from now on: `current`, or a newer version of it."""
@@ -287,8 +314,14 @@ class MmdbSource:
         return GeoData(**found)
 
 
-def _snapshot(files: Sequence[MmdbFile]) -> _Snapshot:
-    return _Snapshot(tuple(files), "mmdb:" + "+".join(f.label for f in files))
+def _snapshot(files: Sequence[MmdbFile], managed: Sequence[str] = (), now: float | None = None) -> _Snapshot:
+    now = time.time() if now is None else now
+
+    def label(f: MmdbFile) -> str:
+        expired = f.path in managed and freshness(f.build_epoch, now) is Freshness.EXPIRED
+        return f.label + ("!expired" if expired else "")
+
+    return _Snapshot(tuple(files), "mmdb:" + "+".join(label(f) for f in files))
 
 
 def _signature(stat: os.stat_result) -> Signature:

@@ -62,6 +62,7 @@ class GeoCollector(Collector):
         yield from self._resolving()
         yield from self._budget()
         yield from self._state()
+        yield from self._data()
 
     def _events(self) -> Iterator[Metric]:
         s = self.geo.stats
@@ -209,6 +210,33 @@ class GeoCollector(Collector):
         yield built
         if self.ready is not None:
             yield _gauge("geo_worker_ready", "1 when /ready answers 200", 1.0 if self.ready else 0.0)
+
+
+    def _data(self) -> Iterator[Metric]:
+        """The downloaded offline data (GEO_DATA_SOURCES): age, expiry, today's downloads, last outcome."""
+        updater = getattr(self.geo, "updater", None)  # None: no GEO_DATA_SOURCES (or a test double)
+        if updater is None:
+            return
+        age = GaugeMetricFamily(
+            "geo_data_age_seconds", "Age of each source's build in use (now - build epoch)", labels=["source"]
+        )
+        expired = GaugeMetricFamily(
+            "geo_data_expired", "1 when a source's build is 30 days old or more", labels=["source"]
+        )
+        today = GaugeMetricFamily(
+            "geo_data_downloads_today", "Cluster downloads of each source this UTC day", labels=["source"]
+        )
+        outcome = GaugeMetricFamily(
+            "geo_data_last_outcome", "The last update attempt's outcome (1)", labels=["source", "outcome"]
+        )
+        for row in updater.report():
+            if row["age"] is not None:
+                age.add_metric([row["source"]], row["age"])
+                expired.add_metric([row["source"]], 1.0 if row["freshness"] == "expired" else 0.0)
+            today.add_metric([row["source"]], row["downloads_today"])
+            outcome.add_metric([row["source"], str(row["outcome"])], 1.0)
+        yield from (age, expired, today, outcome)
+        yield _gauge("geo_data_lease_held", "1 on the worker that downloads for the cluster", updater.leader)
 
 
 class Metrics:

@@ -53,6 +53,9 @@ PURE = [
     "providers.ipapi_answers",
     "providers.mmdb_layouts",
     "providers.throttle",
+    "providers.updates.builds",
+    "providers.updates.schedule",
+    "providers.updates.sources",
     "resolver.dedupe",
     "web.ownership",
 ]

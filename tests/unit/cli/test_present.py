@@ -90,8 +90,16 @@ def test_stats_rows_sum_labelled_samples_and_show_the_breaker_state() -> None:
     row = stats_row("http://a:6066", scraped)
     assert dict(zip(COLUMNS, row, strict=True)) == {
         "worker": "http://a:6066", "ready": "yes", "in": "10", "enriched": "8", "dlq": "2", "hits": "5",
-        "first": "3", "lag": "7", "entries": "4", "breaker": "open", "budget": "12",
+        "first": "3", "lag": "7", "entries": "4", "breaker": "open", "budget": "12", "data": "-",
     }  # fmt: skip
+
+
+def test_the_data_column_shows_the_oldest_source_in_days_and_flags_expiry() -> None:
+    """geo_data_age_seconds: the oldest source in whole days; `!` once any source is expired."""
+    scraped = samples(geo_worker_ready=1)
+    scraped["geo_data_age_seconds"] = [({"source": "a"}, 2 * 86400), ({"source": "b"}, 31 * 86400)]
+    scraped["geo_data_expired"] = [({"source": "a"}, 0), ({"source": "b"}, 1)]
+    assert stats_row("http://a:6066", scraped)[-1] == "31d!"
 
 
 def test_stats_table_aligns_rows_and_totals_several_workers() -> None:
