@@ -106,6 +106,8 @@ async def _run(
     burst_out = await read_output(
         bootstrap, settings.enriched_topic, population, f'"s1-{run}"'.encode(), "pipeline (burst)", _country
     )
+    for log in workdir.glob("w*.log"):  # the restarted workers log afresh: their lines are read below
+        log.rename(log.with_suffix(".first-pass.log"))
     with worker_processes(settings, workdir, n) as procs:  # the same data dirs: a cold restart
         await wait_assigned(procs)
         catch_up = [_catch_up(proc) for proc in procs]
@@ -138,7 +140,7 @@ async def _run(
     )
     print(f"  seen records (first sights and touches) over both passes: {new:,} for {population:,} IPs")
     print(f"  peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)} (target <= 300)")
-    print(f"  replica on disk per worker: {', '.join(f'{m:.0f} MiB' for m in replica)}")
+    print(f"  replica on disk per worker: {', '.join(f'{m:.1f} MiB' for m in replica)}")
     print(f"  catch-up after the restart: {', '.join(catch_up)}")
     return 0 if burst_out.seen == population and zipf_run.seen == second else 1
 
