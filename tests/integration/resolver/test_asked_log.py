@@ -61,6 +61,7 @@ async def test_a_restarted_resolver_does_not_ask_again_what_the_asked_log_holds(
         assert api.ips_seen() == {lost: 1, new: 1}
         assert geo.stats.resolve_deduped == 3
     records = await read_topic(kafka_bootstrap, settings.asked_topic)
-    ours = [(r.key.decode(), decode_asked(r.value)) for r in records if json.loads(r.value)["by"] != "dead"]
+    asks = [r for r in records if r.value is not None]  # and the tombstones read for the broker's clock
+    ours = [(r.key.decode(), decode_asked(r.value)) for r in asks if json.loads(r.value)["by"] != "dead"]
     flags = sorted((ip, value.attempt, value.answered) for ip, value in ours if value is not None)
     assert flags == sorted((ip, 1, done) for ip in (lost, new) for done in (False, True)), flags
