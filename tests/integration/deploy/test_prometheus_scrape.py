@@ -55,10 +55,10 @@ async def test_recording_rules_match_the_workers_own_counters(kafka_bootstrap: s
         urls = [api_url(w) for w in workers]
         targets = [url.removeprefix("http://") for url in urls]
         async with running_prometheus(tmp_path / "prometheus", targets) as prom:
-            await wait_for(
-                lambda: prom.scalar('sum(up{job="geo-pipeline"})'), 15, interval=0.5, message="two targets up"
-            )
-            assert await prom.scalar('sum(up{job="geo-pipeline"})') == 2
+            async def both_up() -> bool:  # each target is up once Prometheus has scraped it
+                return await prom.scalar('sum(up{job="geo-pipeline"})') == 2
+
+            await wait_for(both_up, 15, interval=0.5, message="two targets up")
             values = workload(EVENTS, IPS)
             await publish(kafka_bootstrap, settings.events_topic, values)
 
