@@ -176,6 +176,7 @@ def build(
         provisional_factory(sources, settings.providers, policy),
         key_hash,
         settings.pending_timeout,
+        touch_every=policy.seen_every,  # the owner moves last_seen this often: touch it no less often
         recall=replica.get,
     )
     install(app)  # the fixes for Faust's stalled-partition race (see faustx)
@@ -183,7 +184,7 @@ def build(
     guard.install()
     # the cache agent's own inputs: a partition there with lag and no progress is a stall, not a slow batch
     watch = StallWatch(app, topics={settings.seen_topic, settings.results_topic})
-    cache = CacheAgent(app, settings, table, policy, stats, sight)
+    cache = CacheAgent(app, settings, table, policy, stats, sight, fatal=guard.fail)
     cache.register()
     hotpath = HotPath(settings, stats, router, replica)
     resolver = Resolver(settings, stats, providers, offline)

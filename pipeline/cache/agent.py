@@ -8,12 +8,15 @@ For each, a pure function in `policy` decides; the agent writes the entry, publi
 topic (key = IP, compacted: consumers and every worker's near cache read it) and asks the resolver.
 
 Faust rules this module lives by: a table is written only inside the agent's per-event iteration (a write
-from a timer or a batch raises); an exception escaping the agent acks and loses the event, so none
-escapes; concurrency 1, because concurrent iterations can commit past an unfinished event. A failed send
-is caught by `faustx.DeliveryGuard`, which refuses the commit and crashes the worker, so the event is
-replayed instead of skipped; every decision is idempotent, so a replay repeats work, never loses it. A
-replay also writes the current entry again when it changes nothing: Faust writes RocksDB at once and the
-changelog record a moment later, so a crash in between keeps on this disk a write the changelog never got.
+from a timer or a batch raises); an exception escaping the agent acks and loses the event, so a bug in
+decoding or deciding (`BUGS`: a replay would fail the same way) is logged and skipped, and anything else
+(a store I/O error: disk full) refuses every commit and stops the worker (`fatal`, the delivery guard's),
+so the event is replayed after a restart instead of acked with its write lost; concurrency 1, because
+concurrent iterations can commit past an unfinished event. A failed send is caught by
+`faustx.DeliveryGuard`, which refuses the commit and crashes the worker, so the event is replayed instead
+of skipped; every decision is idempotent, so a replay repeats work, never loses it. A replay also writes
+the current entry again when it changes nothing: Faust writes RocksDB at once and the changelog record a
+moment later, so a crash in between keeps on this disk a write the changelog never got.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ log = logging.getLogger(__name__)
 ECHO_EVERY = 10.0  # s: a known IP's entry is echoed for first sights at most this often (bounds a burst)
 ECHOED_MAX = 100_000  # IPs whose last echo is remembered (~100 B each); the oldest go first
 
+# decode and policy bugs: the same input fails the same way on every replay, so it is logged and skipped;
+# everything else (rocksdict raises plain Exception on I/O errors, OSError, a failed send) stops the worker
+BUGS = (ValueError, TypeError, LookupError, AttributeError, ArithmeticError, AssertionError)
+
 RAW: dict[str, Any] = {
     "key_type": bytes,
     "value_type": bytes,
@@ -67,8 +74,10 @@ class CacheAgent:
         policy: RetryPolicy,
         stats: Stats,
         first_sight: Callable[[str, float], GeoEntry],
+        fatal: Callable[[BaseException, str], None] | None = None,
     ) -> None:
         self.app, self.settings, self.table, self.policy, self.stats = app, settings, table, policy, stats
+        self._fatal = fatal  # (error, where): refuse commits and stop the worker (the delivery guard's)
         self._first_sight = first_sight  # (ip, now) -> the entry of an IP never seen before
         self._rng = random.Random()
         self._by = settings.worker_label  # named in resolve requests: who asked, for operators and tests
@@ -86,10 +95,17 @@ class CacheAgent:
             try:
                 msg = event.message
                 await self.handle((msg.topic, msg.partition, msg.offset), event.key, event.value)
-            except Exception:  # an escaping exception would ack and lose the event
+            except BUGS:  # replaying it would fail the same way: logged, counted, skipped
                 self.stats.errors += 1
                 msg = event.message
                 log.exception("cache agent failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            except Exception as exc:  # a store I/O error: never ack the event; stop, and replay it
+                msg = event.message
+                where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
+                log.critical("cache agent: %r on %s: stopping the worker, the event is replayed", exc, where)
+                if self._fatal is not None:
+                    self._fatal(exc, where)
+                raise
 
     async def handle(self, where: tuple[str, int, int], key: bytes | None, value: bytes | None) -> None:
         """One input record from (topic, partition, offset); called inside the agent's iteration (a table
@@ -133,10 +149,12 @@ class CacheAgent:
     async def _carry_out(self, key: bytes, decision: Decision, old: GeoEntry | None) -> None:
         send = self.app.producer.send
         if decision.delete:
-            if old is not None:
-                del self.table[key]  # a tombstone on the changelog; the store drops the index keys with it
+            # idempotent and replay-safe: an absent entry is deleted again (the store ignores it, the
+            # changelog gets its tombstone again), so a crash after the store's delete and before either
+            # tombstone went out is repaired by the replay. The store drops the index keys in the same write.
+            del self.table[key]
             await send(self.settings.resolved_topic, key, None, None, None, None)  # every near cache forgets
-            self.stats.forgotten += 1
+            self.stats.forgotten += old is not None
             return
         entry = decision.entry or old
         if entry is None:

@@ -150,10 +150,12 @@ def on_retry(entry: GeoEntry | None, now: float, policy: RetryPolicy) -> Decisio
     """The timer says `entry` is due: start its next attempt, unless that already happened (idempotent).
 
     A retry that finds nothing due (a duplicate, or one that crossed an answer) still publishes the current
-    entry, so a replay repairs the resolved topic.
+    entry, so a replay repairs the resolved topic. A retry for an absent entry deletes it again: the timer
+    only asks about entries it found, so the entry was forgotten, and a crash after the store's delete but
+    before the tombstones went out is repaired by the replay (deleting an absent entry sends both again).
     """
     if entry is None:
-        return Decision(None)
+        return Decision(None, delete=True)
     unseen = _unseen(entry, now)
     if unseen >= policy.forget_after:
         return Decision(None, delete=True)
@@ -248,7 +250,9 @@ def on_reanswer(entry: GeoEntry | None, fresh: GeoEntry, now: float) -> Decision
     if entry is None or entry_source(entry) is None:
         return Decision(None)
     if (fresh.geo, fresh.provider, fresh.data_version) == (entry.geo, entry.provider, entry.data_version):
-        return Decision(None)
+        # already re-answered (a replay after a crash between the store's write and the changelog's, or a
+        # duplicate): publish it again so the changelog and the resolved topic get it too
+        return Decision(None, publish=True)
     status, due = entry.status, entry.next_retry_at
     if status is EntryStatus.PARTIAL and not fresh.geo.country_code:
         status = EntryStatus.UNRESOLVED

@@ -47,9 +47,25 @@ PERMANENT_ERRORS = (
 )
 
 
-def partition_count(producer: AIOKafkaProducer, topic: str) -> int:
-    """Partitions of `topic` in the producer's cached metadata (1 when it has none yet)."""
-    return len(producer.client.cluster.partitions_for_topic(topic) or ()) or 1
+class PartitionCountChanged(RuntimeError):
+    """A topic co-partitioned with the table no longer has the partition count checked at start."""
+
+
+async def partition_count(producer: AIOKafkaProducer, topic: str, expected: int | None = None) -> int:
+    """Partitions of `topic`: the producer's cached metadata, or, when it has none (aiokafka drops a topic
+    after a topic-level error: an ACL change, a broker still loading), the broker's answer waited for
+    (KafkaTimeoutError: the input batch is replayed). Never guessed: a record routed by key to a guessed
+    partition lands where nothing looks for it. `expected` is the count the topic contract checked at
+    start (topics co-partitioned with the table): any other count stops the worker with the reason."""
+    found = producer.client.cluster.partitions_for_topic(topic)
+    if not found:
+        found = await producer.partitions_for(topic)
+    if expected is not None and len(found) != expected:
+        raise PartitionCountChanged(
+            f"{topic} has {len(found)} partitions, the table {expected}: records routed by key would "
+            "land where the table's owner never looks; restore the count (pipeline/kafka/topics.py)"
+        )
+    return len(found)
 
 
 class Outputs:
@@ -61,8 +77,8 @@ class Outputs:
         self._open: dict[tuple[str, int], tuple[Any, list[Row]]] = {}
         self._sent: list[tuple[asyncio.Future[Any], str, list[Row]]] = []
 
-    def partitions(self, topic: str) -> int:
-        return partition_count(self._producer, topic)
+    async def partitions(self, topic: str, expected: int | None = None) -> int:
+        return await partition_count(self._producer, topic, expected)
 
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes, record: Any) -> bool:
         """Append to the open batch of (topic, partition); False when it is full (call `spill`)."""

@@ -154,13 +154,27 @@ class NearCache:
     def learn(self, ip: bytes, entry: bytes | None) -> None:
         """Take the table's latest entry for `ip` (None, a tombstone, forgets it); keeps a known key hash.
 
-        Once the owner published the IP it has the entry, so this worker stops re-sending it as seen.
+        Once the owner published the IP it has the entry, so this worker stops re-sending it as seen. An
+        owner's entry older (`updated_at`) than the owner's entry held is ignored: records of one IP in two
+        partitions (the resolved topic's count changed under running workers) arrive in either order. Our
+        own provisional entry (a negative seen mark) always gives way to the owner's.
         """
         if entry is None:
             self._entries.pop(ip, None)
             return
         found = self._entries.get(ip)
+        if found is not None and found[2] >= 0 and _updated_at(entry) < _updated_at(found[0]):
+            return
         self.put(ip, entry, found[1] if found else UNKNOWN_HASH, abs(found[2]) if found else 0.0)
+
+
+def _updated_at(entry: bytes) -> float:
+    """An entry JSON's `updated_at` (0 when it has none or is not an entry: it never wins on age)."""
+    try:
+        value = json.loads(entry).get("updated_at", 0.0)
+        return float(value) if isinstance(value, int | float) else 0.0
+    except (ValueError, AttributeError, RecursionError):
+        return 0.0
 
 
 class Router:

@@ -244,9 +244,9 @@ class HotPath(Service):
             if not overdue or self.should_stop:
                 continue
             s = self.settings
-            partitions = partition_count(self._producer, s.seen_topic)
             value = encode_seen(time.time(), s.worker_label)
             try:
+                partitions = await partition_count(self._producer, s.seen_topic, s.partitions)
                 sends = [
                     await self._producer.send(s.seen_topic, value, key=ip, partition=h % partitions)
                     for ip, h in overdue
@@ -315,7 +315,9 @@ class HotPath(Service):
         assert self._consumer is not None and self._producer is not None
         s = self.settings
         out = Outputs(self._producer)
-        enriched_n, seen_n, dlq_n = (out.partitions(t) for t in (s.enriched_topic, s.seen_topic, s.dlq_topic))
+        enriched_n = await out.partitions(s.enriched_topic)
+        seen_n = await out.partitions(s.seen_topic, s.partitions)  # co-partitioned with the table
+        dlq_n = await out.partitions(s.dlq_topic)
         now = time.time()
         seen_value = encode_seen(now, s.worker_label)  # a first sight: this worker has no entry for it
         touch_value = encode_seen(now, s.worker_label, first=False)  # it has one; last_seen moves

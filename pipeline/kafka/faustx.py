@@ -314,6 +314,11 @@ class DeliveryGuard:
         producer.send = guarded_send
         consumer._commit = guarded_commit
 
+    def fail(self, exc: BaseException, where: str) -> None:
+        """Something the worker cannot go on without failed (a store write): refuse every commit from now
+        on and stop the worker, so the input it was processing is replayed, never acked."""
+        self._failed(exc, where)
+
     def _check(self, future: asyncio.Future[Any], topic: Any) -> None:
         if future.cancelled():
             self._failed(asyncio.CancelledError("send cancelled"), topic)

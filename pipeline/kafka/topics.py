@@ -5,8 +5,9 @@ with other settings) lacks them, so the worker checks them at start and refuses 
 naming each topic and its fix:
 - partition counts of the topics that must be co-partitioned: the table's changelog and its two input
   topics (`GEO_PARTITIONS`: a table change lands in the changelog partition of the record being
-  processed), and the resolve topic with its asked log (`GEO_RESOLVE_PARTITIONS`: each resolve partition
-  reads its own asked partition back);
+  processed), the resolved topic (`GEO_PARTITIONS` too: another count splits an IP's records across two
+  partitions and the feeders never read new ones), and the resolve topic with its asked log
+  (`GEO_RESOLVE_PARTITIONS`: each resolve partition reads its own asked partition back);
 - `cleanup.policy` where the layout says compacted: the resolved topic and the changelog keep the latest
   record per IP forever (a `delete` policy loses entries once retention passes); the asked log is
   `compact,delete`;
@@ -143,7 +144,9 @@ def contract(settings: Settings) -> list[Wanted]:
         changelog_topic(s): ("GEO_PARTITIONS", "the table's changelog"),
         s.resolve_topic: ("GEO_RESOLVE_PARTITIONS", "resolve requests, co-partitioned with the asked log"),
         s.asked_topic: ("GEO_RESOLVE_PARTITIONS", "the resolver's asked log, one partition per resolve one"),
-        s.resolved_topic: ("", "the latest entry per IP, for consumers and every worker's near cache"),
+        # pinned: with another count an IP's old and new records sit in two partitions (whichever is read
+        # last wins) and the workers' feeders, assigned at start, never read the new partitions
+        s.resolved_topic: ("GEO_PARTITIONS", "the latest entry per IP: one partition per IP for good"),
         s.data_topic: ("", "offline data builds: one partition, its group's assignee downloads"),
     }
     return [

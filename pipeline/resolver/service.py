@@ -183,6 +183,22 @@ class Resolver(Service):
         wanted, partition, first = await self._take()
         if not wanted:
             return
+        try:
+            await self._answer(generation, wanted, partition, first)
+        except Exception:
+            # a failed batch is read again, never skipped: skipped, its IPs would wait out a pending timeout
+            # and a re-emission (asks already written are dropped by the asked log on the way back)
+            self._rewind(first)
+            raise
+
+    async def _answer(
+        self,
+        generation: int,
+        wanted: dict[str, int],
+        partition: dict[str, int],
+        first: dict[TopicPartition, int],
+    ) -> None:
+        assert self._consumer is not None
         now = time.time()
         self.asked.prune(now)
         chosen = self.asked.select(wanted, now)
@@ -201,10 +217,13 @@ class Resolver(Service):
     def _rewind(self, first: dict[TopicPartition, int]) -> None:
         """Seek back to the batch's first offsets, so whoever owns them next reads the batch again."""
         assert self._consumer is not None
-        assigned = self._consumer.assignment()
-        for tp, offset in first.items():
-            if tp in assigned:
-                self._consumer.seek(tp, offset)
+        try:
+            assigned = self._consumer.assignment()
+            for tp, offset in first.items():
+                if tp in assigned:
+                    self._consumer.seek(tp, offset)
+        except KafkaError as exc:  # stopped or unassigned meanwhile: the next owner reads the batch
+            log.warning("resolver: could not rewind the batch (%r); its next owner reads it", exc)
 
     async def _take(self) -> tuple[dict[str, int], dict[str, int], dict[TopicPartition, int]]:
         """Up to 100 distinct IPs with their highest attempt and resolve partition, gathered for at most the
@@ -360,8 +379,9 @@ class Resolver(Service):
                     self.settings.asked_topic, value, key=ip.encode(), partition=partition[ip]
                 )
             )
-            self.asked.record(ip, attempt, at, answered=answered)
         await asyncio.gather(*deliveries)
+        for ip, attempt in chosen.items():  # only once on the broker: an ask it refused was never made
+            self.asked.record(ip, attempt, at, answered=answered)
 
     async def _load_asked(self) -> None:
         """After an assignment: read the asked log of our resolve partitions and seed the budget."""

@@ -81,9 +81,10 @@ class FakeConsumer:
 class FakeCluster:
     def __init__(self, partitions: dict[str, int]) -> None:
         self.counts = partitions
+        self.forgotten: set[str] = set()  # topics aiokafka dropped from its metadata (a topic-level error)
 
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return set(range(self.counts.get(topic, 1)))
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return None if topic in self.forgotten else set(range(self.counts.get(topic, 1)))
 
 
 class FakeProducer:
@@ -96,8 +97,15 @@ class FakeProducer:
         self.fail = fail
         self.delivered: Counter[str] = Counter()  # records per topic whose delivery succeeded
         self.singles: list[tuple[str, bytes | None, bytes]] = []  # records sent one by one, delivered
+        self.partitions_sent: Counter[tuple[str, int]] = Counter()  # records sent in batches per partition
         # the broker's clock minus ours when it stamps records (LogAppendTime); None: it keeps the writer's
         self.broker_ahead: float | None = None
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        """aiokafka waits for the broker's metadata of `topic` (here: it answers at once)."""
+        cluster = self.client.cluster
+        cluster.forgotten.discard(topic)
+        return set(cluster.partitions_for_topic(topic))
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(512 * 1024, 0)
@@ -113,6 +121,7 @@ class FakeProducer:
         return future
 
     async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        self.partitions_sent[topic, partition] += batch.record_count()
         return self._deliver(topic, batch.record_count())
 
     async def send_and_wait(

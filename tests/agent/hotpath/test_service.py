@@ -11,6 +11,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
 from pipeline.config.settings import Settings
+from pipeline.hotpath.outputs import PartitionCountChanged
 from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Router
 from pipeline.hotpath.service import HotPath
@@ -116,3 +117,29 @@ async def test_when_the_dead_letter_topic_refuses_too_the_loss_is_counted_and_th
     service = hotpath(consumer, producer)
     await service.process(await consumer.getmany())
     assert consumer.commits == 1 and service.stats.errors == 5
+
+
+async def test_a_topic_missing_from_the_metadata_is_waited_for_never_guessed() -> None:
+    """aiokafka dropped the seen topic from its metadata (a topic-level error): the batch waits for the
+    broker's answer, and every seen record goes to its key's partition, not to a guessed partition 0."""
+    consumer, producer = FakeConsumer([records(SETTINGS.events_topic, 0, list(EVENTS))]), FakeProducer(TOPICS)
+    producer.client.cluster.forgotten.add(SETTINGS.seen_topic)
+    service = hotpath(consumer, producer)
+    await service.process(await consumer.getmany())
+    seen = {p: n for (t, p), n in producer.partitions_sent.items() if t == SETTINGS.seen_topic}
+    wanted: dict[int, int] = {}
+    for ip in (b"8.8.8.8", b"1.1.1.1"):
+        wanted[key_hash(ip) % 4] = wanted.get(key_hash(ip) % 4, 0) + 1
+    assert seen == wanted and set(wanted) != {0}
+    assert consumer.commits == 1
+
+
+async def test_a_seen_topic_whose_partition_count_changed_stops_the_worker_with_the_reason() -> None:
+    """The seen topic no longer has the count the table was checked with at start: the batch is neither
+    delivered nor committed, and the error names the topic and both counts."""
+    consumer = FakeConsumer([records(SETTINGS.events_topic, 0, list(EVENTS))])
+    producer = FakeProducer({**TOPICS, SETTINGS.seen_topic: 6})
+    service = hotpath(consumer, producer)
+    with pytest.raises(PartitionCountChanged, match=f"{SETTINGS.seen_topic} has 6 partitions, the table 4"):
+        await service.process(await consumer.getmany())
+    assert consumer.commits == 0 and not producer.delivered

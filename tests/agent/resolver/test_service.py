@@ -8,7 +8,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 
 from pipeline.config.settings import Settings
 from pipeline.messages import (
@@ -230,3 +232,25 @@ async def test_an_assignment_seeds_the_budget_with_the_requests_of_others_only(m
     service.to_load = frozenset({0})  # the rebalance gave us the partition again
     await service._load_asked()
     assert budget.sent_in_window == 2  # ours once, theirs once
+
+
+async def test_a_batch_that_fails_midway_is_rewound_and_read_again() -> None:
+    """A batch that fails before the call (its asked records are refused by the broker) is rewound to its
+    first offset, so the next batch is the same requests again, asked at once, instead of skipped (they
+    would wait out a pending timeout and the timer's re-emission)."""
+    failing = [True]
+
+    def fail(topic: str) -> Exception | None:
+        return KafkaTimeoutError() if topic == SETTINGS.asked_topic and failing[0] else None
+
+    service, consumer, _, remote = resolver()
+    producer = FakeProducer({SETTINGS.results_topic: 4, SETTINGS.asked_topic: 1}, fail)
+    service._producer = producer  # type: ignore[assignment]
+    with pytest.raises(KafkaTimeoutError):
+        await asyncio.wait_for(service.run_once(), 5)
+    assert remote.calls == [] and results(producer) == {}
+    assert consumer.seeks == [(TopicPartition(SETTINGS.resolve_topic, 0), 0)]
+    failing[0] = False
+    await asyncio.wait_for(service.run_once(), 5)
+    assert set(results(producer)) == set(IPS)
+    assert remote.calls == [IPS]

@@ -3,7 +3,9 @@ nobody sees any more stop costing anything, then are forgotten with tombstones."
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -58,7 +60,7 @@ async def test_ips_nobody_sees_are_no_longer_refreshed_then_forgotten_with_tombs
 ) -> None:
     """With a short stale and forget time, resolved entries whose IP is never seen again are not refreshed
     (no new lookups) and are then deleted: a tombstone on the changelog and on the resolved topic, and the
-    table no longer holds them; an IP still seen is kept."""
+    table no longer holds them; an IP seen all along is kept (never tombstoned, still in the table)."""
     settings = make_settings(
         kafka_bootstrap,
         tmp_path / "w",
@@ -68,22 +70,40 @@ async def test_ips_nobody_sees_are_no_longer_refreshed_then_forgotten_with_tombs
         stale_after=3.0,
         forget_after=6.0,
     )
-    gone = public_ips(40, seed=67)
+    gone, kept = public_ips(40, seed=67), public_ips(1, seed=68)[0]
     geo = build(settings)
     async with running(geo), Outputs(settings) as out:
         await publish_values(
             kafka_bootstrap, settings.events_topic, [json.dumps({"ip": ip}).encode() for ip in gone]
         )
-        await wait_all(out, gone, lambda e: e["status"] == "resolved", 60, "resolved")
-        lookups = geo.stats.lookups
 
-        async def forgotten() -> bool:
+        async def keep_seeing() -> None:  # one event of `kept` every half second: an IP in constant use
+            while True:
+                await publish_values(
+                    kafka_bootstrap, settings.events_topic, [json.dumps({"ip": kept}).encode()]
+                )
+                await asyncio.sleep(0.5)  # the input's pace, not synchronisation
+
+        seeing = asyncio.ensure_future(keep_seeing())
+        try:
+            await wait_all(out, gone, lambda e: e["status"] == "resolved", 60, "resolved")
+            lookups = geo.stats.lookups
+
+            async def forgotten() -> bool:
+                await out.poll()
+                return set(gone) <= out.tombstones
+
+            await wait_for(forgotten, 60, interval=0.2, message=lambda: f"tombstones {len(out.tombstones)}")
+            # `kept` was seen all along: past two forget intervals after its first sight, it is still there
+            until = time.monotonic() + 2 * settings.forget_after
+            await wait_for(lambda: time.monotonic() > until, 3 * settings.forget_after, interval=0.2)
             await out.poll()
-            return set(gone) <= out.tombstones
-
-        await wait_for(forgotten, 60, interval=0.2, message=lambda: f"tombstones {len(out.tombstones)}")
+        finally:
+            seeing.cancel()
         assert all(geo.table.get(ip.encode()) is None for ip in gone)
         assert geo.stats.lookups - lookups <= len(gone), "stale entries kept being refreshed"
+        assert kept not in out.tombstones, "an IP in constant use was forgotten"
+        assert geo.table.get(kept.encode()) is not None
     changelog = await read_topic(kafka_bootstrap, f"{settings.app_id}-geo-cache-changelog")
     last = {r.key.decode(): r.value for r in changelog}
     assert all(last[ip] is None for ip in gone)

@@ -214,9 +214,10 @@ def test_on_retry_not_yet_due_republishes_and_starts_nothing() -> None:
     assert on_retry(entry, NOW, POLICY) == Decision(None, publish=True)
 
 
-def test_on_retry_missing_entry_does_nothing() -> None:
-    """A retry for an IP without an entry changes and publishes nothing."""
-    assert on_retry(None, NOW, POLICY) == Decision(None)
+def test_on_retry_missing_entry_deletes_it_again() -> None:
+    """A retry for an IP without an entry (it was forgotten; a replay after a crash between the store's
+    delete and the tombstones) deletes it again, so both tombstones go out again."""
+    assert on_retry(None, NOW, POLICY) == Decision(None, delete=True)
 
 
 def test_on_retry_of_a_due_private_entry_seen_lately_only_moves_its_wake_up() -> None:
@@ -672,11 +673,12 @@ def test_on_reanswer_takes_the_newer_data_and_publishes() -> None:
 
 
 def test_on_reanswer_never_replaces_a_remote_answer_and_is_idempotent() -> None:
-    """A remote-answered entry is left alone; an entry already on the new version changes nothing."""
+    """A remote-answered entry is left alone; an entry already on the new version changes nothing but is
+    published again (a replayed re-answer repairs the changelog and the resolved topic)."""
     remote = resolved().evolve(data_version="ipapi")
     assert on_reanswer(remote, offline_pending(version=V2), NOW) == Decision(None)
     current = offline_pending(version=V2)
-    assert on_reanswer(current, offline_pending(version=V2), NOW) == Decision(None)
+    assert on_reanswer(current, offline_pending(version=V2), NOW) == Decision(None, publish=True)
 
 
 def test_on_reanswer_of_a_partial_entry_the_new_data_does_not_know_becomes_unresolved() -> None:

@@ -355,6 +355,22 @@ def test_near_cache_learning_keeps_the_key_hash_and_clears_the_own_mark() -> Non
     assert near.get(b"b") == (b"x", UNKNOWN_HASH, 0.0)
 
 
+def test_near_cache_keeps_the_newer_of_two_owner_entries() -> None:
+    """Records of one IP arriving out of order (two partitions of the resolved topic): an older owner's
+    entry never replaces a newer one, an equal or newer one does, and our own provisional entry always
+    gives way to the owner's whatever its age."""
+    old, new = (GeoEntry("1.2.3.4", EntryStatus.RESOLVED, updated_at=t).to_json() for t in (100.0, 200.0))
+    near = NearCache(5)
+    near.learn(b"a", new)
+    near.learn(b"a", old)
+    assert near.entry(b"a") == new
+    near.refresh(b"a", new)
+    assert near.entry(b"a") == new
+    near.put(b"b", GeoEntry("1.2.3.5", EntryStatus.PENDING, updated_at=300.0).to_json(), 7, -300.0)
+    near.learn(b"b", old)
+    assert near.get(b"b") == (old, 7, 300.0)
+
+
 def test_near_cache_tombstone_forgets_and_zero_capacity_keeps_nothing() -> None:
     """A None entry (tombstone) removes the IP; a capacity of 0 disables the cache."""
     near = NearCache(5)

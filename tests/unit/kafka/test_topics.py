@@ -22,14 +22,15 @@ def healthy() -> dict[str, Found]:
 
 
 def test_contract_names_the_copartitioned_topics_and_their_setting() -> None:
-    """The table's changelog and inputs follow GEO_PARTITIONS, resolve and asked GEO_RESOLVE_PARTITIONS; the
-    input and output topics may have any count."""
+    """The table's changelog and inputs and the resolved topic follow GEO_PARTITIONS, resolve and asked
+    GEO_RESOLVE_PARTITIONS; the input, enriched and dead-letter topics may have any count."""
     wanted = layout()
     exact = {name: (w.exact, w.partitions) for name, w in wanted.items() if w.exact}
     assert exact == {
         "geo-ips-seen": ("GEO_PARTITIONS", 8),
         "geo-geo-results": ("GEO_PARTITIONS", 8),
         CHANGELOG: ("GEO_PARTITIONS", 8),
+        "geo-resolved": ("GEO_PARTITIONS", 8),
         "geo-resolve": ("GEO_RESOLVE_PARTITIONS", 2),
         "geo-geo-asked": ("GEO_RESOLVE_PARTITIONS", 2),
     }
@@ -62,7 +63,7 @@ def test_a_wrong_count_on_the_asked_log_says_to_recreate_it() -> None:
 
 
 def test_any_count_is_fine_where_nothing_is_copartitioned() -> None:
-    """The input, enriched, dead-letter and resolved topics work with any partition count."""
+    """The input, enriched and dead-letter topics work with any partition count."""
     found = healthy() | {
         name: Found(3, f.policy) for name, f in healthy().items() if not layout()[name].exact
     }
@@ -87,8 +88,16 @@ def test_policy_order_and_spaces_do_not_matter() -> None:
 
 def test_unknown_counts_and_policies_are_not_problems() -> None:
     """A topic just created (no partitions in the metadata yet, policy not described) passes for now."""
-    found = healthy() | {"geo-ips-seen": Found(0, None), "geo-resolved": Found(8, None)}
+    found = healthy() | {"geo-ips-seen": Found(0, None), "geo-resolved": Found(0, None)}
     assert problems(contract(SETTINGS), found) == []
+
+
+def test_the_resolved_topic_count_is_pinned() -> None:
+    """A resolved topic with another count than GEO_PARTITIONS (grown under running workers) is refused at
+    start: an IP's records would sit in two partitions and the feeders would never read the new ones."""
+    found = healthy() | {"geo-resolved": Found(12, "compact")}
+    [problem] = problems(contract(SETTINGS), found)
+    assert "geo-resolved has 12 partitions but GEO_PARTITIONS=8" in problem.text
 
 
 def test_report_lists_every_problem() -> None:
