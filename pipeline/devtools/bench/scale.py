@@ -2,13 +2,13 @@
 
 What it measures, in one run on one broker, beside a plain aiokafka loop over the same events:
 1. the burst: every IP of a population of P arrives once, at cold workers (P distinct first sights);
-2. the table resolves them all (offline provider), then the workers stop and start again (a cold restart:
+2. the table holds an entry for every one of them, then the workers stop and start again (a cold restart:
    new processes, same data dirs), and the time each takes to catch up with the resolved topic is read
    from its log;
 3. the second pass: N events drawn Zipf-like over the population (a few heavy hitters and a long tail,
    rank r with probability ~ 1/r), every IP already known to the table. What users get is the share of
-   those events that carry the table's entry rather than a provisional one (status `pending`: after step 2
-   no entry in the table is pending, so a pending event was served a provisional entry).
+   those events that carry the table's entry rather than a provisional one: a provisional entry is built
+   when the event is routed, so its `first_seen` is after the restart, the table's is before it.
 It prints events/s and the ratio to the baseline for both passes, that share, each worker's peak RSS, its
 replica's size on disk and its catch-up time. With `quix_python`, Quix Streams runs on the burst too.
 """
@@ -19,6 +19,7 @@ import ipaddress
 import json
 import random
 import re
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from pipeline.devtools.workloads import publish
 FIRST = int(ipaddress.IPv4Address("20.0.0.0"))  # 20.0.0.0/6: public address space the offline data knows
 SPAN = 1 << 26  # addresses in 20.0.0.0/6
 STRIDE = 2_654_435_761  # odd, so i -> FIRST + i * STRIDE mod SPAN visits distinct addresses, well spread
-RESOLVE_RATE = 200  # IPs a second the table resolves at least (offline provider): bounds the wait
+CREATE_RATE = 500  # entries a second the table's owners create at least (first sights): bounds the wait
 
 
 def population_ip(i: int) -> str:
@@ -101,8 +102,9 @@ async def _run(
         await wait_assigned(procs)
         await publish(bootstrap, settings.events_topic, burst, label="burst")
         peaks = await drain(settings, procs, population)
-        print("  resolving every IP of the population (offline provider) ...", flush=True)
-        peaks = _max(peaks, await _until_resolved(procs, population))
+        print("  waiting until the table has an entry for every IP of the population ...", flush=True)
+        peaks = _max(peaks, await _until_known(procs, population))
+    restart_at = time.time()
     burst_out = await read_output(
         bootstrap, settings.enriched_topic, population, f'"s1-{run}"'.encode(), "pipeline (burst)", _country
     )
@@ -115,7 +117,12 @@ async def _run(
         peaks = _max(peaks, await drain(settings, procs, population + second))
         replica = [_disk_mib(proc.data_dir / REPLICA_DIR) for proc in procs]
     zipf_run = await read_output(
-        bootstrap, settings.enriched_topic, second, f'"s2-{run}"'.encode(), "pipeline (Zipf)", _tables
+        bootstrap,
+        settings.enriched_topic,
+        second,
+        f'"s2-{run}"'.encode(),
+        "pipeline (Zipf)",
+        lambda doc: _tables(doc, restart_at),
     )
     await publish(bootstrap, zipf_in, zipf, label="baseline Zipf input")
     base_zipf = await baseline(bootstrap, zipf_in, zipf_out, second, "baseline (Zipf)")
@@ -150,10 +157,12 @@ def _country(doc: dict[str, object]) -> object:
     return geo["geo"]["country_code"] if isinstance(geo, dict) and geo.get("geo") else None
 
 
-def _tables(doc: dict[str, object]) -> object:
-    """Counted as 'with a country' by the readback: here, whether the event carries the table's entry."""
+def _tables(doc: dict[str, object], restart_at: float) -> object:
+    """Counted as 'with a country' by the readback: here, whether the event carries the table's entry (made
+    before the restart) rather than a provisional one (made when the event was routed, after it)."""
     geo = doc["geo"]
-    return isinstance(geo, dict) and geo.get("status") != "pending"
+    first_seen = geo.get("first_seen") if isinstance(geo, dict) else None
+    return isinstance(first_seen, int | float) and first_seen < restart_at
 
 
 def _ratio(what: str, rate: Rate, base: Rate) -> None:
@@ -167,23 +176,22 @@ def _max(a: list[float], b: list[float]) -> list[float]:
     return [max(x, y) for x, y in zip(a, b, strict=True)]
 
 
-async def _until_resolved(procs: list[WorkerProcess], population: int) -> list[float]:
-    """Until the workers' tables hold `population` entries and none is pending (their /metrics)."""
+async def _until_known(procs: list[WorkerProcess], population: int) -> list[float]:
+    """Until the workers' tables hold `population` entries, of any status (their /metrics)."""
     urls = [_api_url(proc) for proc in procs]
 
-    async def settled() -> int:
-        entries = pending = 0
+    async def entries() -> int:
+        total = 0
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             for url in urls:
                 async with session.get(f"{url}/metrics") as reply:
                     for line in (await reply.text()).splitlines():
                         found = re.match(r'geo_table_entries\{status="(\w+)"\} ([\d.e+]+)', line)
                         if found:
-                            entries += int(float(found[2]))
-                            pending += int(float(found[2])) if found[1] == "pending" else 0
-        return entries - pending
+                            total += int(float(found[2]))
+        return total
 
-    return await wait_count(settled, population, procs, "entries answered", 120 + population / RESOLVE_RATE)
+    return await wait_count(entries, population, procs, "table entries", 120 + population / CREATE_RATE)
 
 
 def _api_url(proc: WorkerProcess) -> str:
