@@ -92,7 +92,6 @@ class Fields:
     )
     # --- end of Kafka security ------------------------------------------------------------------------
 
-
     @property
     def seen_topic(self) -> str:
         """Internal topic: IPs workers saw for the first time, keyed by IP (co-partitioned with the table)."""

@@ -1,0 +1,183 @@
+"""The HTTP API's operator routes: make entries due now (`geo-pipeline retry`) and forget IPs
+(`geo-pipeline forget`). They change state, so they answer only requests from loopback (403 otherwise;
+docs/operator-commands.md says why, and why not a token).
+
+- `POST /admin/retry` `{"statuses": [...], "ips": [...]}`: the matching entries of this worker's active
+  partitions (an IP list: those of them it owns; else the retry lane, pipeline/cache/operator.py) get an
+  operator-retry record on the results topic, keyed by the IP; the cache agent makes each due now
+  (`policy.on_operator_retry`) and the retry timer asks for them within the API budget as usual. Answers
+  how many matched; the matched IPs (TRACK_MAX at most) are remembered for progress.
+- `GET /admin/retry`: progress of the last retry: how many matched, and the current status of each
+  remembered IP, counted.
+- `POST /admin/forget` `{"ips": [...]}`: a forget record for each IP this worker owns; the agent deletes the
+  entry (tombstones on the changelog and the resolved topic). Answers which IPs it took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from pipeline.addresses import normalise_ip
+from pipeline.cache.operator import (
+    RETRYABLE,
+    RETRYABLE_BY_IP,
+    in_retry_lane,
+    owned,
+    parse_statuses,
+    status_of,
+)
+from pipeline.errors import InvalidAddress
+from pipeline.kafka import faustx
+from pipeline.kafka.partitioner import key_hash
+from pipeline.messages import encode_forget, encode_operator_retry
+from pipeline.web.ownership import admin_allowed
+
+if TYPE_CHECKING:
+    from pipeline.app import GeoApp
+
+log = logging.getLogger(__name__)
+
+TRACK_MAX = 100_000  # matched IPs remembered for progress (~100 B each): past it, only the count is kept
+CHUNK = 500  # entries read or records sent between yields to the event loop (the agents keep running)
+BODY_MAX = 4 * 1024 * 1024  # bytes of a request body: ~100k IPs, far more than a command line holds
+
+
+class Admin:
+    """The operator routes of one worker's API."""
+
+    def __init__(self, geo: GeoApp, me: Callable[[], dict[str, str]]) -> None:
+        self.geo, self._me = geo, me
+        self.matched = 0  # entries the last retry matched on this worker
+        self.tracked: list[str] = []  # their IPs, TRACK_MAX at most
+        self.at = 0.0  # when the last retry was asked
+
+    def register(self, app: web.Application) -> None:
+        app.router.add_post("/admin/retry", self.retry)
+        app.router.add_get("/admin/retry", self.progress)
+        app.router.add_post("/admin/forget", self.forget)
+
+    async def retry(self, request: web.Request) -> web.Response:
+        refused = await self._refused(request)
+        if refused is not None:
+            return refused
+        body = await _body(request)
+        try:
+            ips = _ips(body.get("ips") or [])
+            allowed = RETRYABLE_BY_IP if ips else RETRYABLE
+            statuses = parse_statuses(body.get("statuses") or allowed, allowed)
+        except (ValueError, TypeError) as exc:
+            return self._answer({"error": str(exc)}, 400)
+        dbs = self.geo.store.active_partitions()
+        at = time.time()
+        if ips:
+            local = dict(dbs)
+            chosen = []
+            for ip in owned(ips, self.geo.settings.partitions, local):
+                db = local[_partition(self.geo, ip)]
+                if status_of(db.get(ip.encode())) in statuses:
+                    chosen.append(ip)
+            matches: Any = iter(chosen)
+        else:
+            matches = in_retry_lane(dbs, statuses)
+        self.matched, self.tracked, self.at = 0, [], at
+        value = encode_operator_retry(at, statuses)
+        for ip in matches:
+            await self._send(ip, value)
+            self.matched += 1
+            if len(self.tracked) < TRACK_MAX:
+                self.tracked.append(ip)
+            if self.matched % CHUNK == 0:
+                await asyncio.sleep(0)
+        log.info("admin: retry of %s asked: %d entries made due", ",".join(statuses), self.matched)
+        partitions = [p for p, _ in dbs]
+        return self._answer({"matched": self.matched, "statuses": list(statuses), "partitions": partitions})
+
+    async def progress(self, request: web.Request) -> web.Response:
+        refused = await self._refused(request, settled=False)
+        if refused is not None:
+            return refused
+        local = dict(self.geo.store.active_partitions())
+        counts: Counter[str] = Counter()
+        for n, ip in enumerate(self.tracked):
+            db = local.get(_partition(self.geo, ip))
+            counts[(status_of(db.get(ip.encode())) if db is not None else "elsewhere") or "gone"] += 1
+            if n % CHUNK == CHUNK - 1:
+                await asyncio.sleep(0)
+        body = {
+            "matched": self.matched,
+            "tracked": len(self.tracked),
+            "statuses": dict(counts),
+            "at": self.at,
+        }
+        return self._answer(body)
+
+    async def forget(self, request: web.Request) -> web.Response:
+        refused = await self._refused(request)
+        if refused is not None:
+            return refused
+        try:
+            ips = _ips((await _body(request)).get("ips") or [])
+        except (ValueError, TypeError) as exc:
+            return self._answer({"error": str(exc)}, 400)
+        active = [p for p, _ in self.geo.store.active_partitions()]
+        taken = owned(ips, self.geo.settings.partitions, active)
+        for ip in taken:
+            await self._send(ip, encode_forget())
+        log.info("admin: forget asked for %d IPs", len(taken))
+        return self._answer({"forgotten": taken})
+
+    async def _send(self, ip: str, value: bytes) -> None:
+        topic = self.geo.settings.results_topic
+        await self.geo.app.producer.send(topic, ip.encode(), value, None, None, None)
+
+    async def _refused(self, request: web.Request, *, settled: bool = True) -> web.Response | None:
+        if not admin_allowed(request.remote):
+            log.warning("admin: refused %s %s from %s", request.method, request.path, request.remote)
+            why = "operator routes answer requests from loopback only"
+            return self._answer({"error": why}, 403)
+        app = self.geo.app
+        if settled and (app.rebalancing or not faustx.recovered(app)):
+            return self._answer({"error": "rebalancing or recovering: ask again"}, 503)
+        return None
+
+    def _answer(self, body: dict[str, Any], status: int = 200) -> web.Response:
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return web.json_response({**body, "worker": self._me()}, status=status, headers=headers)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > BODY_MAX:
+        raise web.HTTPRequestEntityTooLarge(max_size=BODY_MAX, actual_size=request.content_length)
+    text = await request.text() if request.can_read_body else ""
+    try:
+        body = json.loads(text) if text else {}
+    except ValueError:
+        raise web.HTTPBadRequest(text="the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="the body is not a JSON object")
+    return body
+
+
+def _ips(values: Any) -> list[str]:
+    """The IPs of a request, normalised; ValueError names the first that is not one."""
+    if not isinstance(values, list):
+        raise TypeError("ips must be a list")
+    result = []
+    for value in values:
+        try:
+            result.append(normalise_ip(str(value)))
+        except InvalidAddress as exc:
+            raise ValueError(f"not an IP: {str(value)[:100]!r} ({exc.reason})") from None
+    return list(dict.fromkeys(result))
+
+
+def _partition(geo: GeoApp, ip: str) -> int:
+    return key_hash(ip.encode()) % geo.settings.partitions
