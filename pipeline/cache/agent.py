@@ -29,16 +29,8 @@ from typing import Any
 import faust
 
 from pipeline.addresses import normalise_ip
-from pipeline.cache.policy import (
-    Decision,
-    RetryPolicy,
-    apply_result,
-    on_forget,
-    on_operator_retry,
-    on_reanswer,
-    on_retry,
-    on_seen,
-)
+from pipeline.cache.operator import on_forget, on_operator_retry
+from pipeline.cache.policy import Decision, RetryPolicy, apply_result, on_reanswer, on_retry, on_seen
 from pipeline.config.settings import Settings
 from pipeline.errors import InvalidAddress
 from pipeline.messages import (

@@ -1,5 +1,6 @@
-"""What an operator's `retry` and `forget` select on a worker: the entries of its active partitions that an
-operator asked for, read through the due-time index (pipeline/cache/table.py), never a table scan.
+"""`geo-pipeline retry` and `forget` in the cache wing: what a worker selects (the entries of its active
+partitions an operator asked for, read through the due-time index of pipeline/cache/table.py, never a
+table scan) and what the cache agent decides for the records they send (pure).
 
 Cost of a `--status` selection: every status an operator may retry (partial, unresolved, invalid) lives in
 the retry lane of the index, which has no per-status lane; so the selection walks the retry lane's keys of
@@ -14,8 +15,9 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pipeline.cache.policy import RETRY_LANE, lane_prefix, parse_schedule_key
+from pipeline.cache.policy import RETRY_LANE, Decision, lane_prefix, parse_schedule_key
 from pipeline.kafka.partitioner import key_hash
+from pipeline.models import FINAL_STATUSES, GeoEntry
 
 RETRYABLE = ("partial", "unresolved", "invalid")  # pending is in flight already; private is never asked
 # an IP named on the command line may also be refreshed: a resolved answer asked again
@@ -49,14 +51,34 @@ def status_of(raw: bytes | None) -> str | None:
     return status if isinstance(status, str) else None
 
 
-def in_retry_lane(dbs: Iterable[tuple[int, Any]], statuses: tuple[str, ...]) -> Iterator[str]:
-    """IPs of the retry lane whose entry has one of `statuses`, partition by partition (see the module's
-    note for the cost); `dbs` are (partition, database) of the active partitions."""
+def in_retry_lane(dbs: Iterable[tuple[int, Any]], statuses: tuple[str, ...]) -> Iterator[tuple[str, bool]]:
+    """(ip, whether its entry has one of `statuses`) for every key of the retry lane, partition by
+    partition (see the module's note for the cost; every key is yielded, so a caller can pace a long walk
+    that matches little); `dbs` are (partition, database) of the active partitions."""
     prefix = lane_prefix(RETRY_LANE).encode()
     for _, db in dbs:
         for key in db.keys(from_key=prefix):
             if not key.startswith(prefix):
                 break
             ip = parse_schedule_key(key.decode())[2]
-            if status_of(db.get(ip.encode())) in statuses:
-                yield ip
+            yield ip, status_of(db.get(ip.encode())) in statuses
+
+
+def on_operator_retry(entry: GeoEntry | None, at: float, statuses: tuple[str, ...]) -> Decision:
+    """An operator asked at `at` for entries of `statuses` to be due now: the entry's due time moves to
+    `at`, so the retry timer asks for it next, within the budget as usual (nothing is asked here).
+
+    Idempotent: an entry already due by `at`, or changed since `at` (an attempt started, an answer came:
+    a replayed request must not ask twice) is left alone; so is one whose status no longer matches.
+    """
+    if entry is None or entry.status.value not in statuses or entry.status in FINAL_STATUSES:
+        return Decision(None)
+    if entry.updated_at > at or (entry.next_retry_at is not None and entry.next_retry_at <= at):
+        return Decision(None)
+    return Decision(entry.evolve(next_retry_at=at))
+
+
+def on_forget(entry: GeoEntry | None) -> Decision:
+    """An operator asked for the IP to be forgotten: delete it (tombstones on the changelog and the resolved
+    topic, as the lifecycle does); a replay finds nothing and publishes the tombstone again."""
+    return Decision(None, delete=True)

@@ -173,26 +173,6 @@ def on_retry(entry: GeoEntry | None, now: float, policy: RetryPolicy) -> Decisio
     return Decision(retried, resolve_attempt=entry.attempts + 1, publish=True)
 
 
-def on_operator_retry(entry: GeoEntry | None, at: float, statuses: tuple[str, ...]) -> Decision:
-    """An operator asked at `at` for entries of `statuses` to be due now: the entry's due time moves to
-    `at`, so the retry timer asks for it next, within the budget as usual (nothing is asked here).
-
-    Idempotent: an entry already due by `at`, or changed since `at` (an attempt started, an answer came:
-    a replayed request must not ask twice) is left alone; so is one whose status no longer matches.
-    """
-    if entry is None or entry.status.value not in statuses or entry.status in FINAL_STATUSES:
-        return Decision(None)
-    if entry.updated_at > at or (entry.next_retry_at is not None and entry.next_retry_at <= at):
-        return Decision(None)
-    return Decision(entry.evolve(next_retry_at=at))
-
-
-def on_forget(entry: GeoEntry | None) -> Decision:
-    """An operator asked for the IP to be forgotten: delete it (tombstones on the changelog and the resolved
-    topic, as the lifecycle does); a replay finds nothing and publishes the tombstone again."""
-    return Decision(None, delete=True)
-
-
 def apply_result(
     entry: GeoEntry | None,
     attempt: int,

@@ -110,6 +110,9 @@ async def retry(args: argparse.Namespace, settings: Settings) -> int:
     answers = await post_all(urls, "/admin/retry", {"statuses": list(statuses), "ips": args.ips})
     failed = _failures(answers, "retry")
     matched = sum(body.get("matched", 0) for status, body in answers.values() if status == 200)
+    if any(body.get("interrupted") for status, body in answers.values() if status == 200):
+        failed += 1
+        print("retry: a rebalance interrupted the selection: run the command again", file=sys.stderr)
     print(f"retry: {matched:,} entries ({','.join(statuses)}) made due now on {len(urls) - failed} workers")
     counts: Counter[str] = Counter()
     while True:

@@ -5,8 +5,9 @@ docs/operator-commands.md says why, and why not a token).
 - `POST /admin/retry` `{"statuses": [...], "ips": [...]}`: the matching entries of this worker's active
   partitions (an IP list: those of them it owns; else the retry lane, pipeline/cache/operator.py) get an
   operator-retry record on the results topic, keyed by the IP; the cache agent makes each due now
-  (`policy.on_operator_retry`) and the retry timer asks for them within the API budget as usual. Answers
-  how many matched; the matched IPs (TRACK_MAX at most) are remembered for progress.
+  (`operator.on_operator_retry`) and the retry timer asks for them within the API budget as usual. Answers
+  how many matched, and `interrupted` when a rebalance stopped the walk (asking again is safe: the agent's
+  decision is idempotent); the matched IPs (TRACK_MAX at most) are remembered for progress.
 - `GET /admin/retry`: progress of the last retry: how many matched, and the current status of each
   remembered IP, counted.
 - `POST /admin/forget` `{"ips": [...]}`: a forget record for each IP this worker owns; the agent deletes the
@@ -20,7 +21,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -75,30 +76,33 @@ class Admin:
             statuses = parse_statuses(body.get("statuses") or allowed, allowed)
         except (ValueError, TypeError) as exc:
             return self._answer({"error": str(exc)}, 400)
-        dbs = self.geo.store.active_partitions()
+        dbs, n = self.geo.store.active_partitions(), self.geo.settings.partitions
         at = time.time()
         if ips:
             local = dict(dbs)
-            chosen = []
-            for ip in owned(ips, self.geo.settings.partitions, local):
-                db = local[_partition(self.geo, ip)]
-                if status_of(db.get(ip.encode())) in statuses:
-                    chosen.append(ip)
-            matches: Any = iter(chosen)
+            found = ((ip, local[_partition(self.geo, ip)].get(ip.encode())) for ip in owned(ips, n, local))
+            walk: Iterator[tuple[str, bool]] = ((ip, status_of(raw) in statuses) for ip, raw in found)
         else:
-            matches = in_retry_lane(dbs, statuses)
+            walk = in_retry_lane(dbs, statuses)
         self.matched, self.tracked, self.at = 0, [], at
         value = encode_operator_retry(at, statuses)
-        for ip in matches:
+        interrupted = False
+        for step, (ip, matches) in enumerate(walk, 1):
+            if step % CHUNK == 0:
+                await asyncio.sleep(0)  # a long walk must not hold the agents and the hot path up
+                if self.geo.app.rebalancing:  # the partitions may move: the new owner is asked again
+                    interrupted = True
+                    break
+            if not matches:
+                continue
             await self._send(ip, value)
             self.matched += 1
             if len(self.tracked) < TRACK_MAX:
                 self.tracked.append(ip)
-            if self.matched % CHUNK == 0:
-                await asyncio.sleep(0)
         log.info("admin: retry of %s asked: %d entries made due", ",".join(statuses), self.matched)
         partitions = [p for p, _ in dbs]
-        return self._answer({"matched": self.matched, "statuses": list(statuses), "partitions": partitions})
+        body = {"matched": self.matched, "statuses": list(statuses), "partitions": partitions}
+        return self._answer({**body, "interrupted": interrupted})
 
     async def progress(self, request: web.Request) -> web.Response:
         refused = await self._refused(request, settled=False)

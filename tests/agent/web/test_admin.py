@@ -113,3 +113,25 @@ async def test_a_peer_that_is_not_loopback_is_refused_and_nothing_is_sent() -> N
     for route in (admin.retry, admin.forget, admin.progress):
         assert (await route(request)).status == 403
     assert not producer.sent
+
+
+async def test_a_rebalance_during_a_long_walk_stops_it_and_the_answer_says_interrupted() -> None:
+    """With 1,200 retry-lane entries and a rebalance starting after the first chunk, the walk stops at the
+    next chunk boundary: fewer records than entries, and `interrupted` in the answer."""
+    store = FakeStore({p: SortedDb() for p in (0, 1, 2, 3)})
+    for n in range(1_200):
+        ip = f"8.{n // 250}.{n % 250}.1"
+        put(store, GeoEntry(ip, EntryStatus.PARTIAL, geo=GeoData("US"), updated_at=1.0, next_retry_at=9e9))
+    geo = fake_geo(store, {})
+    producer = Producer()
+    geo.app.producer = producer
+
+    async def send(topic: str, key: bytes, value: bytes, *rest: Any) -> None:
+        producer.sent.append((topic, key, value))
+        geo.app.rebalancing = True  # as soon as one record is out
+
+    producer.send = send  # type: ignore[method-assign]
+    async with serving(geo) as web:
+        status, body = await post(f"{web.url}/admin/retry", {})
+    assert status == 200 and body["interrupted"] is True
+    assert 0 < body["matched"] == len(producer.sent) < 1_200

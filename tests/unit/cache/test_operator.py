@@ -6,8 +6,15 @@ from collections import Counter
 
 import pytest
 
-from pipeline.cache.operator import in_retry_lane, owned, parse_statuses, status_of
-from pipeline.cache.policy import RetryPolicy, on_forget, on_operator_retry, on_retry, schedule_key
+from pipeline.cache.operator import (
+    in_retry_lane,
+    on_forget,
+    on_operator_retry,
+    owned,
+    parse_statuses,
+    status_of,
+)
+from pipeline.cache.policy import RetryPolicy, on_retry, schedule_key
 from pipeline.cli.repair import progress_line
 from pipeline.kafka.partitioner import key_hash
 from pipeline.messages import (
@@ -129,7 +136,8 @@ def test_the_retry_lane_walk_reads_only_retry_lane_entries_and_keeps_the_statuse
         db[e.ip.encode()] = e.to_json()
         db[str(schedule_key(e)).encode()] = b""
     db.reads = Counter()
-    assert sorted(in_retry_lane([(0, db)], ("partial", "unresolved"))) == ["1.1.1.1", "2.2.2.2"]
+    walked = list(in_retry_lane([(0, db)], ("partial", "unresolved")))
+    assert sorted(walked) == [("1.1.1.1", True), ("2.2.2.2", True), ("3.3.3.3", False)]
     assert b"4.4.4.4" not in db.reads and db.reads.total() == 3
     assert status_of(b"not json") is None and status_of(None) is None
 
