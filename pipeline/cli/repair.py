@@ -96,16 +96,16 @@ def _failures(answers: dict[str, tuple[int, Any]], command: str) -> int:
 
 
 async def retry(args: argparse.Namespace, settings: Settings) -> int:
-    urls = args.url or await client.worker_urls(settings)
-    if not urls:
-        print(f"retry: no worker of {settings.app_id} is up", file=sys.stderr)
-        return 1
     try:
         allowed = RETRYABLE_BY_IP if args.ips else RETRYABLE
         statuses = parse_statuses(args.status, allowed) if args.status else allowed
     except ValueError as exc:
         print(f"retry: {exc}", file=sys.stderr)
         return 2
+    urls = args.url or await client.worker_urls(settings)
+    if not urls:
+        print(f"retry: no worker of {settings.app_id} is up", file=sys.stderr)
+        return 1
     started = time.monotonic()
     answers = await post_all(urls, "/admin/retry", {"statuses": list(statuses), "ips": args.ips})
     failed = _failures(answers, "retry")
