@@ -1,8 +1,7 @@
 """`geo-pipeline`: a dispatcher over three families of commands, each registering its own subparsers.
 
 - `worker` (pipeline/cli/worker.py) and `settings`, here;
-- the operator commands: lookup, produce, tail, stats, topics (pipeline/cli/ops.py), retry, forget
-  (pipeline/cli/repair.py);
+- the operator commands: lookup, produce, tail, stats, topics (pipeline/cli/ops.py);
 - the dev commands: demo, kafka, bench, bench-timer, bench-budget, bench-mmdb
   (pipeline/devtools/commands.py).
 
