@@ -63,7 +63,7 @@ def progress_line(matched: int, statuses: Counter[str], elapsed: float) -> str:
 async def post_all(urls: Sequence[str], path: str, body: dict[str, Any]) -> dict[str, tuple[int, Any]]:
     """POST body to every worker: {url: (status, answer)}; status 0 for a worker that did not answer."""
     found: dict[str, tuple[int, Any]] = {}
-    timeout = aiohttp.ClientTimeout(total=client.HTTP_TIMEOUT * 6)  # a large selection takes a while
+    timeout = aiohttp.ClientTimeout(total=client.HTTP_TIMEOUT * 6)  # a long IP list takes a while to send
     async with aiohttp.ClientSession(timeout=timeout) as session:
         for base in urls:
             try:
@@ -86,10 +86,10 @@ async def _get_all(urls: Sequence[str], path: str) -> dict[str, tuple[int, Any]]
     return found
 
 
-def _failures(answers: dict[str, tuple[int, Any]], command: str) -> int:
+def _failures(answers: dict[str, tuple[int, Any]], command: str, ok: int = 200) -> int:
     failed = 0
     for url, (status, body) in answers.items():
-        if status != 200:
+        if status != ok:
             failed += 1
             print(f"{command}: {url}: {status or 'no answer'} {body.get('error', '')}", file=sys.stderr)
     return failed
@@ -108,24 +108,29 @@ async def retry(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     started = time.monotonic()
     answers = await post_all(urls, "/admin/retry", {"statuses": list(statuses), "ips": args.ips})
-    failed = _failures(answers, "retry")
-    matched = sum(body.get("matched", 0) for status, body in answers.values() if status == 200)
-    if any(body.get("interrupted") for status, body in answers.values() if status == 200):
-        failed += 1
-        print("retry: a rebalance interrupted the selection: run the command again", file=sys.stderr)
-    print(f"retry: {matched:,} entries ({','.join(statuses)}) made due now on {len(urls) - failed} workers")
-    counts: Counter[str] = Counter()
+    failed = _failures(answers, "retry", ok=202)
+    asked = [url for url, (status, _) in answers.items() if status == 202]
+    matched, counts, announced = 0, Counter[str](), False
     while True:
-        polled = await _get_all(urls, "/admin/retry")
+        polled = await _get_all(asked, "/admin/retry")
+        bodies = [body for status, body in polled.values() if status == 200]
+        selecting = len(bodies) < len(asked) or any(body.get("selecting") for body in bodies)
+        matched = sum(body.get("matched", 0) for body in bodies)
         counts = Counter()
-        for status, body in polled.values():
-            if status == 200:
-                counts.update(body.get("statuses", {}))
+        for body in bodies:
+            counts.update(body.get("statuses", {}))
         elapsed = time.monotonic() - started
-        done = counts.get("resolved", 0) >= matched
+        if not selecting and not announced:
+            announced = True
+            if any(body.get("interrupted") for body in bodies):
+                failed += 1
+                print("retry: a rebalance interrupted the selection: run the command again", file=sys.stderr)
+            print(f"retry: {matched:,} entries ({','.join(statuses)}) made due now on {len(asked)} workers")
+        done = not selecting and counts.get("resolved", 0) >= matched
         if done or elapsed >= args.wait:
             break
-        print(progress_line(matched, counts, elapsed), file=sys.stderr)
+        what = "selecting, " if selecting else ""
+        print(progress_line(matched, counts, elapsed).replace("retry: ", "retry: " + what), file=sys.stderr)
         await asyncio.sleep(POLL_EVERY)  # pacing the polls of a person's command, not synchronisation
     print(progress_line(matched, counts, time.monotonic() - started).replace("retry:", "retry: summary:"))
     return 1 if failed or (args.wait and not done) else 0

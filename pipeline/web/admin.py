@@ -2,14 +2,14 @@
 (`geo-pipeline forget`). They change state, so they answer only requests from loopback (403 otherwise;
 docs/operator-commands.md says why, and why not a token).
 
-- `POST /admin/retry` `{"statuses": [...], "ips": [...]}`: the matching entries of this worker's active
-  partitions (an IP list: those of them it owns; else the retry lane, pipeline/cache/operator.py) get an
-  operator-retry record on the results topic, keyed by the IP; the cache agent makes each due now
-  (`operator.on_operator_retry`) and the retry timer asks for them within the API budget as usual. Answers
-  how many matched, and `interrupted` when a rebalance stopped the walk (asking again is safe: the agent's
-  decision is idempotent); the matched IPs (TRACK_MAX at most) are remembered for progress.
-- `GET /admin/retry`: progress of the last retry: how many matched, and the current status of each
-  remembered IP, counted.
+- `POST /admin/retry` `{"statuses": [...], "ips": [...]}`: 202 at once, then, in the background, the
+  matching entries of this worker's active partitions (an IP list: those of them it owns; else the retry
+  lane, pipeline/cache/operator.py) get an operator-retry record on the results topic, keyed by the IP;
+  the cache agent makes each due now (`operator.on_operator_retry`) and the retry timer asks for them
+  within the API budget as usual. 409 while a selection still runs.
+- `GET /admin/retry`: the last retry: `selecting` while it runs, how many matched, `interrupted` when a
+  rebalance (or a failed send) stopped it (asking again is safe: the agent's decision is idempotent), and
+  the current status of each matched IP (TRACK_MAX are remembered), counted.
 - `POST /admin/forget` `{"ips": [...]}`: a forget record for each IP this worker owns; the agent deletes the
   entry (tombstones on the changelog and the resolved topic). Answers which IPs it took.
 """
@@ -59,13 +59,26 @@ class Admin:
         self.matched = 0  # entries the last retry matched on this worker
         self.tracked: list[str] = []  # their IPs, TRACK_MAX at most
         self.at = 0.0  # when the last retry was asked
+        self.interrupted = False  # a rebalance stopped the last selection
+        self._selection: asyncio.Task[None] | None = None
 
     def register(self, app: web.Application) -> None:
         app.router.add_post("/admin/retry", self.retry)
         app.router.add_get("/admin/retry", self.progress)
         app.router.add_post("/admin/forget", self.forget)
 
+    @property
+    def selecting(self) -> bool:
+        return self._selection is not None and not self._selection.done()
+
+    def stop(self) -> None:
+        """Cancel a selection still running (the worker stops)."""
+        if self._selection is not None:
+            self._selection.cancel()
+
     async def retry(self, request: web.Request) -> web.Response:
+        """Start selecting in the background and answer 202 at once: a selection of a million entries takes
+        longer than an HTTP client waits; `GET /admin/retry` follows it."""
         refused = await self._refused(request)
         if refused is not None:
             return refused
@@ -76,33 +89,39 @@ class Admin:
             statuses = parse_statuses(body.get("statuses") or allowed, allowed)
         except (ValueError, TypeError) as exc:
             return self._answer({"error": str(exc)}, 400)
+        if self.selecting:
+            return self._answer({"error": "a retry is still selecting on this worker: wait for it"}, 409)
         dbs, n = self.geo.store.active_partitions(), self.geo.settings.partitions
-        at = time.time()
         if ips:
             local = dict(dbs)
             found = ((ip, local[_partition(self.geo, ip)].get(ip.encode())) for ip in owned(ips, n, local))
             walk: Iterator[tuple[str, bool]] = ((ip, status_of(raw) in statuses) for ip, raw in found)
         else:
             walk = in_retry_lane(dbs, statuses)
-        self.matched, self.tracked, self.at = 0, [], at
-        value = encode_operator_retry(at, statuses)
-        interrupted = False
-        for step, (ip, matches) in enumerate(walk, 1):
-            if step % CHUNK == 0:
-                await asyncio.sleep(0)  # a long walk must not hold the agents and the hot path up
-                if self.geo.app.rebalancing:  # the partitions may move: the new owner is asked again
-                    interrupted = True
-                    break
-            if not matches:
-                continue
-            await self._send(ip, value)
-            self.matched += 1
-            if len(self.tracked) < TRACK_MAX:
-                self.tracked.append(ip)
+        self.matched, self.tracked, self.at, self.interrupted = 0, [], time.time(), False
+        self._selection = asyncio.ensure_future(self._select(walk, statuses))
+        body = {"selecting": True, "statuses": list(statuses), "partitions": [p for p, _ in dbs]}
+        return self._answer(body, 202)
+
+    async def _select(self, walk: Iterator[tuple[str, bool]], statuses: tuple[str, ...]) -> None:
+        value = encode_operator_retry(self.at, statuses)
+        try:
+            for step, (ip, matches) in enumerate(walk, 1):
+                if step % CHUNK == 0:
+                    await asyncio.sleep(0)  # a long walk must not hold the agents and the hot path up
+                    if self.geo.app.rebalancing:  # the partitions may move: the new owner is asked again
+                        self.interrupted = True
+                        break
+                if not matches:
+                    continue
+                await self._send(ip, value)
+                self.matched += 1
+                if len(self.tracked) < TRACK_MAX:
+                    self.tracked.append(ip)
+        except Exception:  # a failed send: what was sent stands (idempotent), the rest is asked again
+            self.interrupted = True
+            log.exception("admin: retry selection failed after %d entries", self.matched)
         log.info("admin: retry of %s asked: %d entries made due", ",".join(statuses), self.matched)
-        partitions = [p for p, _ in dbs]
-        body = {"matched": self.matched, "statuses": list(statuses), "partitions": partitions}
-        return self._answer({**body, "interrupted": interrupted})
 
     async def progress(self, request: web.Request) -> web.Response:
         refused = await self._refused(request, settled=False)
@@ -110,12 +129,14 @@ class Admin:
             return refused
         local = dict(self.geo.store.active_partitions())
         counts: Counter[str] = Counter()
-        for n, ip in enumerate(self.tracked):
+        for n, ip in enumerate(list(self.tracked)):
             db = local.get(_partition(self.geo, ip))
             counts[(status_of(db.get(ip.encode())) if db is not None else "elsewhere") or "gone"] += 1
             if n % CHUNK == CHUNK - 1:
                 await asyncio.sleep(0)
         body = {
+            "selecting": self.selecting,
+            "interrupted": self.interrupted,
             "matched": self.matched,
             "tracked": len(self.tracked),
             "statuses": dict(counts),

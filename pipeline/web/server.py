@@ -153,7 +153,8 @@ class WebServer(Service):
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
         app.router.add_get("/metrics", self.scrape)
-        Admin(geo, self._me).register(app)  # operator routes: loopback only
+        self.admin = Admin(geo, self._me)
+        self.admin.register(app)  # operator routes: loopback only
         self.app = app
 
     async def on_start(self) -> None:
@@ -167,6 +168,7 @@ class WebServer(Service):
         log.info("web: API at %s (bound to %s:%d)", self.url, *self.sock.getsockname()[:2])
 
     async def on_stop(self) -> None:
+        self.admin.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

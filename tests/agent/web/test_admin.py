@@ -3,6 +3,7 @@ topic, their progress answer, and the refusal of a peer that is not loopback."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +14,7 @@ from pipeline.messages import ForgetMessage, OperatorRetry, decode_results_messa
 from pipeline.models import EntryStatus, GeoData, GeoEntry
 from pipeline.web.admin import Admin
 from tests.agent.web.test_server import FakeStore, fake_geo, partition_of, serving
+from tests.support.kafka import wait_for
 
 
 class SortedDb(dict[bytes, bytes]):
@@ -63,20 +65,32 @@ async def get(url: str) -> tuple[int, Any]:
         return reply.status, await reply.json()
 
 
+async def retry(base: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST /admin/retry; once accepted, the progress answer after the selection finished."""
+    status, answer = await post(f"{base}/admin/retry", body)
+    if status != 202:
+        return status, answer
+
+    async def selected() -> Any:
+        status, progress = await get(f"{base}/admin/retry")
+        return progress if status == 200 and not progress["selecting"] else None
+
+    return 202, await wait_for(selected, 10, interval=0.05, message="the selection to finish")
+
+
 async def test_retry_by_status_sends_one_operator_retry_per_matching_entry_of_the_active_partitions() -> None:
     """Partial entries of this worker's partitions each get one record keyed by the IP; none other does."""
     geo, _, producer, entries = worker()
     async with serving(geo) as web:
-        status, body = await post(f"{web.url}/admin/retry", {"statuses": ["partial"]})
+        status, body = await retry(web.url, {"statuses": ["partial"]})
         wanted = {ip for ip, e in entries.items() if e.status is EntryStatus.PARTIAL}
-        assert status == 200 and body["matched"] == len(wanted) > 0
+        assert status == 202 and body["matched"] == len(wanted) > 0 and not body["interrupted"]
         assert {key.decode() for _, key, _ in producer.sent} == wanted and len(producer.sent) == len(wanted)
         for topic, _, value in producer.sent:
             message = decode_results_message(value)
             assert topic == geo.settings.results_topic
             assert isinstance(message, OperatorRetry) and message.statuses == ("partial",)
-        status, progress = await get(f"{web.url}/admin/retry")
-        assert status == 200 and progress["statuses"] == {"partial": len(wanted)}
+        assert body["statuses"] == {"partial": len(wanted)}
 
 
 async def test_retry_of_named_ips_takes_only_the_ones_this_worker_owns_and_may_refresh_resolved() -> None:
@@ -85,10 +99,10 @@ async def test_retry_of_named_ips_takes_only_the_ones_this_worker_owns_and_may_r
     resolved = next(ip for ip, e in entries.items() if e.status is EntryStatus.RESOLVED)
     elsewhere = next(f"9.9.{n}.9" for n in range(50) if partition_of(f"9.9.{n}.9") in (2, 3))
     async with serving(geo) as web:
-        status, body = await post(f"{web.url}/admin/retry", {"ips": [resolved, elsewhere, "not-an-ip"]})
+        status, body = await retry(web.url, {"ips": [resolved, elsewhere, "not-an-ip"]})
         assert status == 400 and "not an IP" in body["error"] and not producer.sent
-        status, body = await post(f"{web.url}/admin/retry", {"ips": [resolved, elsewhere]})
-        assert status == 200 and body["matched"] == 1
+        status, body = await retry(web.url, {"ips": [resolved, elsewhere]})
+        assert status == 202 and body["matched"] == 1
         assert [key for _, key, _ in producer.sent] == [resolved.encode()]
 
 
@@ -132,6 +146,26 @@ async def test_a_rebalance_during_a_long_walk_stops_it_and_the_answer_says_inter
 
     producer.send = send  # type: ignore[method-assign]
     async with serving(geo) as web:
-        status, body = await post(f"{web.url}/admin/retry", {})
-    assert status == 200 and body["interrupted"] is True
+        status, body = await retry(web.url, {})
+    assert status == 202 and body["interrupted"] is True
     assert 0 < body["matched"] == len(producer.sent) < 1_200
+
+
+async def test_a_second_retry_while_one_still_selects_is_refused() -> None:
+    """While a selection runs (its sends blocked here), another POST gets 409 and starts nothing."""
+    geo, _, producer, _ = worker()
+    release = asyncio.Event()
+
+    async def send(topic: str, key: bytes, value: bytes, *rest: Any) -> None:
+        producer.sent.append((topic, key, value))
+        await release.wait()
+
+    producer.send = send  # type: ignore[method-assign]
+    async with serving(geo) as web:
+        assert (await post(f"{web.url}/admin/retry", {}))[0] == 202
+        status, body = await post(f"{web.url}/admin/retry", {})
+        assert status == 409 and len(producer.sent) == 1
+        release.set()
+        await wait_for(lambda: not web.admin.selecting, 10, interval=0.01, message="the first selection")
+        status, body = await retry(web.url, {})  # once finished, a new one is accepted
+        assert status == 202 and not body["selecting"]

@@ -83,7 +83,7 @@ async def test_retry_brings_partial_entries_to_resolved_within_the_budget_time_o
 
 
 async def test_forget_removes_an_entry_with_tombstones_and_leaves_the_others(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """After `forget`, the IP's entry is gone from the table (404 from the API) and the resolved topic
     carries its tombstone; the other IPs keep their entries."""
@@ -102,7 +102,8 @@ async def test_forget_removes_an_entry_with_tombstones_and_leaves_the_others(
             return ips[0] in out.tombstones
 
         await wait_for(gone, 30, interval=0.2, message=lambda: "no tombstone for the forgotten IP")
-        answers = await repair.post_all([url], "/admin/retry", {"ips": [ips[0]]})
-        assert answers[url][1]["matched"] == 0  # no entry left to retry
+        again = argparse.Namespace(ips=[ips[0]], status=None, wait=10.0, url=[url])
+        assert await repair.retry(again, settings) == 0
+        assert "retry: 0 entries" in capsys.readouterr().out  # no entry left in the table to retry
         assert sorted(out.resolved) == sorted(ips[1:])
     assert geo.stats.forgotten == 1
