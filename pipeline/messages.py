@@ -66,6 +66,20 @@ class ReanswerMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class OperatorRetry:
+    """An operator asked (`geo-pipeline retry`, at `at`) for the record key's entry to be due now, if its
+    status is one of `statuses` then."""
+
+    at: float
+    statuses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetMessage:
+    """An operator asked (`geo-pipeline forget`) for the record key's entry to be removed everywhere."""
+
+
+@dataclass(frozen=True, slots=True)
 class Asked:
     """The last attempt asked of the API for one IP, and when (the asked log's record)."""
 
@@ -186,7 +200,18 @@ def encode_reanswer() -> bytes:
     return _dumps({"type": "reanswer"})
 
 
-def decode_results_message(raw: bytes | None) -> ResultMessage | RetryMessage | ReanswerMessage | None:
+def encode_operator_retry(at: float, statuses: tuple[str, ...]) -> bytes:
+    return _dumps({"type": "operator-retry", "at": round(at, 3), "statuses": list(statuses)})
+
+
+def encode_forget() -> bytes:
+    return _dumps({"type": "forget"})
+
+
+ResultsMessage = ResultMessage | RetryMessage | ReanswerMessage | OperatorRetry | ForgetMessage
+
+
+def decode_results_message(raw: bytes | None) -> ResultsMessage | None:
     data = _object(raw)
     if not data:
         return None
@@ -195,6 +220,13 @@ def decode_results_message(raw: bytes | None) -> ResultMessage | RetryMessage | 
             return RetryMessage(float(data.get("due", 0.0)))
         if data.get("type") == "reanswer":
             return ReanswerMessage()
+        if data.get("type") == "forget":
+            return ForgetMessage()
+        if data.get("type") == "operator-retry":
+            statuses = data["statuses"]
+            if not isinstance(statuses, list) or not all(isinstance(x, str) for x in statuses):
+                return None
+            return OperatorRetry(float(data["at"]), tuple(statuses))
         if data.get("type") == "result" and not isinstance(data["attempt"], bool):
             return ResultMessage(int(data["attempt"]), result_from_dict(data["result"]))
     except (KeyError, TypeError, ValueError, AttributeError):

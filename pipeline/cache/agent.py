@@ -32,10 +32,13 @@ from typing import Any
 import faust
 
 from pipeline.addresses import normalise_ip
+from pipeline.cache.operator import on_forget, on_operator_retry
 from pipeline.cache.policy import Decision, RetryPolicy, apply_result, on_reanswer, on_retry, on_seen
 from pipeline.config.settings import Settings
 from pipeline.errors import InvalidAddress
 from pipeline.messages import (
+    ForgetMessage,
+    OperatorRetry,
     ReanswerMessage,
     ResolveRequest,
     RetryMessage,
@@ -140,6 +143,10 @@ class CacheAgent:
             elif isinstance(message, ReanswerMessage):
                 decision = on_reanswer(old, self._first_sight(ip, now), now)
                 self.stats.reanswered += decision.entry is not None
+            elif isinstance(message, OperatorRetry):
+                decision = on_operator_retry(old, message.at, message.statuses)
+            elif isinstance(message, ForgetMessage):
+                decision = on_forget(old)
             else:
                 new = apply_result(old, message.attempt, message.result, now, self.policy, self._rng)
                 self.stats.results_applied += new is not None

@@ -1,4 +1,5 @@
-"""The CLI's commands for people operating a pipeline: lookup, produce, tail, stats, topics.
+"""The CLI's commands for people operating a pipeline: lookup, produce, tail, stats, topics; and retry,
+forget (pipeline/cli/repair.py).
 
 Each command runs against KAFKA_BOOTSTRAP_SERVERS and GEO_APP_ID like the workers (same settings, same
 Kafka security) and finds the workers by itself (pipeline/cli/cluster.py); `--url` names them instead.
@@ -22,12 +23,12 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline.cli import cluster as client
-from pipeline.cli import present
+from pipeline.cli import present, repair
 from pipeline.config.settings import Settings
 from pipeline.errors import BrokerError
 from pipeline.kafka import clients, topics
 
-NAMES = ("lookup", "produce", "tail", "stats", "topics")
+NAMES = ("lookup", "produce", "tail", "stats", "topics", *repair.NAMES)
 PROGRESS_EVERY = 1.0  # seconds between progress lines of `produce`
 SEND_WINDOW = 10_000  # records in flight before `produce` waits for their acks
 
@@ -50,11 +51,14 @@ def add_parsers(sub: Any) -> None:
     stats.add_argument("--url", action="append", default=[], help="a worker's API URL (repeatable)")
     topics_cmd = sub.add_parser("topics", help="check existing topics against the layout, or fix them")
     topics_cmd.add_argument("action", choices=["check", "fix"])
+    repair.add_parsers(sub)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     command = {"lookup": lookup, "produce": produce, "tail": tail, "stats": stats, "topics": topics_command}
     try:
+        if args.command in repair.NAMES:
+            return repair.run(args, settings)
         return asyncio.run(command[args.command](args, settings))
     except (KafkaError, OSError) as exc:  # one line naming the broker, not a traceback
         raise BrokerError(

@@ -111,7 +111,6 @@ class Fields:
     data_retry_base: float = field(default=300.0, metadata={"env": "GEO_DATA_RETRY_BASE"})
     data_max_bytes: int = field(default=512 * 1024 * 1024, metadata={"env": "GEO_DATA_MAX_BYTES"})
 
-
     @property
     def seen_topic(self) -> str:
         """Internal topic: IPs workers saw for the first time, keyed by IP (co-partitioned with the table)."""

@@ -305,7 +305,8 @@ def _server_properties(
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller}",
         "listeners": ",".join(
-            [f"{name}://{bind}:{p}" for name, bind, _, p in listeners] + [f"CONTROLLER://127.0.0.1:{controller}"]
+            [f"{name}://{bind}:{p}" for name, bind, _, p in listeners]
+            + [f"CONTROLLER://127.0.0.1:{controller}"]
         ),
         "advertised.listeners": ",".join(f"{name}://{host}:{p}" for name, _, host, p in listeners),
         "controller.listener.names": "CONTROLLER",

@@ -58,6 +58,18 @@ def address_allowed(address: str, networks: Sequence[str]) -> bool:
     return any(ip in ipaddress.ip_network(net, strict=False) for net in networks)
 
 
+def admin_allowed(remote: str | None) -> bool:
+    """Whether a request from `remote` (the peer's address) may change state: from loopback only (an
+    operator on another host reaches a worker through `kubectl port-forward`/`exec` or an SSH tunnel,
+    which arrive from loopback); an unknown or unparsable peer never."""
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def _literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.split("%")[0])

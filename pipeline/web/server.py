@@ -15,6 +15,8 @@ Routes:
   else 503 with the reasons (readiness). The broker and group checks are cached and single flight
   (pipeline/web/guard.py).
 - `GET /metrics`: Prometheus text format (pipeline/web/metrics.py).
+- `/admin/retry`, `/admin/forget`: operator routes, loopback only
+  (pipeline/web/admin.py).
 
 Why not Faust's web server (`web_enabled`): it also serves Faust's table and router routes, which expose
 raw table contents; it starts only after table recovery, so /health would not answer during a long one.
@@ -49,6 +51,7 @@ from pipeline.kafka import faustx
 from pipeline.kafka.group import member_urls
 from pipeline.kafka.partitioner import key_hash
 from pipeline.kafka.topics import changelog_topic
+from pipeline.web.admin import Admin
 from pipeline.web.guard import Cached, TooLarge, connector, read_capped
 from pipeline.web.metrics import CONTENT_TYPE, Metrics
 from pipeline.web.ownership import (
@@ -150,6 +153,8 @@ class WebServer(Service):
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
         app.router.add_get("/metrics", self.scrape)
+        self.admin = Admin(geo, self._me)
+        self.admin.register(app)  # operator routes: loopback only
         self.app = app
 
     async def on_start(self) -> None:
@@ -163,6 +168,7 @@ class WebServer(Service):
         log.info("web: API at %s (bound to %s:%d)", self.url, *self.sock.getsockname()[:2])
 
     async def on_stop(self) -> None:
+        self.admin.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

@@ -103,8 +103,7 @@ def package_graph() -> Graph:
     """Module -> the package's modules it imports (package roots such as `pipeline` itself left out)."""
     modules = set(_modules())
     return {
-        m: frozenset(i for i in _imports(m) if i in modules and i != m and i.count(".") >= 1)
-        for m in modules
+        m: frozenset(i for i in _imports(m) if i in modules and i != m and i.count(".") >= 1) for m in modules
     }
 
 

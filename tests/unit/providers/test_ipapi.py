@@ -110,7 +110,6 @@ def test_parse_rate_headers(headers: dict[str, str], expected: tuple[int | None,
 # -- parsing ----------------------------------------------------------------------------------------------
 
 
-
 def body(*items: object) -> bytes:
     return json.dumps(list(items)).encode()
 
