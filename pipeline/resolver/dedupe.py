@@ -24,6 +24,7 @@ No Faust, aiokafka or asyncio here; time is passed in (Unix seconds, shared by e
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 
 from pipeline.messages import Asked
@@ -48,6 +49,9 @@ class AskedLog:
         self.horizon = horizon
         self.keep = keep
         self._last: dict[str, Asked] = {}
+        # (time, ip) of every record, earliest first: prune pops what is old instead of reading every IP
+        # (a scan per batch cost a fifth of a worker's time with 300,000 IPs remembered)
+        self._by_time: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
         return len(self._last)
@@ -63,6 +67,10 @@ class AskedLog:
             self._last[ip] = Asked(attempt, at, answered)
         elif attempt == last.attempt:
             self._last[ip] = Asked(attempt, max(at, last.at), answered or last.answered)
+        else:
+            return
+        if last is None or self._last[ip].at != last.at:
+            heapq.heappush(self._by_time, (self._last[ip].at, ip))
 
     def should_ask(self, ip: str, attempt: int, now: float) -> bool:
         """Whether a request for (ip, attempt) arriving at `now` must go to the API."""
@@ -81,14 +89,20 @@ class AskedLog:
 
     def prune(self, now: float) -> int:
         """Forget asks older than `keep` (bounded memory); returns how many were forgotten."""
-        old = [ip for ip, asked in self._last.items() if now - asked.at > self.keep]
-        for ip in old:
-            del self._last[ip]
-        return len(old)
+        forgotten = 0
+        by_time = self._by_time
+        while by_time and now - by_time[0][0] > self.keep:
+            at, ip = heapq.heappop(by_time)
+            last = self._last.get(ip)
+            if last is not None and last.at == at:  # a later record of the IP has its own heap item
+                del self._last[ip]
+                forgotten += 1
+        return forgotten
 
     def replace(self, records: Iterable[tuple[str, Asked]]) -> None:
         """Start over from records read back from the asked topic (after an assignment change)."""
         self._last.clear()
+        self._by_time.clear()
         for ip, asked in records:
             self.record(ip, asked.attempt, asked.at, answered=asked.answered)
 

@@ -172,3 +172,24 @@ def test_broker_append_times_decide_when_a_request_left() -> None:
     assert left == {500.0: 120.0, 90.0: 115.0}
     assert request_times(records, since=100.0, now=130.0, left=left) == [115.0, 120.0, 120.0]
     assert broker_clock({1.0: 1005.0}, broker_now=1000.0, local_now=130.0) == {1.0: 130.0}  # never later
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.integers(1, 3), st.floats(0, 100), st.booleans()),
+        max_size=40,
+    ),
+    st.lists(st.floats(0, 300), max_size=5),
+)
+def test_prune_forgets_exactly_the_asks_older_than_keep(
+    records: list[tuple[str, int, float, bool]], prunes: list[float]
+) -> None:
+    """Whatever the order of records and prunes, prune keeps exactly what a scan of every IP would keep."""
+    log = AskedLog(horizon=10.0, keep=30.0)
+    for ip, attempt, at, answered in records:
+        log.record(ip, attempt, at, answered=answered)
+    for now in sorted(prunes):
+        kept = {ip: log.get(ip) for ip in "abcd" if log.get(ip) is not None}
+        expected = {ip: a for ip, a in kept.items() if a is not None and not now - a.at > log.keep}
+        log.prune(now)
+        assert {ip: log.get(ip) for ip in "abcd" if log.get(ip) is not None} == expected
