@@ -21,10 +21,10 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mmdb_writer import MMDBWriter
-from netaddr import IPNetwork, IPSet
+if TYPE_CHECKING:
+    from netaddr import IPNetwork
 
 GEOLITE2_LANGUAGES = ("de", "en", "es", "fr", "ja", "pt-BR", "ru", "zh-CN")
 DBIP_LANGUAGES = ("de", "en", "es", "fa", "fr", "ja", "ko", "pt-BR", "ru", "zh-CN")
@@ -131,17 +131,6 @@ def ipinfo_lite_record(place: Place, asn: int, as_name: str, as_domain: str) -> 
     }
 
 
-class _Writer(MMDBWriter):
-    """mmdb-writer stamps the current time as build epoch; the tests need to choose it."""
-
-    def __init__(self, build_epoch: int, **options: Any) -> None:
-        super().__init__(**options)
-        self.build_epoch = build_epoch
-
-    def _build_meta(self) -> dict[str, Any]:
-        return {**super()._build_meta(), "build_epoch": self.build_epoch}
-
-
 def write_mmdb(
     path: str | os.PathLike[str],
     database_type: str,
@@ -155,7 +144,22 @@ def write_mmdb(
 
     Integers are written as uint32, as MaxMind writes AS numbers and geoname ids (wrap a value in an
     `mmdb_writer.MmdbU64` etc. to force another type). A later network inside an earlier one overrides it.
+    Needs the test extra (mmdb-writer), imported here so that the dev tools built on these records (the
+    vendor emulator, the MMDB benchmark) import without it.
     """
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPNetwork, IPSet
+
+    class _Writer(MMDBWriter):
+        """mmdb-writer stamps the current time as build epoch; the tests need to choose it."""
+
+        def __init__(self, build_epoch: int, **options: Any) -> None:
+            super().__init__(**options)
+            self.build_epoch = build_epoch
+
+        def _build_meta(self) -> dict[str, Any]:
+            return {**super()._build_meta(), "build_epoch": self.build_epoch}
+
     writer = _Writer(
         build_epoch,
         ip_version=ip_version,
