@@ -51,7 +51,7 @@ FETCH_WAIT_MS = 500  # an idle poll returns this often, so a stop is noticed qui
 LINGER_MS = 5  # the producer batches sends for this long: throughput over a few ms of latency
 OUTPUT_BATCH_BYTES = 512 * 1024  # one record batch per output partition and input batch, under 1 MiB
 REPLAY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0)  # back-off before each replay
-NEAR_WARM_WAIT = 30.0  # at start, ingest waits this long at most for the near cache to catch up
+NEAR_WARM_WAIT = 30.0  # at start, ingest waits this long at most for the replica to catch up
 
 
 class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -116,9 +116,7 @@ class HotPath(Service):
         behind = sum(end - starts[tp] for tp, end in self._ends.items())
         log.info("replica: following %s, %d records behind", s.resolved_topic, behind)
         if not self._ends:  # nothing was published while it was down (or ever): caught up already
-            self.catch_up_seconds = 0.0
-            self.caught_up.set()
-            log.info("replica: caught up with %s in 0.0s (0 records read)", s.resolved_topic)
+            self._announce_caught_up(0.0)
         self.add_future(self._feed())
         self.add_future(self._ingest())
         self.add_future(self._resend_overdue())
@@ -179,7 +177,7 @@ class HotPath(Service):
             return False
         return True
 
-    # -- the near cache's feed ------------------------------------------------------------------------
+    # -- the replica's feed ----------------------------------------------------------------------------
 
     async def _feed(self) -> None:
         """Follow the resolved topic into the replica (the latest entry per IP is what hits are served)
@@ -191,8 +189,8 @@ class HotPath(Service):
                 batch = await self._feeder.getmany(timeout_ms=FETCH_WAIT_MS, max_records=INPUT_BATCH)
             except ConsumerStoppedError:
                 return  # on_stop closed it
-            except KafkaError as exc:  # a stale near cache serves old answers: keep trying, loudly
-                log.warning("near cache: reading %s failed (%r); retrying", self.settings.resolved_topic, exc)
+            except KafkaError as exc:  # a stale replica serves old answers: keep trying, loudly
+                log.warning("replica: reading %s failed (%r); retrying", self.settings.resolved_topic, exc)
                 await self.sleep(1.0)  # back-off before the next fetch, not synchronisation
                 continue
             updates = [
@@ -211,17 +209,21 @@ class HotPath(Service):
                 await self._check_caught_up(started)
 
     async def _check_caught_up(self, started: float) -> None:
-        """Log once when the start-up backlog of the resolved topic is read (a restart rebuilds it)."""
+        """Announce it once the start-up backlog of the resolved topic is read (after a restart: the
+        records published while the worker was down)."""
         assert self._feeder is not None
         for tp, end in self._ends.items():
             if await self._feeder.position(tp) < end:
                 return
+        self._announce_caught_up(time.monotonic() - started)
+
+    def _announce_caught_up(self, seconds: float) -> None:
+        self.catch_up_seconds = seconds
         self.caught_up.set()
-        self.catch_up_seconds = time.monotonic() - started
         log.info(
             "replica: caught up with %s in %.1fs (%d records read%s)",
             self.settings.resolved_topic,
-            self.catch_up_seconds,
+            seconds,
             self.catch_up_records,
             ", rebuilt from the beginning" if self.replica.rebuilt else "",
         )
@@ -360,7 +362,7 @@ class HotPath(Service):
 
 
 def _servable(value: bytes | None) -> bool:
-    """A resolved record the near cache may serve: a JSON entry (or a tombstone); garbage is skipped."""
+    """A resolved record the replica may serve: a JSON entry (or a tombstone); garbage is skipped."""
     if value is None:
         return True  # a tombstone: NearCache.learn forgets the IP
     try:
@@ -369,5 +371,5 @@ def _servable(value: bytes | None) -> bool:
             isinstance(data, dict) and isinstance(data.get("ip"), str) and isinstance(data.get("status"), str)
         )
     except (ValueError, RecursionError):
-        log.warning("near cache: ignoring a malformed resolved record %r", value[:200])
+        log.warning("replica: ignoring a malformed resolved record %r", value[:200])
         return False
