@@ -5,7 +5,7 @@ bytes), because Faust writes a table change to the changelog partition of the ev
 - `<app>-ips-seen`: a worker saw an IP for the first time (the hot path already enriched its events);
 - `<app>-geo-results`: a provider's answer (from the resolver) or a retry (from the timer).
 For each, a pure function in `policy` decides; the agent writes the entry, publishes it to the resolved
-topic (key = IP, compacted: consumers and every worker's near cache read it) and asks the resolver.
+topic (key = IP, compacted: consumers and every worker's replica read it) and asks the resolver.
 
 Faust rules this module lives by: a table is written only inside the agent's per-event iteration (a write
 from a timer or a batch raises); an exception escaping the agent acks and loses the event, so a bug in
