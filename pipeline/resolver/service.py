@@ -130,6 +130,9 @@ class Resolver(Service):
         self._consumer = AIOKafkaConsumer(
             **client_kwargs(s),
             group_id=f"{s.app_id}-resolve",
+            # the worker's name in the member id: the broker's logs say whose member it is, and the group's
+            # round-robin assignor (members sorted by id) gives the partitions in the workers' name order
+            client_id=f"{s.app_id}-resolve-{s.worker_label}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=MAX_BATCH,
