@@ -214,6 +214,15 @@ class GeoEntry:
         return cls.from_dict(json.loads(raw))
 
 
+def entry_view(raw: bytes) -> Any:
+    """A stored entry as this version writes it: every field, those an older version did not write at their
+    defaults (`GET /geo/{ip}` shows this); a value that is no entry this version can read, as it is."""
+    try:
+        return GeoEntry.from_json(raw).to_dict()
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return json.loads(raw)
+
+
 _GEO_FIELDS = tuple(f.name for f in fields(GeoData))
 _ENTRY_FIELDS = tuple(f.name for f in fields(GeoEntry))  # scalars, and geo (a GeoData) replaced in to_dict
 

@@ -53,7 +53,7 @@ from pipeline.kafka import faustx
 from pipeline.kafka.group import member_urls
 from pipeline.kafka.partitioner import key_hash
 from pipeline.kafka.topics import changelog_topic
-from pipeline.models import GeoEntry
+from pipeline.models import entry_view
 from pipeline.web.admin import Admin
 from pipeline.web.guard import Cached, TooLarge, connector, read_capped
 from pipeline.web.metrics import CONTENT_TYPE, Metrics
@@ -279,15 +279,6 @@ class WebServer(Service):
 
     def _me(self) -> dict[str, str]:
         return {"name": self.geo.settings.worker_label, "url": self.url}
-
-
-def entry_view(raw: bytes) -> Any:
-    """A stored entry as this version writes it (every field, null when unknown); a value that is no entry
-    this version can read is shown as it is."""
-    try:
-        return GeoEntry.from_json(raw).to_dict()
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        return json.loads(raw)
 
 
 def _distribution(geo: GeoApp) -> Distribution:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.web.server import entry_view
+from pipeline.models import entry_view
 
 OLD = (  # as 0.1.x wrote it: no data_version, no last_seen, no flags
     b'{"ip":"8.8.8.8","status":"resolved","geo":{"country_code":"US","country_name":"United States",'
