@@ -19,17 +19,19 @@ Layout of each partition's RocksDB (keys sort bytewise):
     ~~counts-v2               -> b""   this partition's counts were built (older stores: counted once)
 
 Faust internals relied on (faust-streaming 0.15.x, `faust/stores/rocksdb.py`): `Store._set`, `_del` and
-`apply_changelog_batch` are the only paths that write a partition database; `_open_for_partition` opens
-one; `_dbs_for_actives` yields the databases of this worker's active partitions (standbys excluded);
-`_visible_keys`/`_visible_items` serve `table.keys()/items()/len()`; `Collection._new_store_by_url`
-builds the store. `pipeline/kafka/hooks.py` checks at start that each is still on its call path.
+`apply_changelog_batch` are the only paths that write a partition database; `_open_for_partition` opens one;
+`_dbs_for_actives` yields the databases of this worker's active partitions (standbys excluded);
+`_visible_keys`/`_visible_items` serve `table.keys()/items()/len()`; `Collection._new_store_by_url` builds the
+store. The cache agent's batches read with `get_many` and write with `set_many` (one multi-get and one write
+batch per partition), sending each entry's changelog record through `Table.on_key_set`.
+`pipeline/kafka/hooks.py` checks at start that each is still on its call path.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import faust
@@ -145,6 +147,29 @@ class IndexedStore(Store):
             self._db_for_partition(partition).write(write)
         for tp, offset in offsets.items():
             self.set_persisted_offset(tp, offset)
+
+    def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The values of `keys` in one partition's database, in one multi-get (a cache-agent batch)."""
+        if not keys:
+            return []
+        return list(self._db_for_partition(partition).get(list(keys)))
+
+    def set_many(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Write entries (in order; a key may repeat) into one partition's database with their index keys
+        and the partition's counts, in one RocksDB write batch: a cache-agent batch. Their changelog
+        records are the table's to send (`GeoTable.on_key_set`), as for a single write."""
+        if not items:
+            return
+        db = self._db_for_partition(partition)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        latest: dict[bytes, bytes | None] = {}  # values written earlier in this batch
+        for (key, value), old in zip(items, db.get([key for key, _ in items]), strict=True):
+            self._reindex(partition, batch, key, latest.get(key, old), value)
+            batch.put(key, value)
+            latest[key] = value
+            self._key_index[key] = partition
+        self._write_counts(partition, batch)
+        db.write(batch)
 
     def load_local(self, partition: int, items: Iterable[tuple[bytes, bytes]]) -> None:
         """Write entries (and their index keys) into one partition's database WITHOUT the changelog: only
