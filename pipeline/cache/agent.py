@@ -219,7 +219,7 @@ class CacheAgent:
         if decision.entry is not None or decision.publish:
             # the store indexes it in the same write; an unchanged entry that is republished (a replay, a
             # duplicate) is written again so its changelog record goes out again (same value, same index key)
-            table.set(partition, key, value)
+            table.set(partition, key, entry, value)
         if (decision.publish or decision.echo) and outbox.add(resolved, key, value):
             self.stats.resolved_published += 1
             self.stats.echoed += decision.echo and not decision.publish

@@ -17,6 +17,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from pipeline.models import GeoEntry
+
 Send = Callable[[str, bytes, bytes | None, None, None, None], Awaitable[Any]]
 _ABSENT = object()
 
@@ -29,7 +31,9 @@ class TableBatch:
         self.table = table
         self.store = table.data  # pipeline.cache.table.IndexedStore
         self._values: dict[bytes, bytes | None] = {}  # read or written by this batch (None: no entry)
-        self._writes: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)  # partition -> in order
+        self._writes: dict[int, list[tuple[bytes, bytes, GeoEntry]]] = defaultdict(
+            list
+        )  # partition -> in order
 
     def prefetch(self, keys_by_partition: dict[int, list[bytes]]) -> None:
         """Read the batch's keys: one multi-get per partition (a store I/O error propagates)."""
@@ -45,11 +49,11 @@ class TableBatch:
             found = self._values[key] = self.table.get(key)
         return found  # type: ignore[return-value]  # bytes | None once _ABSENT is excluded
 
-    def set(self, partition: int, key: bytes, value: bytes) -> None:
-        """`table[key] = value` for the current event (its partition is `partition`), the store write
-        staged until `flush`."""
+    def set(self, partition: int, key: bytes, entry: GeoEntry, value: bytes) -> None:
+        """`table[key] = value` for the current event (its partition is `partition`; `value` is `entry`'s
+        JSON), the store write staged until `flush`."""
         self.table.on_key_set(key, value)  # Faust: changelog record to the current event's partition
-        self._writes[partition].append((key, value))
+        self._writes[partition].append((key, value, entry))
         self._values[key] = value
 
     def delete(self, key: bytes) -> None:

@@ -71,6 +71,11 @@ def entry_facts(value: bytes | None) -> tuple[frozenset[bytes], str | None]:
         entry = GeoEntry.from_json(value)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return _NONE, None
+    return facts_of(entry)
+
+
+def facts_of(entry: GeoEntry) -> tuple[frozenset[bytes], str]:
+    """(index keys, status) of an entry already parsed: what `entry_facts` gives for its JSON."""
     keys = frozenset(key.encode() for key in (schedule_key(entry), version_key(entry)) if key)
     return keys, entry.status.value
 
@@ -154,19 +159,23 @@ class IndexedStore(Store):
             return []
         return list(self._db_for_partition(partition).get(list(keys)))
 
-    def set_many(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+    def set_many(self, partition: int, items: Sequence[tuple[bytes, bytes, GeoEntry]]) -> None:
         """Write entries (in order; a key may repeat) into one partition's database with their index keys
-        and the partition's counts, in one RocksDB write batch: a cache-agent batch. Their changelog
-        records are the table's to send (`GeoTable.on_key_set`), as for a single write."""
+        and the partition's counts, in one RocksDB write batch: a cache-agent batch. Each item is (key, value,
+        entry), the value being the entry's JSON (`GeoEntry.to_json`): its index keys come from the entry
+        as it is, not parsed back.
+        Their changelog records are the table's to send (`GeoTable.on_key_set`), as for a single write."""
         if not items:
             return
         db = self._db_for_partition(partition)
         batch = rocksdict.WriteBatch(raw_mode=True)
-        latest: dict[bytes, bytes | None] = {}  # values written earlier in this batch
-        for (key, value), old in zip(items, db.get([key for key, _ in items]), strict=True):
-            self._reindex(partition, batch, key, latest.get(key, old), value)
+        latest: dict[bytes, tuple[frozenset[bytes], str | None]] = {}  # facts written earlier in this batch
+        for (key, value, entry), old in zip(items, db.get([key for key, _, _ in items]), strict=True):
+            facts = facts_of(entry)
+            before = latest[key] if key in latest else entry_facts(old)
+            self._refacts(partition, batch, before, facts)
             batch.put(key, value)
-            latest[key] = value
+            latest[key] = facts
             self._key_index[key] = partition
         self._write_counts(partition, batch)
         db.write(batch)
@@ -183,7 +192,17 @@ class IndexedStore(Store):
         db.write(batch)
 
     def _reindex(self, partition: int, batch: Any, key: bytes, old: bytes | None, new: bytes | None) -> None:
-        (before, was), (after, now) = entry_facts(old), entry_facts(new)
+        self._refacts(partition, batch, entry_facts(old), entry_facts(new))
+
+    def _refacts(
+        self,
+        partition: int,
+        batch: Any,
+        old: tuple[frozenset[bytes], str | None],
+        new: tuple[frozenset[bytes], str | None],
+    ) -> None:
+        """Move the index keys and counts from what the old value implied to what the new one does."""
+        (before, was), (after, now) = old, new
         if was != now:
             statuses = self.status_counts.setdefault(partition, Counter())
             if was is not None:

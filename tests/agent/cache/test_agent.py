@@ -48,14 +48,10 @@ class FakeTable:
     def on_key_set(self, key: bytes, value: bytes) -> None:
         self.pending.append((key, value))  # Table.on_key_set: the changelog record, before the store write
 
-    def set_many(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
+    def set_many(self, partition: int, items: list[tuple[bytes, bytes, GeoEntry]]) -> None:
         if self.fail_writes is not None:
             raise self.fail_writes
-        self.store.update(items)
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.on_key_set(key, value)
-        self.set_many(0, [(key, value)])
+        self.store.update((key, value) for key, value, _ in items)
 
     def __delitem__(self, key: bytes) -> None:
         self.pending.append((key, None))  # Table.on_key_del: the tombstone is sent whether or not it exists

@@ -45,8 +45,9 @@ class PartitionedTable:
         assert event is not None, "a table write outside of an event"
         self.changelog.append((event.message.partition, key, value))
 
-    def set_many(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
-        self.stores[partition].update(items)
+    def set_many(self, partition: int, items: list[tuple[bytes, bytes, GeoEntry]]) -> None:
+        assert all(entry.to_json() == value for _, value, entry in items)
+        self.stores[partition].update((key, value) for key, value, _ in items)
         self.store_writes.append(len(items))
 
 
