@@ -115,15 +115,15 @@ class CacheAgent:
         table, outbox = TableBatch(self.table), Outbox()
         where = _where(events[0].message) if events else "an empty batch"
         try:
-            table.prefetch(by_partition((e.message.partition, e.key) for e in events if _ip_key(e.key)))
+            ips = {event.key: _ip_key(event.key) for event in events}  # parsed once per key, not per use
+            table.prefetch(by_partition((e.message.partition, e.key) for e in events if ips[e.key]))
             for event in events:
                 msg = event.message
                 where = _where(msg)
                 try:
                     with as_current(event):
-                        self._apply(
-                            table, outbox, (msg.topic, msg.partition, msg.offset), event.key, event.value
-                        )
+                        where_ = (msg.topic, msg.partition, msg.offset)
+                        self._apply(table, outbox, where_, event.key, event.value, ips[event.key])
                 except BUGS:  # replaying it would fail the same way: logged, counted, skipped
                     self.stats.errors += 1
                     log.exception("cache agent failed on %s", where)
@@ -141,7 +141,7 @@ class CacheAgent:
         """One input record from (topic, partition, offset) as a batch of its own; call with its event
         current (a table write needs it)."""
         table, outbox = TableBatch(self.table), Outbox()
-        self._apply(table, outbox, where, key, value)
+        self._apply(table, outbox, where, key, value, _ip_key(key))
         table.flush()
         await outbox.send(self.app.producer.send)
 
@@ -152,10 +152,11 @@ class CacheAgent:
         where: tuple[str, int, int],
         key: bytes | None,
         value: bytes | None,
+        ip: str | None,
     ) -> None:
-        """Decide one input record and stage what it does (nothing awaited: see `pipeline/cache/batch.py`)."""
+        """Decide one input record (`ip`: its key as a normalised IP, or None) and stage what it does
+        (nothing awaited: see `pipeline/cache/batch.py`)."""
         topic = where[0]
-        ip = _ip_key(key)
         if ip is None:
             self._malformed(where, "key is not a normalised IP", key)
             return
@@ -257,5 +258,5 @@ def _ip_key(key: bytes | None) -> str | None:
     try:
         text = key.decode("ascii")
         return text if normalise_ip(text) == text else None
-    except (UnicodeDecodeError, InvalidAddress):
+    except (UnicodeDecodeError, InvalidAddress, *BUGS):  # a parser bug marks the record, not the batch
         return None

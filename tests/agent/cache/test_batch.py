@@ -112,10 +112,10 @@ async def test_a_bug_on_one_record_skips_that_record_only() -> None:
     cache = agent(table, producer)
     original = cache._apply
 
-    def flaky(batch: Any, outbox: Any, where: tuple[str, int, int], key: Any, value: Any) -> None:
+    def flaky(batch: Any, outbox: Any, where: tuple[str, int, int], *record: Any) -> None:
         if where[2] == 11:
             raise KeyError("a policy bug")
-        original(batch, outbox, where, key, value)
+        original(batch, outbox, where, *record)
 
     cache._apply = flaky  # type: ignore[method-assign]
     await cache.handle_batch(
