@@ -161,7 +161,7 @@ class CacheAgent:
             self._malformed(where, "key is not a normalised IP", key)
             return
         assert key is not None  # _ip_key returned an IP
-        raw = table.get(key)
+        raw = table.get(where[1], key)
         old = GeoEntry.from_json(raw) if raw else None
         now = time.time()
         if topic == self.settings.seen_topic:

@@ -30,7 +30,9 @@ class TableBatch:
     def __init__(self, table: Any) -> None:
         self.table = table
         self.store = table.data  # pipeline.cache.table.IndexedStore
-        self._values: dict[bytes, bytes | None] = {}  # read or written by this batch (None: no entry)
+        # (partition, key) -> value read or written by this batch (None: no entry); by partition, as Faust
+        # reads a key in the current event's partition only
+        self._values: dict[tuple[int, bytes], bytes | None] = {}
         self._writes: dict[int, list[tuple[bytes, bytes, GeoEntry]]] = defaultdict(
             list
         )  # partition -> in order
@@ -38,15 +40,15 @@ class TableBatch:
     def prefetch(self, keys_by_partition: dict[int, list[bytes]]) -> None:
         """Read the batch's keys: one multi-get per partition (a store I/O error propagates)."""
         for partition, keys in keys_by_partition.items():
-            wanted = [key for key in dict.fromkeys(keys) if key not in self._values]
+            wanted = [key for key in dict.fromkeys(keys) if (partition, key) not in self._values]
             for key, value in zip(wanted, self.store.get_many(partition, wanted), strict=True):
-                self._values[key] = value
+                self._values[partition, key] = value
 
-    def get(self, key: bytes) -> bytes | None:
-        """The entry of `key` as this batch leaves it so far (call with its event current)."""
-        found = self._values.get(key, _ABSENT)
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """The entry of `key` as this batch leaves it so far (call with its event current: `partition`'s)."""
+        found = self._values.get((partition, key), _ABSENT)
         if found is _ABSENT:  # not prefetched: Faust's own read, from the current event's partition
-            found = self._values[key] = self.table.get(key)
+            found = self._values[partition, key] = self.table.get(key)
         return found  # type: ignore[return-value]  # bytes | None once _ABSENT is excluded
 
     def set(self, partition: int, key: bytes, entry: GeoEntry, value: bytes) -> None:
@@ -54,13 +56,15 @@ class TableBatch:
         JSON), the store write staged until `flush`."""
         self.table.on_key_set(key, value)  # Faust: changelog record to the current event's partition
         self._writes[partition].append((key, value, entry))
-        self._values[key] = value
+        self._values[partition, key] = value
 
     def delete(self, key: bytes) -> None:
-        """`del table[key]` for the current event: staged writes go first, so the store sees them in order."""
+        """`del table[key]` for the current event: staged writes go first, so the store sees them in order;
+        Faust's store deletes the key in every partition it has."""
         self.flush()
         del self.table[key]
-        self._values[key] = None
+        for known in [known for known in self._values if known[1] == key]:
+            self._values[known] = None
 
     def flush(self) -> None:
         """Write the staged entries: one RocksDB write batch per partition."""
