@@ -65,6 +65,7 @@ async def test_a_batch_with_repeats_and_a_malformed_record_writes_each_changelog
     assert all(json.loads(r.value)["ip"] == r.key.decode() for r in changelog if r.value)
 
 
+@pytest.mark.slow
 async def test_kill_9_in_the_middle_of_a_burst_of_first_sights_loses_none(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
