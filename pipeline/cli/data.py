@@ -65,10 +65,8 @@ async def update(settings: Settings, wait: float) -> int:
         answered = _at(updater, row["source"]) > asked
         outcome = row["outcome"] if answered else "no answer (is the leaseholder stuck?)"
         ok &= answered and outcome in GOOD
-        print(
-            f"{row['source']}: {outcome} {row['detail'] if answered else ''}".rstrip()
-            + f"  downloads today {row['downloads_today']}/{cap}"
-        )
+        print(f"{row['source']}: {outcome} {row['detail'] if answered else ''}".rstrip()
+              + f"  downloads today {row['downloads_today']}/{cap}")
     return 0 if ok else 1
 
 

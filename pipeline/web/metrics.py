@@ -211,6 +211,7 @@ class GeoCollector(Collector):
         if self.ready is not None:
             yield _gauge("geo_worker_ready", "1 when /ready answers 200", 1.0 if self.ready else 0.0)
 
+
     def _data(self) -> Iterator[Metric]:
         """The downloaded offline data (GEO_DATA_SOURCES): age, expiry, today's downloads, last outcome."""
         updater = getattr(self.geo, "updater", None)  # None: no GEO_DATA_SOURCES (or a test double)

@@ -155,12 +155,8 @@ class DataUpdater(Service):
                 log.error("data: %s build %s not installed: %s", source.name, manifest.sha256[:12], exc)
                 continue  # the build in use stays; the next manifest is tried afresh
             self.installed[source.name] = manifest
-            log.info(
-                "data: %s installed build %s (epoch %d)",
-                source.name,
-                manifest.sha256[:12],
-                manifest.build_epoch,
-            )
+            log.info("data: %s installed build %s (epoch %d)", source.name, manifest.sha256[:12],
+                     manifest.build_epoch)
             if self.on_installed is not None:
                 await self.on_installed(target)
 
@@ -253,29 +249,16 @@ class DataUpdater(Service):
         if not self.leader:
             return await self._status(source, "failed", "lost the lease before publishing", failures + 1)
         manifest = Manifest(
-            source.name,
-            db.build_epoch,
-            db.database_type,
-            db.layout.value,
-            len(data),
-            digest,
-            builds.chunk_count(len(data)),
-            time.time(),
-            s.worker_name or self.who,
+            source.name, db.build_epoch, db.database_type, db.layout.value, len(data), digest,
+            builds.chunk_count(len(data)), time.time(), s.worker_name or self.who,
         )
         for index, piece in enumerate(builds.chunks(data)):
             await self._put(manifest.chunk_key(index), piece, wait=False)
         await self._put(builds.manifest_key(source.name), manifest.to_json())
         for key in self.topic.obsolete(source.name, manifest, day):
             await self._put(key, None, wait=False)
-        log.info(
-            "data: %s published build %s (epoch %d, %d bytes, %d chunks)",
-            source.name,
-            digest[:12],
-            db.build_epoch,
-            len(data),
-            manifest.chunks,
-        )
+        log.info("data: %s published build %s (epoch %d, %d bytes, %d chunks)", source.name, digest[:12],
+                 db.build_epoch, len(data), manifest.chunks)
         return await self._status(source, "published", f"build {db.build_epoch}", 0)
 
     async def request(self) -> float:
@@ -287,14 +270,8 @@ class DataUpdater(Service):
 
     async def _status(self, source: Source, outcome: str, detail: str, failures: int, **extra: Any) -> str:
         self.outcomes[(source.name, outcome)] += 1
-        body = {
-            "at": time.time(),
-            "outcome": outcome,
-            "detail": detail,
-            "failures": failures,
-            "by": self.settings.worker_name or self.who,
-            **extra,
-        }
+        body = {"at": time.time(), "outcome": outcome, "detail": detail, "failures": failures,
+                "by": self.settings.worker_name or self.who, **extra}
         await self._put(builds.status_key(source.name), json.dumps(body).encode())
         return outcome
 
@@ -314,12 +291,8 @@ class DataUpdater(Service):
             if fresh is not schedule.Freshness.FRESH and self._warned.get(name) != day:
                 self._warned[name] = day
                 age = (now - manifest.build_epoch) / 86400
-                log.warning(
-                    "data: %s is %.0f days old (%s): check the updates (docs/data-updates.md)",
-                    name,
-                    age,
-                    fresh,
-                )
+                log.warning("data: %s is %.0f days old (%s): check the updates (docs/data-updates.md)",
+                            name, age, fresh)
 
     def report(self) -> list[dict[str, Any]]:
         """Per source: the build in use here, its age, the last outcome, today's downloads (metrics, CLI)."""
@@ -328,17 +301,15 @@ class DataUpdater(Service):
         for source in self.sources:
             manifest = self.installed.get(source.name)
             status = self.topic.status(source.name)
-            rows.append(
-                {
-                    "source": source.name,
-                    "build_epoch": manifest.build_epoch if manifest else None,
-                    "age": now - manifest.build_epoch if manifest else None,
-                    "freshness": schedule.freshness(manifest.build_epoch, now).value if manifest else "none",
-                    "outcome": status.get("outcome", "none"),
-                    "detail": status.get("detail", ""),
-                    "downloads_today": self.topic.count(source.name, day),
-                }
-            )
+            rows.append({
+                "source": source.name,
+                "build_epoch": manifest.build_epoch if manifest else None,
+                "age": now - manifest.build_epoch if manifest else None,
+                "freshness": schedule.freshness(manifest.build_epoch, now).value if manifest else "none",
+                "outcome": status.get("outcome", "none"),
+                "detail": status.get("detail", ""),
+                "downloads_today": self.topic.count(source.name, day),
+            })
         return rows
 
 

@@ -59,3 +59,4 @@ def check_bytes(data: bytes, scratch: Path, layout: str | None) -> MmdbFile:
         return check_file(scratch, layout)
     finally:
         scratch.unlink(missing_ok=True)
+
