@@ -33,9 +33,8 @@ class TableBatch:
         # (partition, key) -> value read or written by this batch (None: no entry); by partition, as Faust
         # reads a key in the current event's partition only
         self._values: dict[tuple[int, bytes], bytes | None] = {}
-        self._writes: dict[int, list[tuple[bytes, bytes, GeoEntry]]] = defaultdict(
-            list
-        )  # partition -> in order
+        # partition -> (key, value, entry) staged for the store, in order
+        self._writes: dict[int, list[tuple[bytes, bytes, GeoEntry]]] = defaultdict(list)
 
     def prefetch(self, keys_by_partition: dict[int, list[bytes]]) -> None:
         """Read the batch's keys: one multi-get per partition (a store I/O error propagates)."""

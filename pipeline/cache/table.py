@@ -19,12 +19,13 @@ Layout of each partition's RocksDB (keys sort bytewise):
     ~~counts-v2               -> b""   this partition's counts were built (older stores: counted once)
 
 Faust internals relied on (faust-streaming 0.15.x, `faust/stores/rocksdb.py`): `Store._set`, `_del` and
-`apply_changelog_batch` are the only paths that write a partition database; `_open_for_partition` opens one;
-`_dbs_for_actives` yields the databases of this worker's active partitions (standbys excluded);
-`_visible_keys`/`_visible_items` serve `table.keys()/items()/len()`; `Collection._new_store_by_url` builds the
-store. The cache agent's batches read with `get_many` and write with `set_many` (one multi-get and one write
-batch per partition), sending each entry's changelog record through `Table.on_key_set`.
-`pipeline/kafka/hooks.py` checks at start that each is still on its call path.
+`apply_changelog_batch` are the only paths that write a partition database (besides `set_many` below);
+`_open_for_partition` opens one; `_dbs_for_actives` yields the databases of this worker's active partitions
+(standbys excluded); `_visible_keys`/`_visible_items` serve `table.keys()/items()/len()`;
+`Collection._new_store_by_url` builds the store. `pipeline/kafka/hooks.py` checks at start that each is
+still on its call path. The cache agent's batches read with `get_many` and write with `set_many` (one
+multi-get and one write batch per partition), each entry's changelog record sent by Faust's
+`Table.on_key_set`.
 """
 
 from __future__ import annotations
@@ -161,10 +162,10 @@ class IndexedStore(Store):
 
     def set_many(self, partition: int, items: Sequence[tuple[bytes, bytes, GeoEntry]]) -> None:
         """Write entries (in order; a key may repeat) into one partition's database with their index keys
-        and the partition's counts, in one RocksDB write batch: a cache-agent batch. Each item is (key, value,
-        entry), the value being the entry's JSON (`GeoEntry.to_json`): its index keys come from the entry
-        as it is, not parsed back.
-        Their changelog records are the table's to send (`GeoTable.on_key_set`), as for a single write."""
+        and the partition's counts, in one RocksDB write batch: a cache-agent batch. Each item is (key,
+        value, entry), the value being the entry's JSON (`GeoEntry.to_json`), so its index keys come from
+        the entry, not parsed back. Their changelog records are the table's to send (`Table.on_key_set`),
+        as for a single write."""
         if not items:
             return
         db = self._db_for_partition(partition)
