@@ -7,16 +7,23 @@ bytes), because Faust writes a table change to the changelog partition of the ev
 For each, a pure function in `policy` decides; the agent writes the entry, publishes it to the resolved
 topic (key = IP, compacted: consumers and every worker's replica read it) and asks the resolver.
 
-Faust rules this module lives by: a table is written only inside the agent's per-event iteration (a write
-from a timer or a batch raises); an exception escaping the agent acks and loses the event, so a bug in
-decoding or deciding (`BUGS`: a replay would fail the same way) is logged and skipped, and anything else
-(a store I/O error: disk full) refuses every commit and stops the worker (`fatal`, the delivery guard's),
-so the event is replayed after a restart instead of acked with its write lost; concurrency 1, because
-concurrent iterations can commit past an unfinished event. A failed send is caught by
-`faustx.DeliveryGuard`, which refuses the commit and crashes the worker, so the event is replayed instead
+Faust rules this module lives by: a table is written only with an input event current (a write from a
+timer raises), and the change goes to that event's changelog partition. The agent consumes
+`stream.take_events(BATCH_MAX, BATCH_WITHIN)`: Faust acks a batch's events only once the agent asks for
+the next batch, so nothing of a batch is committed before all of it is applied. Each event of the batch
+is made current while it is decided and applied (`faustx.as_current`), its writes go through Faust's
+`Table.on_key_set` (the changelog record, to its own partition) and are gathered into one RocksDB write
+batch per partition, its reads come from one multi-get per partition, a key repeated in the batch reads
+its own earlier write, and the records go out in order once the batch is written (`pipeline/cache/batch.py`).
+An exception escaping the agent acks and loses the batch, so a bug in decoding or deciding one record
+(`BUGS`: a replay would fail the same way) is logged and that record skipped, and anything else (a store
+I/O error: disk full) refuses every commit and stops the worker (`fatal`, the delivery guard's), so the
+batch is replayed after a restart instead of acked with its writes lost; concurrency 1, because
+concurrent iterations can commit past an unfinished batch. A failed send is caught by
+`faustx.DeliveryGuard`, which refuses the commit and crashes the worker, so the batch is replayed instead
 of skipped; every decision is idempotent, so a replay repeats work, never loses it. A replay also writes
-the current entry again when it changes nothing: Faust writes RocksDB at once and the changelog record a
-moment later, so a crash in between keeps on this disk a write the changelog never got.
+the current entry again when it changes nothing: a crash between the store's write batch and the
+changelog records' delivery keeps on this disk writes the changelog never got.
 """
 
 from __future__ import annotations
@@ -25,17 +32,19 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import faust
 
 from pipeline.addresses import normalise_ip
+from pipeline.cache.batch import Outbox, TableBatch, by_partition
 from pipeline.cache.operator import on_forget, on_operator_retry
 from pipeline.cache.policy import Decision, RetryPolicy, apply_result, on_reanswer, on_retry, on_seen
 from pipeline.config.settings import Settings
 from pipeline.errors import InvalidAddress
+from pipeline.kafka.faustx import as_current
 from pipeline.messages import (
     ForgetMessage,
     OperatorRetry,
@@ -51,6 +60,8 @@ from pipeline.stats import Stats
 
 log = logging.getLogger(__name__)
 
+BATCH_MAX = 500  # input events applied together: one multi-get and one write batch per partition for them
+BATCH_WITHIN = 0.05  # s a batch waits to fill: bounds the delay a lone first sight gets on a quiet stream
 ECHO_EVERY = 10.0  # s: a known IP's entry is echoed for first sights at most this often (bounds a burst)
 ECHOED_MAX = 100_000  # IPs whose last echo is remembered (~100 B each); the oldest go first
 
@@ -67,7 +78,7 @@ RAW: dict[str, Any] = {
 
 
 class CacheAgent:
-    """Applies seen records, results and retries to the geo table, one event at a time."""
+    """Applies seen records, results and retries to the geo table, a batch of events at a time."""
 
     def __init__(
         self,
@@ -94,32 +105,63 @@ class CacheAgent:
         self.app.agent(self.inputs, concurrency=1, name="geo-cache")(self._run)
 
     async def _run(self, stream: Any) -> None:
-        async for event in stream.events():
-            try:
+        async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN):  # acked after the batch
+            await self.handle_batch(events)
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        """Apply a batch of input events in order: each decided and written with its event current, the
+        store writes in one write batch per partition, then every record sent. A bug skips its event only;
+        anything else stops the worker with no event of the batch committed."""
+        table, outbox = TableBatch(self.table), Outbox()
+        where = _where(events[0].message) if events else "an empty batch"
+        try:
+            ips = {event.key: _ip_key(event.key) for event in events}  # parsed once per key, not per use
+            table.prefetch(by_partition((e.message.partition, e.key) for e in events if ips[e.key]))
+            for event in events:
                 msg = event.message
-                await self.handle((msg.topic, msg.partition, msg.offset), event.key, event.value)
-            except BUGS:  # replaying it would fail the same way: logged, counted, skipped
-                self.stats.errors += 1
-                msg = event.message
-                log.exception("cache agent failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-            except Exception as exc:  # a store I/O error: never ack the event; stop, and replay it
-                msg = event.message
-                where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
-                log.critical("cache agent: %r on %s: stopping the worker, the event is replayed", exc, where)
-                if self._fatal is not None:
-                    self._fatal(exc, where)
-                raise
+                where = _where(msg)
+                try:
+                    with as_current(event):
+                        where_ = (msg.topic, msg.partition, msg.offset)
+                        self._apply(table, outbox, where_, event.key, event.value, ips[event.key])
+                except BUGS:  # replaying it would fail the same way: logged, counted, skipped
+                    self.stats.errors += 1
+                    log.exception("cache agent failed on %s", where)
+            where = f"the write batch ending at {where}"
+            table.flush()
+            where = f"the records of the batch ending at {_where(events[-1].message)}" if events else where
+            await outbox.send(self.app.producer.send)
+        except Exception as exc:  # a store I/O error, a send refused: never ack the batch; stop, replay it
+            log.critical("cache agent: %r on %s: stopping the worker, the batch is replayed", exc, where)
+            if self._fatal is not None:
+                self._fatal(exc, where)
+            raise
 
     async def handle(self, where: tuple[str, int, int], key: bytes | None, value: bytes | None) -> None:
-        """One input record from (topic, partition, offset); called inside the agent's iteration (a table
-        write needs the current event)."""
+        """One input record from (topic, partition, offset) as a batch of its own; call with its event
+        current (a table write needs it)."""
+        table, outbox = TableBatch(self.table), Outbox()
+        self._apply(table, outbox, where, key, value, _ip_key(key))
+        table.flush()
+        await outbox.send(self.app.producer.send)
+
+    def _apply(
+        self,
+        table: TableBatch,
+        outbox: Outbox,
+        where: tuple[str, int, int],
+        key: bytes | None,
+        value: bytes | None,
+        ip: str | None,
+    ) -> None:
+        """Decide one input record (`ip`: its key as a normalised IP, or None) and stage what it does
+        (nothing awaited: see `pipeline/cache/batch.py`)."""
         topic = where[0]
-        ip = _ip_key(key)
         if ip is None:
             self._malformed(where, "key is not a normalised IP", key)
             return
         assert key is not None  # _ip_key returned an IP
-        raw = self.table.get(key)
+        raw = table.get(where[1], key)
         old = GeoEntry.from_json(raw) if raw else None
         now = time.time()
         if topic == self.settings.seen_topic:
@@ -151,16 +193,24 @@ class CacheAgent:
                 new = apply_result(old, message.attempt, message.result, now, self.policy, self._rng)
                 self.stats.results_applied += new is not None
                 decision = Decision(new, publish=True)  # a duplicate republishes the current entry
-        await self._carry_out(key, decision, old)
+        self._carry_out(table, outbox, where[1], key, decision, old)
 
-    async def _carry_out(self, key: bytes, decision: Decision, old: GeoEntry | None) -> None:
-        send = self.app.producer.send
+    def _carry_out(
+        self,
+        table: TableBatch,
+        outbox: Outbox,
+        partition: int,
+        key: bytes,
+        decision: Decision,
+        old: GeoEntry | None,
+    ) -> None:
+        resolved = self.settings.resolved_topic
         if decision.delete:
             # idempotent and replay-safe: an absent entry is deleted again (the store ignores it, the
             # changelog gets its tombstone again), so a crash after the store's delete and before either
             # tombstone went out is repaired by the replay. The store drops the index keys in the same write.
-            del self.table[key]
-            await send(self.settings.resolved_topic, key, None, None, None, None)  # every near cache forgets
+            table.delete(key)
+            outbox.add(resolved, key, None)  # every near cache forgets
             self.stats.forgotten += old is not None
             return
         entry = decision.entry or old
@@ -170,15 +220,15 @@ class CacheAgent:
         if decision.entry is not None or decision.publish:
             # the store indexes it in the same write; an unchanged entry that is republished (a replay, a
             # duplicate) is written again so its changelog record goes out again (same value, same index key)
-            self.table[key] = value
-        if decision.publish or decision.echo:
-            await send(self.settings.resolved_topic, key, value, None, None, None)
+            table.set(partition, key, entry, value)
+        if (decision.publish or decision.echo) and outbox.add(resolved, key, value):
             self.stats.resolved_published += 1
             self.stats.echoed += decision.echo and not decision.publish
         if decision.resolve_attempt is not None:
             request = ResolveRequest(entry.ip, decision.resolve_attempt, self._by)
-            await send(self.settings.resolve_topic, key, encode_resolve_request(request), None, None, None)
-            self.stats.resolve_sent += 1
+            self.stats.resolve_sent += outbox.add(
+                self.settings.resolve_topic, key, encode_resolve_request(request)
+            )
 
     def _echo_due(self, key: bytes, now: float) -> bool:
         """Whether a first sight of a known IP may be answered with its entry now: at most once per
@@ -197,6 +247,10 @@ class CacheAgent:
         log.warning("cache agent: skipping %s[%d]@%d (%s): %r", *where, why, (data or b"")[:120])
 
 
+def _where(msg: Any) -> str:
+    return f"{msg.topic}[{msg.partition}]@{msg.offset}"
+
+
 def _ip_key(key: bytes | None) -> str | None:
     """The record key as a normalised IP, or None when it is not one (a foreign or corrupt record)."""
     if not key or len(key) > 64:
@@ -204,5 +258,5 @@ def _ip_key(key: bytes | None) -> str | None:
     try:
         text = key.decode("ascii")
         return text if normalise_ip(text) == text else None
-    except (UnicodeDecodeError, InvalidAddress):
+    except (UnicodeDecodeError, InvalidAddress, *BUGS):  # a parser bug marks the record, not the batch
         return None

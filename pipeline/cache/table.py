@@ -19,17 +19,20 @@ Layout of each partition's RocksDB (keys sort bytewise):
     ~~counts-v2               -> b""   this partition's counts were built (older stores: counted once)
 
 Faust internals relied on (faust-streaming 0.15.x, `faust/stores/rocksdb.py`): `Store._set`, `_del` and
-`apply_changelog_batch` are the only paths that write a partition database; `_open_for_partition` opens
-one; `_dbs_for_actives` yields the databases of this worker's active partitions (standbys excluded);
-`_visible_keys`/`_visible_items` serve `table.keys()/items()/len()`; `Collection._new_store_by_url`
-builds the store. `pipeline/kafka/hooks.py` checks at start that each is still on its call path.
+`apply_changelog_batch` are the only paths that write a partition database (besides `set_many` below);
+`_open_for_partition` opens one; `_dbs_for_actives` yields the databases of this worker's active partitions
+(standbys excluded); `_visible_keys`/`_visible_items` serve `table.keys()/items()/len()`;
+`Collection._new_store_by_url` builds the store. `pipeline/kafka/hooks.py` checks at start that each is
+still on its call path. The cache agent's batches read with `get_many` and write with `set_many` (one
+multi-get and one write batch per partition), each entry's changelog record sent by Faust's
+`Table.on_key_set`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import faust
@@ -69,6 +72,11 @@ def entry_facts(value: bytes | None) -> tuple[frozenset[bytes], str | None]:
         entry = GeoEntry.from_json(value)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return _NONE, None
+    return facts_of(entry)
+
+
+def facts_of(entry: GeoEntry) -> tuple[frozenset[bytes], str]:
+    """(index keys, status) of an entry already parsed: what `entry_facts` gives for its JSON."""
     keys = frozenset(key.encode() for key in (schedule_key(entry), version_key(entry)) if key)
     return keys, entry.status.value
 
@@ -146,6 +154,33 @@ class IndexedStore(Store):
         for tp, offset in offsets.items():
             self.set_persisted_offset(tp, offset)
 
+    def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The values of `keys` in one partition's database, in one multi-get (a cache-agent batch)."""
+        if not keys:
+            return []
+        return list(self._db_for_partition(partition).get(list(keys)))
+
+    def set_many(self, partition: int, items: Sequence[tuple[bytes, bytes, GeoEntry]]) -> None:
+        """Write entries (in order; a key may repeat) into one partition's database with their index keys
+        and the partition's counts, in one RocksDB write batch: a cache-agent batch. Each item is (key,
+        value, entry), the value being the entry's JSON (`GeoEntry.to_json`), so its index keys come from
+        the entry, not parsed back. Their changelog records are the table's to send (`Table.on_key_set`),
+        as for a single write."""
+        if not items:
+            return
+        db = self._db_for_partition(partition)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        latest: dict[bytes, tuple[frozenset[bytes], str | None]] = {}  # facts written earlier in this batch
+        for (key, value, entry), old in zip(items, db.get([key for key, _, _ in items]), strict=True):
+            facts = facts_of(entry)
+            before = latest[key] if key in latest else entry_facts(old)
+            self._refacts(partition, batch, before, facts)
+            batch.put(key, value)
+            latest[key] = facts
+            self._key_index[key] = partition
+        self._write_counts(partition, batch)
+        db.write(batch)
+
     def load_local(self, partition: int, items: Iterable[tuple[bytes, bytes]]) -> None:
         """Write entries (and their index keys) into one partition's database WITHOUT the changelog: only
         for benchmarks that need a large table in seconds; a restart from the changelog would not see them."""
@@ -158,7 +193,17 @@ class IndexedStore(Store):
         db.write(batch)
 
     def _reindex(self, partition: int, batch: Any, key: bytes, old: bytes | None, new: bytes | None) -> None:
-        (before, was), (after, now) = entry_facts(old), entry_facts(new)
+        self._refacts(partition, batch, entry_facts(old), entry_facts(new))
+
+    def _refacts(
+        self,
+        partition: int,
+        batch: Any,
+        old: tuple[frozenset[bytes], str | None],
+        new: tuple[frozenset[bytes], str | None],
+    ) -> None:
+        """Move the index keys and counts from what the old value implied to what the new one does."""
+        (before, was), (after, now) = old, new
         if was != now:
             statuses = self.status_counts.setdefault(partition, Counter())
             if was is not None:

@@ -34,6 +34,12 @@ commit (`Consumer._commit_offsets`, faust/transport/consumer.py), but the flush 
 so a record the cache agent, the retry timer or a table changelog failed to send would be gone and its
 input committed. The guard refuses that commit and crashes the worker; the input is replayed.
 
+Why `as_current(event)`: a table write finds its changelog partition (`Table.partition_for_key`) and its
+store partition (`Store._get`, our `IndexedStore._set`) from the event being processed, read from the
+context variable `faust.streams._current_event`, which the stream sets in the task iterating it. An agent
+consuming `stream.take_events(...)` runs in another task than the one draining the stream, so nothing is
+current there: the cache agent makes each event of its batch current while it applies it.
+
 `start_with(app, service)`: Faust starts the services in its private `_extra_services` list after table
 recovery; `app.service()` registers only classes, and our services are built with their dependencies.
 """
@@ -43,11 +49,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Mapping
+import weakref
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import faust
 from aiokafka import TopicPartition
+from faust.streams import _current_event
 from faust.types import TP
 
 from pipeline.kafka.watchdog import Action, Key, PartitionView, Stall, Watchdog
@@ -272,6 +281,17 @@ def _consumer(app: faust.App) -> Any:
 
 def _names(tps: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps)
+
+
+@contextmanager
+def as_current(event: Any) -> Iterator[None]:
+    """Make `event` the current event of this task (as the stream does for the one it yields) while the
+    block runs: table reads and writes inside go to its partition and its changelog partition."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def start_with(app: faust.App, service: Any) -> None:

@@ -92,18 +92,22 @@ def _name(obj: Any) -> str:
 
 def faust_hooks() -> list[Hook]:
     """The hooks of `faustx.py` (the worker's consumer, producer and app) and of the geo table's store."""
+    import faust.streams as streams
     from aiokafka import AIOKafkaConsumer as Client
     from aiokafka.consumer.subscription_state import Assignment, SubscriptionState, TopicPartitionState
     from faust.app.base import App
     from faust.stores.base import SerializedStore
     from faust.stores.rocksdb import Store
     from faust.tables.base import Collection
+    from faust.tables.table import Table
     from faust.transport.consumer import Consumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
     from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
     thread = AIOKafkaConsumerThread
     return [
+        Hook("cache batch", streams, "_current_event", (streams, "current_event"), "_current_event.get("),
+        Hook("cache batch", Table, "partition_for_key", (Table, "on_key_set"), "self.partition_for_key("),
         Hook("delivery guard", Consumer, "_commit", (Consumer, "_commit_offsets"), "self._commit("),
         Hook("delivery guard", AIOKafkaConsumer, "_commit"),
         Hook("rewind", Consumer, "seek_to_committed", (Consumer, "perform_seek"), "self.seek_to_committed("),

@@ -100,10 +100,12 @@ async def _run(
     workdir = tmp / "workers"
     with worker_processes(settings, workdir, n) as procs:
         await wait_assigned(procs)
+        burst_at = time.monotonic()
         await publish(bootstrap, settings.events_topic, burst, label="burst")
         peaks = await drain(settings, procs, population)
         print("  waiting until the table has an entry for every IP of the population ...", flush=True)
         peaks = _max(peaks, await _until_known(procs, population))
+        known_after = time.monotonic() - burst_at  # from the burst's first record to the last entry
     restart_at = time.time()
     burst_out = await read_output(
         bootstrap, settings.enriched_topic, population, f'"s1-{run}"'.encode(), "pipeline (burst)", _country
@@ -133,6 +135,10 @@ async def _run(
     print("\nsummary:")
     _ratio("burst of distinct IPs", burst_out.rate, base_burst)
     _ratio("Zipf pass after a cold restart", zipf_run.rate, base_zipf)
+    print(
+        f"  first sights: the table had an entry for all {population:,} IPs {known_after:.1f} s after the "
+        f"burst began = {population / known_after:,.0f} entries/s"
+    )
     if quix is not None:
         q = quix.output.rate
         print(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pipeline.cache.agent import CacheAgent
+from pipeline.cache.batch import Outbox, TableBatch
 from pipeline.cache.policy import Decision, RetryPolicy
 from pipeline.config.settings import Settings
 from pipeline.messages import encode_retry
@@ -28,22 +29,29 @@ class Crash(Exception):
 
 class FakeTable:
     """Faust's table over a RocksDB store, as the agent sees it: a write reaches the store at once and the
-    changelog later (`flush`); deleting an absent key still sends the changelog tombstone."""
+    changelog later (`flush`); deleting an absent key still sends the changelog tombstone. `data` is the
+    store (`IndexedStore`'s batch reads and writes)."""
 
     def __init__(self) -> None:
         self.store: dict[bytes, bytes] = {}
         self.pending: list[tuple[bytes, bytes | None]] = []  # changelog records not yet sent
         self.changelog: list[tuple[bytes, bytes | None]] = []
         self.fail_writes: Exception | None = None
+        self.data = self
 
     def get(self, key: bytes) -> bytes | None:
         return self.store.get(key)
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
+    def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]:
+        return [self.store.get(key) for key in keys]
+
+    def on_key_set(self, key: bytes, value: bytes) -> None:
+        self.pending.append((key, value))  # Table.on_key_set: the changelog record, before the store write
+
+    def set_many(self, partition: int, items: list[tuple[bytes, bytes, GeoEntry]]) -> None:
         if self.fail_writes is not None:
             raise self.fail_writes
-        self.store[key] = value
-        self.pending.append((key, value))
+        self.store.update((key, value) for key, value, _ in items)
 
     def __delitem__(self, key: bytes) -> None:
         self.pending.append((key, None))  # Table.on_key_del: the tombstone is sent whether or not it exists
@@ -111,7 +119,9 @@ async def test_deleting_an_absent_entry_sends_both_tombstones_every_time() -> No
     table, producer = FakeTable(), FakeProducer()
     cache = agent(table, producer)
     for _ in range(2):
-        await cache._carry_out(KEY, Decision(None, delete=True), None)
+        batch, outbox = TableBatch(table), Outbox()
+        cache._carry_out(batch, outbox, 0, KEY, Decision(None, delete=True), None)
+        await outbox.send(producer.send)  # type: ignore[arg-type]  # the fake's send
     table.flush()
     assert table.changelog == [(KEY, None), (KEY, None)]
     assert producer.sent == [(SETTINGS.resolved_topic, KEY, None)] * 2
@@ -128,10 +138,10 @@ class Stream:
     def __init__(self, *events: Event) -> None:
         self._events = events
 
-    async def events(self) -> AsyncIterator[Event]:
-        for event in self._events:
+    async def take_events(self, most: int, within: float) -> AsyncIterator[list[Event]]:
+        for start in range(0, len(self._events), most):
             await asyncio.sleep(0)
-            yield event
+            yield list(self._events[start : start + most])
 
 
 async def test_a_store_write_that_fails_stops_the_agent_instead_of_acking_the_event() -> None:
@@ -146,7 +156,7 @@ async def test_a_store_write_that_fails_stops_the_agent_instead_of_acking_the_ev
     cache = agent(table, producer, stopped)
     with pytest.raises(OSError):
         await cache._run(Stream(Event(KEY, encode_retry(2.0))))
-    assert stopped == [f"{RETRY[0]}[0]@{RETRY[2]}"]  # commits refused, the worker stops
+    assert stopped == [f"the write batch ending at {RETRY[0]}[0]@{RETRY[2]}"]  # commits refused, it stops
     assert cache.stats.errors == 0
 
 
@@ -156,9 +166,9 @@ async def test_a_decode_or_policy_bug_is_logged_counted_and_skipped() -> None:
     table, producer = FakeTable(), FakeProducer()
     cache = agent(table, producer)
 
-    async def broken(where: Any, key: Any, value: Any) -> None:
+    def broken(*args: Any) -> None:
         raise ValueError("a policy bug")
 
-    cache.handle = broken  # type: ignore[method-assign]
+    cache._apply = broken  # type: ignore[method-assign]
     await cache._run(Stream(Event(KEY, b"x"), Event(KEY, b"y")))
     assert cache.stats.errors == 2
