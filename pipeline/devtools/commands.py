@@ -53,6 +53,11 @@ def add_parsers(sub: Any) -> None:
         default=sys.executable,
         help="interpreter that has quixstreams and iptocc, for --with-quix (default: this one)",
     )
+    bench.add_argument(
+        "--profile",
+        action="store_true",
+        help="backlog mode: run the workers under cProfile and print where their time goes, by stage",
+    )
     tick = sub.add_parser("bench-timer", help="retry tick vs a full cache scan (200k entries, 1k unresolved)")
     tick.add_argument("--entries", type=int, default=200_000)
     tick.add_argument("--unresolved", type=int, default=1_000, help="entries due now (default 1,000)")
@@ -71,6 +76,8 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse option combinations that cannot work, before anything starts (argparse's usage error)."""
     if args.command == "bench" and args.with_quix and args.mode == "hits":
         parser.error("--with-quix needs --mode backlog or scale")
+    if args.command == "bench" and args.profile and args.mode != "backlog":
+        parser.error("--profile needs --mode backlog")
 
 
 def run(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
@@ -133,6 +140,7 @@ def bench(args: argparse.Namespace, settings: Settings, environ: Mapping[str, st
             ips=args.ips,
             workers=args.workers,
             quix_python=args.quix_python if args.with_quix else None,
+            profile=args.profile,
         )
     )
 

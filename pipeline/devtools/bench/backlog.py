@@ -30,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pipeline.app import ensure_topics
 from pipeline.config.settings import Settings
 from pipeline.devtools.bench.baseline import PARTITIONS, baseline, create_topics, delete_topics
+from pipeline.devtools.bench.profile import report
 from pipeline.devtools.bench.quix import QuixResult, run_quix
 from pipeline.devtools.bench.readback import read_output
 from pipeline.devtools.processes import WorkerProcess, wait_count, worker_processes
@@ -47,15 +48,24 @@ async def run_backlog_bench(
     ips: int = 2_000,
     workers: int = 1,
     quix_python: str | None = None,
+    profile: bool = False,
 ) -> int:
     """Publish the backlog, run baseline / W workers / (Quix Streams with `quix_python`) / baseline, print
-    rates, ratios, coverage and RSS."""
+    rates, ratios, coverage and RSS; with `profile`, the workers run under cProfile and their time is
+    printed by stage (profile.py)."""
     with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as run:
-        return await _run(run.settings, run.run, run.tmp, events, ips, workers, quix_python)
+        return await _run(run.settings, run.run, run.tmp, events, ips, workers, quix_python, profile)
 
 
 async def _run(
-    settings: Settings, run: str, tmp: Path, events: int, n_ips: int, n_workers: int, quix_python: str | None
+    settings: Settings,
+    run: str,
+    tmp: Path,
+    events: int,
+    n_ips: int,
+    n_workers: int,
+    quix_python: str | None,
+    profile: bool,
 ) -> int:
     bootstrap = settings.kafka_bootstrap
     base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
@@ -74,7 +84,7 @@ async def _run(
         await publish(bootstrap, base_in, payloads, label="baseline input")
         before = await baseline(bootstrap, base_in, base_out, events, "baseline (before)")
         await ensure_topics(settings)
-        with worker_processes(settings, tmp / "workers", n_workers) as procs:
+        with worker_processes(settings, tmp / "workers", n_workers, profile=profile) as procs:
             # the workers join first (a rebalance in the middle of a 6 s drain would measure the join, not
             # the pipeline); their cache is still empty: every IP of the burst is new to them
             await wait_assigned(procs)
@@ -107,6 +117,10 @@ async def _run(
     print(f"  peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)}")
     for line in quix.lines(mean, pipeline) if quix else []:
         print(f"  {line}")
+    if profile:
+        print("\nprofile (cProfile: a profiled worker is slower; the rates above are not benchmark figures):")
+        for line in report(sorted((tmp / "workers").glob("w*.prof")), events):
+            print(f"  {line}")
     return 0 if served == events and (quix is None or quix.output.seen == events) else 1
 
 
