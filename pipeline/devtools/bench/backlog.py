@@ -29,7 +29,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.app import ensure_topics
 from pipeline.config.settings import Settings
+from pipeline.devtools.bench import ckloop
 from pipeline.devtools.bench.baseline import PARTITIONS, baseline, create_topics, delete_topics
+from pipeline.devtools.bench.ckloop import confluent_loop
 from pipeline.devtools.bench.profile import report
 from pipeline.devtools.bench.quix import QuixResult, run_quix
 from pipeline.devtools.bench.readback import read_output
@@ -69,20 +71,28 @@ async def _run(
 ) -> int:
     bootstrap = settings.kafka_bootstrap
     base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
+    ck_out = f"bench-ck-out-{run}"
+    ck = ckloop.available()
     ips = public_ips(n_ips, seed=13, offline_known=False)
     payloads = tagged_events(ips, events, f"b-{run}")
     print(
         f"bench (backlog): broker {bootstrap}, {events:,} events over {len(ips):,} IPs, cold start, "
-        f"{n_workers} worker process(es), {PARTITIONS} partitions, offline provider, topics *-{run}",
+        f"{n_workers} worker process(es) on {settings.ingest_client} (GEO_INGEST_CLIENT), {PARTITIONS} "
+        f"partitions, offline provider, topics *-{run}",
         flush=True,
     )
+    if not ck:
+        print("  no confluent-kafka here (the `fast` extra): its plain loop is skipped", flush=True)
     if quix_python:
         print(f"  with Quix Streams (its job in {quix_python}), on a copy of the burst", flush=True)
     quix: QuixResult | None = None
     try:
-        await create_topics(bootstrap, [base_in, base_out])
+        await create_topics(bootstrap, [base_in, base_out, ck_out])
         await publish(bootstrap, base_in, payloads, label="baseline input")
         before = await baseline(bootstrap, base_in, base_out, events, "baseline (before)")
+        loops = []
+        if ck:
+            loops.append(await confluent_loop(bootstrap, base_in, ck_out, events, "confluent loop (before)"))
         await ensure_topics(settings)
         with worker_processes(settings, tmp / "workers", n_workers, profile=profile) as procs:
             # the workers join first (a rebalance in the middle of a 6 s drain would measure the join, not
@@ -102,14 +112,20 @@ async def _run(
         if quix_python:
             quix = await run_quix(bootstrap, run, tmp, payloads, quix_python)
         after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
+        if ck:
+            loops.append(await confluent_loop(bootstrap, base_in, ck_out, events, "confluent loop (after)"))
     finally:
         await delete_topics(bootstrap, run)
     mean = (before.per_second + after.per_second) / 2
     print("\nsummary:")
-    for rate in (before, after, pipeline, *([quix.output.rate] if quix else [])):
+    for rate in (before, after, *loops, pipeline, *([quix.output.rate] if quix else [])):
         print(f"  {rate.line()}")
-    print(f"  baseline mean: {mean:,.0f} events/s")
+    print(f"  baseline (plain aiokafka loop) mean: {mean:,.0f} events/s")
     print(f"  ratio pipeline/baseline: {pipeline.per_second / mean:.2f}  (goal >= 0.5 with one worker)")
+    if loops:
+        ck_mean = sum(rate.per_second for rate in loops) / len(loops)
+        print(f"  plain confluent-kafka loop mean: {ck_mean:,.0f} events/s, {ck_mean / mean:.2f}x aiokafka's")
+        print(f"  ratio pipeline/confluent loop: {pipeline.per_second / ck_mean:.2f}  (goal >= 0.5)")
     share = with_country / max(1, known)
     print(f"  with a country: {with_country:,} of {known:,} events whose IP has offline data: {share:.2%}")
     hits = served - new
