@@ -175,4 +175,3 @@ class ConfluentConsumer:
     async def _run(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: call(*args, **kwargs))
-

@@ -134,7 +134,8 @@ class ConfluentProducer:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
-                self._pool, lambda: self._producer.list_topics(topic, timeout=METADATA_TIMEOUT)  # type: ignore[union-attr]
+                self._pool,
+                lambda: self._producer.list_topics(topic, timeout=METADATA_TIMEOUT),  # type: ignore[union-attr]
             )
         except KafkaException as exc:
             raise KafkaTimeoutError(f"metadata: {exc.args[0]}") from exc
