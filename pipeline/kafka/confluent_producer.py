@@ -49,10 +49,11 @@ class Rows:
 
 class _Cluster:
     def __init__(self) -> None:
-        self.counts: dict[str, tuple[int, float]] = {}  # topic -> (partitions, when learnt)
+        # topic -> (partition count, when learnt); named as aiokafka names its own
+        self._partitions: dict[str, tuple[int, float]] = {}
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
-        found = self.counts.get(topic)
+        found = self._partitions.get(topic)
         if found is None or time.monotonic() - found[1] > METADATA_MAX_AGE:
             return None
         return set(range(found[0]))
@@ -126,7 +127,7 @@ class ConfluentProducer:
         found = metadata.topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
             raise KafkaTimeoutError(f"no metadata for {topic}: {found.error if found else 'not found'}")
-        self.client.cluster.counts[topic] = (len(found.partitions), time.monotonic())
+        self.client.cluster._partitions[topic] = (len(found.partitions), time.monotonic())
         return set(found.partitions)
 
     async def _metadata(self, topic: str | None) -> Any:
