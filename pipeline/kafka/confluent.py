@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException
 from confluent_kafka import TopicPartition as CTopicPartition
 
@@ -103,7 +103,10 @@ class ConfluentConsumer:
     ) -> dict[TopicPartition, list[Consumed]]:
         """Up to `max_records` records, grouped by partition in offset order; waits at most `timeout_ms`
         for the first one."""
-        messages = await self._run(self._fetch, max_records or 500, timeout_ms / 1000)
+        consumer = self._consumer
+        if consumer is None:
+            raise ConsumerStoppedError()
+        messages = await self._run(_fetch, consumer, max_records or 500, timeout_ms / 1000)
         batch: dict[TopicPartition, list[Consumed]] = {}
         last: tuple[str, int] | None = None
         records: list[Consumed] = []
@@ -120,13 +123,6 @@ class ConfluentConsumer:
         for tp, records in batch.items():
             self._next[tp] = records[-1].offset + 1
         return batch
-
-    def _fetch(self, count: int, timeout: float) -> list[Any]:
-        assert self._consumer is not None
-        first = self._consumer.poll(timeout)
-        if first is None:
-            return []
-        return [first, *self._consumer.consume(count - 1, 0)] if count > 1 else [first]
 
     async def commit(self) -> None:
         """Commit the offsets after the last batch handed out, and wait for the broker's answer."""
@@ -175,3 +171,11 @@ class ConfluentConsumer:
     async def _run(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: call(*args, **kwargs))
+
+
+def _fetch(consumer: Consumer, count: int, timeout: float) -> list[Any]:
+    """Wait up to `timeout` for one record, then take up to `count - 1` more already fetched, no waiting."""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(count - 1, 0)] if count > 1 else [first]
