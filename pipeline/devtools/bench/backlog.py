@@ -131,6 +131,8 @@ async def _run(
     hits = served - new
     print(f"  near-cache hits: {hits:,} of {served:,}, {hits / max(1, served):.1%}; first sights {new:,}")
     print(f"  peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)}")
+    for i, line in enumerate(stage_lines(tmp / "workers")):
+        print(f"  worker {i} {line}")
     for line in quix.lines(mean, pipeline) if quix else []:
         print(f"  {line}")
     if profile:
@@ -138,6 +140,16 @@ async def _run(
         for line in report(sorted((tmp / "workers").glob("w*.prof")), events):
             print(f"  {line}")
     return 0 if served == events and (quix is None or quix.output.seen == events) else 1
+
+
+def stage_lines(workdir: Path) -> list[str]:
+    """Each worker's last "time by stage" line (the hot path logs it at stop), from its log."""
+    found = []
+    for log in sorted(workdir.glob("w*.log")):
+        lines = [line for line in log.read_text(errors="replace").splitlines() if "time by stage" in line]
+        if lines:
+            found.append(lines[-1][lines[-1].index("ingest: ") :])
+    return found
 
 
 async def wait_assigned(procs: list[WorkerProcess]) -> None:
