@@ -23,6 +23,7 @@ class FakeLibrdkafka:
     def __init__(self, messages: list[Message]) -> None:
         self.messages = messages
         self.commits: list[list[tuple[str, int, int]]] = []
+        self.waited: list[bool] = []  # per commit: whether it waited for the broker (not asynchronous)
         self.seeks: list[tuple[str, int, int]] = []
         self.on_revoke: Any = None
         self.revoke_in_poll = False
@@ -43,6 +44,7 @@ class FakeLibrdkafka:
 
     def commit(self, offsets: list[CTopicPartition], asynchronous: bool) -> None:
         self.commits.append(sorted((tp.topic, tp.partition, tp.offset) for tp in offsets))
+        self.waited.append(not asynchronous)
 
     def seek(self, tp: CTopicPartition) -> None:
         self.seeks.append((tp.topic, tp.partition, tp.offset))
@@ -107,3 +109,15 @@ async def test_a_revocation_inside_consume_waits_for_the_batch_in_hand() -> None
     lock.release()
     batch = await asyncio.wait_for(fetch, 5)
     assert [r.offset for records in batch.values() for r in records] == [1]
+
+
+async def test_a_revocation_commits_what_was_delivered_and_waits_for_the_broker() -> None:
+    """Commits after delivery do not wait for the broker; a revocation then commits the delivered offsets
+    of the revoked partitions synchronously, so their next owner starts after them."""
+    out, fake = await consumer([message(0, 5), message(1, 7)], asyncio.Lock())
+    await out.getmany(timeout_ms=100, max_records=10)
+    await out.commit()
+    fake.revoke_in_poll = True
+    await out.getmany(timeout_ms=100, max_records=10)
+    assert fake.commits == [[("in", 0, 6), ("in", 1, 8)], [("in", 0, 6)]]
+    assert fake.waited == [False, True]
