@@ -6,6 +6,8 @@ unchanged on either client.
 - Partitions: every record goes to the partition the caller names (the hot path computes murmur2 of the
   key itself, as Kafka's default partitioner does); a `send` without one uses the same murmur2 (librdkafka's
   default partitioner is not murmur2; `murmur2_random` is configured too, for a record without a key).
+- Sending: a batch made with `batch_to` (pipeline/hotpath/outputs.py does) hands each record to librdkafka
+  as it is appended, so librdkafka sends while the hot path still routes the rest of the input batch.
 - Delivery: librdkafka reports failures only (`delivery.report.only.error`): a record costs one `produce`
   call and no Python callback. A sent batch's future resolves once a flush (in the client's thread, so the
   event loop never blocks) has seen every record queued before it delivered or failed; a failure in a
@@ -47,6 +49,31 @@ class Rows:
         return True
 
 
+class Sending:
+    """An open "batch" bound to its (topic, partition) that hands each record to librdkafka as it is
+    appended, so librdkafka sends while the hot path is still routing the input batch (the delivery wait
+    after the last record is what is left of it); a record refused at once is remembered for `send_batch`."""
+
+    __slots__ = ("error", "partition", "produce", "seq", "topic")
+
+    def __init__(self, produce: Any, topic: str, partition: int, seq: int) -> None:
+        self.produce, self.topic, self.partition = produce, topic, partition
+        self.seq = seq  # taken before its first record: any failure of its records is reported after it
+        self.error: KafkaError | None = None
+
+    def append(self, key: bytes | None, value: bytes, timestamp: int | None, headers: Any = None) -> bool:
+        try:
+            if timestamp or headers:
+                self.produce(self.topic, value, key, self.partition, timestamp=timestamp, headers=headers)
+            else:  # keywords cost a third more per call; librdkafka stamps the record with its time
+                self.produce(self.topic, value, key, self.partition)
+        except KafkaException as exc:  # refused before sending (too large): the batch is salvaged
+            self.error = self.error or as_aiokafka_error(exc.args[0])
+        except BufferError as exc:  # the local queue is full: the broker is not taking records
+            self.error = self.error or KafkaTimeoutError(f"producer queue full: {exc}")
+        return True
+
+
 class _Cluster:
     def __init__(self) -> None:
         # topic -> (partition count, when learnt); named as aiokafka names its own
@@ -81,7 +108,10 @@ class ConfluentProducer:
         self._producer: Producer | None = None
         self.client = _Client(self)
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="ingest-producer")  # a flush; metadata
-        self._sent = 0  # sends so far: orders failures against the futures waiting
+        # batches so far: a batch takes its number before its first record is produced, and a failure is
+        # stamped with the count when librdkafka reports it, so a failure stamped n concerns batches < n
+        self._sent = 0
+        self._open: set[int] = set()  # numbers of `Sending` batches still being built
         self._waiting: list[tuple[asyncio.Future[None], str, int, int]] = []  # future, topic, partition, sent
         self._failures: list[tuple[int, str, int, Any]] = []  # (sent when reported, topic, partition, error)
         self._flushing: asyncio.Task[None] | None = None
@@ -98,9 +128,23 @@ class ConfluentProducer:
     def create_batch(self) -> Rows:
         return Rows()
 
-    async def send_batch(self, builder: Rows, topic: str, partition: int) -> asyncio.Future[None]:
-        """Queue the batch's records to `partition`; the future resolves once all are delivered."""
+    def batch_to(self, topic: str, partition: int) -> Sending:
+        """A batch that sends each record as it is appended (pipeline/hotpath/outputs.py uses it)."""
         assert self._producer is not None
+        seq = self._number()
+        self._open.add(seq)
+        return Sending(self._producer.produce, topic, partition, seq)
+
+    async def send_batch(self, builder: Rows | Sending, topic: str, partition: int) -> asyncio.Future[None]:
+        """Queue the batch's records to `partition` (a `Sending` batch did as it was built); the future
+        resolves once all are delivered."""
+        assert self._producer is not None
+        if isinstance(builder, Sending):
+            self._open.discard(builder.seq)
+            return (
+                self._settled(builder.error) if builder.error else self._wait(topic, partition, builder.seq)
+            )
+        seq = self._number()
         produce = self._producer.produce
         try:
             for key, value, timestamp, headers in builder.rows:
@@ -112,7 +156,7 @@ class ConfluentProducer:
             return self._settled(as_aiokafka_error(exc.args[0]))
         except BufferError as exc:  # the local queue is full: the broker is not taking records
             return self._settled(KafkaTimeoutError(f"producer queue full: {exc}"))
-        return self._wait(topic, partition)
+        return self._wait(topic, partition, seq)
 
     async def send(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
@@ -157,10 +201,13 @@ class ConfluentProducer:
         future.set_exception(error)
         return future
 
-    def _wait(self, topic: str, partition: int) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((future, topic, partition, self._sent))
+    def _number(self) -> int:
         self._sent += 1
+        return self._sent - 1
+
+    def _wait(self, topic: str, partition: int, seq: int) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((future, topic, partition, seq))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.ensure_future(self._flush())
         return future
@@ -184,7 +231,7 @@ class ConfluentProducer:
                 continue
             failures = self._failures
             # a failure is reported after its record was sent: one reported before a send cannot be its
-            later = min((sent for *_, sent in self._waiting), default=self._sent)
+            later = min((*(sent for *_, sent in self._waiting), *self._open), default=self._sent)
             self._failures = [f for f in failures if f[0] > later]
             for future, topic, partition, sent in waiting:
                 if future.done():

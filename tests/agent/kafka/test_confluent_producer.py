@@ -128,3 +128,14 @@ async def test_a_send_without_a_partition_goes_to_murmur2_of_its_key() -> None:
     assert [(k, p) for _, p, k, _ in fake.delivered] == [
         (k, key_hash(k) % 4) for k in (b"1.1.1.1", b"8.8.8.8", b"9.9.9.9")
     ]
+
+
+async def test_a_failure_reported_while_its_batch_is_still_built_still_fails_that_batch() -> None:
+    """A batch that sends as it is built (batch_to) can have a record fail during another batch's flush,
+    before it is sent itself: the failure is kept for it, never lost."""
+    out, _ = producer(lambda t, p: CKafkaError._MSG_TIMED_OUT if p == 1 else None)
+    building = out.batch_to("t", 1)
+    building.append(key=b"k", value=b"early", timestamp=None)
+    await (await send(out, "t", 0, [b"other"]))  # its flush reports the failure of "early"
+    with pytest.raises(KafkaError):
+        await (await out.send_batch(building, "t", partition=1))
