@@ -58,6 +58,12 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="backlog mode: run the workers under cProfile and print where their time goes, by stage",
     )
+    bench.add_argument(
+        "--prepublished",
+        action="store_true",
+        help="backlog mode, one worker: publish the burst before the workers (and Quix) start, so they "
+        "drain a backlog nobody is still writing, as the plain loops do",
+    )
     tick = sub.add_parser("bench-timer", help="retry tick vs a full cache scan (200k entries, 1k unresolved)")
     tick.add_argument("--entries", type=int, default=200_000)
     tick.add_argument("--unresolved", type=int, default=1_000, help="entries due now (default 1,000)")
@@ -78,6 +84,8 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--with-quix needs --mode backlog or scale")
     if args.command == "bench" and args.profile and args.mode != "backlog":
         parser.error("--profile needs --mode backlog")
+    if args.command == "bench" and args.prepublished and (args.mode != "backlog" or args.workers != 1):
+        parser.error("--prepublished needs --mode backlog and one worker")
 
 
 def run(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
@@ -141,6 +149,7 @@ def bench(args: argparse.Namespace, settings: Settings, environ: Mapping[str, st
             workers=args.workers,
             quix_python=args.quix_python if args.with_quix else None,
             profile=args.profile,
+            prepublished=args.prepublished,
         )
     )
 

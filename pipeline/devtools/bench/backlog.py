@@ -51,12 +51,17 @@ async def run_backlog_bench(
     workers: int = 1,
     quix_python: str | None = None,
     profile: bool = False,
+    prepublished: bool = False,
 ) -> int:
     """Publish the backlog, run baseline / W workers / (Quix Streams with `quix_python`) / baseline, print
     rates, ratios, coverage and RSS; with `profile`, the workers run under cProfile and their time is
-    printed by stage (profile.py)."""
+    printed by stage (profile.py). `prepublished`: the burst is published before the workers (and the Quix
+    job) start, so they drain a backlog nobody is still writing, as the plain loops do (one worker: more
+    would rebalance while draining)."""
     with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as run:
-        return await _run(run.settings, run.run, run.tmp, events, ips, workers, quix_python, profile)
+        return await _run(
+            run.settings, run.run, run.tmp, events, ips, workers, quix_python, profile, prepublished
+        )
 
 
 async def _run(
@@ -68,6 +73,7 @@ async def _run(
     n_workers: int,
     quix_python: str | None,
     profile: bool,
+    prepublished: bool,
 ) -> int:
     bootstrap = settings.kafka_bootstrap
     base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
@@ -94,11 +100,14 @@ async def _run(
         if ck:
             loops.append(await confluent_loop(bootstrap, base_in, ck_out, events, "confluent loop (before)"))
         await ensure_topics(settings)
+        if prepublished:
+            await publish(bootstrap, settings.events_topic, payloads, label="burst, before the workers start")
         with worker_processes(settings, tmp / "workers", n_workers, profile=profile) as procs:
             # the workers join first (a rebalance in the middle of a 6 s drain would measure the join, not
             # the pipeline); their cache is still empty: every IP of the burst is new to them
             await wait_assigned(procs)
-            await publish(bootstrap, settings.events_topic, payloads, label="burst")
+            if not prepublished:
+                await publish(bootstrap, settings.events_topic, payloads, label="burst")
             peaks = await drain(settings, procs, events)
         pipeline, with_country, known, served = await read_output(
             bootstrap,
@@ -110,7 +119,7 @@ async def _run(
         )
         new = await count_records(bootstrap, settings.seen_topic)
         if quix_python:
-            quix = await run_quix(bootstrap, run, tmp, payloads, quix_python)
+            quix = await run_quix(bootstrap, run, tmp, payloads, quix_python, prepublished)
         after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
         if ck:
             loops.append(await confluent_loop(bootstrap, base_in, ck_out, events, "confluent loop (after)"))
