@@ -77,13 +77,8 @@ class VendorEmulator:
     """The emulated vendors on 127.0.0.1; `url` is their base (give it to GEO_MAXMIND_URL etc.)."""
 
     def __init__(
-        self,
-        *,
-        account: str = "42",
-        key: str = "test-key",
-        token: str = "test-token",
-        daily_cap: int = 30,
-        rebuild_every: float = 0.0,
+        self, *, account: str = "42", key: str = "test-key", token: str = "test-token",
+        daily_cap: int = 30, rebuild_every: float = 0.0,
     ) -> None:
         self.account, self.key, self.token = account, key, token
         self.daily_cap, self.rebuild_every = daily_cap, rebuild_every
@@ -113,10 +108,8 @@ class VendorEmulator:
         """What a download of `edition` serves now (cached per build)."""
         key = (edition, self.current(), self.corrupt)
         if key not in self._cache:
-            data = (
-                b"\x00not a maxmind database\x00" * 64
-                if self.corrupt
-                else build_bytes(edition, self.build, self.epoch)
+            data = b"\x00not a maxmind database\x00" * 64 if self.corrupt else build_bytes(
+                edition, self.build, self.epoch
             )
             packed = {"tar.gz": lambda: tar_gz(edition, data), "gz": lambda: gzip.compress(data)}
             self._cache[key] = packed.get(archive, lambda: data)()
