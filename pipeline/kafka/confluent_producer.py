@@ -33,9 +33,9 @@ from pipeline.kafka.partitioner import key_hash
 METADATA_MAX_AGE = 300.0  # seconds a topic's partition count is trusted (aiokafka's metadata_max_age_ms)
 METADATA_TIMEOUT = 10.0  # seconds a metadata request may take before the batch is replayed
 FLUSH_SLICE = 1.0  # a flush returns this often to see whether the producer is stopping
-# librdkafka's flush waits for delivery reports in slices of up to 10 ms; with reports of failures only,
-# no report ends a slice early, so the last ack waited up to 10 ms more a batch (measured: a third of the
-# delivery wait). Flushing in short slices sees the queue empty within this.
+# librdkafka's flush polls in slices of up to 10 ms; with reports of failures only, no report ends a
+# slice early, so a batch waited up to 10 ms past its last ack (inferred; flushing in short slices took a
+# third off the delivery wait, measured). Short slices see the queue empty within this.
 FLUSH_STEP = 0.001
 
 
