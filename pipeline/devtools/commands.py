@@ -53,6 +53,17 @@ def add_parsers(sub: Any) -> None:
         default=sys.executable,
         help="interpreter that has quixstreams and iptocc, for --with-quix (default: this one)",
     )
+    bench.add_argument(
+        "--profile",
+        action="store_true",
+        help="backlog mode: run the workers under cProfile and print where their time goes, by stage",
+    )
+    bench.add_argument(
+        "--prepublished",
+        action="store_true",
+        help="backlog mode, one worker: publish the burst before the workers (and Quix) start, so they "
+        "drain a backlog nobody is still writing, as the plain loops do",
+    )
     tick = sub.add_parser("bench-timer", help="retry tick vs a full cache scan (200k entries, 1k unresolved)")
     tick.add_argument("--entries", type=int, default=200_000)
     tick.add_argument("--unresolved", type=int, default=1_000, help="entries due now (default 1,000)")
@@ -71,6 +82,10 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse option combinations that cannot work, before anything starts (argparse's usage error)."""
     if args.command == "bench" and args.with_quix and args.mode == "hits":
         parser.error("--with-quix needs --mode backlog or scale")
+    if args.command == "bench" and args.profile and args.mode != "backlog":
+        parser.error("--profile needs --mode backlog")
+    if args.command == "bench" and args.prepublished and (args.mode != "backlog" or args.workers != 1):
+        parser.error("--prepublished needs --mode backlog and one worker")
 
 
 def run(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
@@ -133,6 +148,8 @@ def bench(args: argparse.Namespace, settings: Settings, environ: Mapping[str, st
             ips=args.ips,
             workers=args.workers,
             quix_python=args.quix_python if args.with_quix else None,
+            profile=args.profile,
+            prepublished=args.prepublished,
         )
     )
 

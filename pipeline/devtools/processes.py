@@ -103,7 +103,9 @@ class WorkerProcess(LoggedProcess):
 
     label = "worker"
 
-    def __init__(self, settings: Settings, data_dir: Path, log: Path, **env: str) -> None:
+    def __init__(
+        self, settings: Settings, data_dir: Path, log: Path, *, profile: Path | None = None, **env: str
+    ) -> None:
         environ = {
             **os.environ,
             **settings_env(settings),
@@ -113,7 +115,10 @@ class WorkerProcess(LoggedProcess):
             **env,
         }
         self.data_dir = data_dir
-        super().__init__([sys.executable, "-m", "pipeline", "worker"], log, env=environ, cwd=PACKAGE_ROOT)
+        # with `profile`, the worker runs under cProfile, which writes its stats there when it exits cleanly
+        profiler = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
+        command = [sys.executable, *profiler, "-m", "pipeline", "worker"]
+        super().__init__(command, log, env=environ, cwd=PACKAGE_ROOT)
 
     def ready(self) -> bool:
         """Started and assigned; ProcessExited with the log's tail when the process died instead."""
@@ -160,11 +165,22 @@ def peak_rss_mib(pid: int) -> float | None:
 
 
 @contextlib.contextmanager
-def worker_processes(settings: Settings, workdir: Path, n: int) -> Iterator[list[WorkerProcess]]:
+def worker_processes(
+    settings: Settings, workdir: Path, n: int, *, profile: bool = False
+) -> Iterator[list[WorkerProcess]]:
     """`n` worker processes on `settings`, each with its own data dir and log under `workdir`; all stopped
-    (SIGTERM) on exit. Topics must exist first (`app.ensure_topics`)."""
+    (SIGTERM) on exit. Topics must exist first (`app.ensure_topics`). With `profile`, each runs under
+    cProfile and leaves its stats in `workdir/w<i>.prof` once stopped."""
     workdir.mkdir(parents=True, exist_ok=True)
-    workers = [WorkerProcess(settings, workdir / f"w{i}", workdir / f"w{i}.log") for i in range(n)]
+    workers = [
+        WorkerProcess(
+            settings,
+            workdir / f"w{i}",
+            workdir / f"w{i}.log",
+            profile=workdir / f"w{i}.prof" if profile else None,
+        )
+        for i in range(n)
+    ]
     try:
         yield workers
     finally:

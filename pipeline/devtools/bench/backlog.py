@@ -29,7 +29,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.app import ensure_topics
 from pipeline.config.settings import Settings
+from pipeline.devtools.bench import ckloop
 from pipeline.devtools.bench.baseline import PARTITIONS, baseline, create_topics, delete_topics
+from pipeline.devtools.bench.ckloop import confluent_loop
+from pipeline.devtools.bench.profile import report
 from pipeline.devtools.bench.quix import QuixResult, run_quix
 from pipeline.devtools.bench.readback import read_output
 from pipeline.devtools.processes import WorkerProcess, wait_count, worker_processes
@@ -47,38 +50,64 @@ async def run_backlog_bench(
     ips: int = 2_000,
     workers: int = 1,
     quix_python: str | None = None,
+    profile: bool = False,
+    prepublished: bool = False,
 ) -> int:
     """Publish the backlog, run baseline / W workers / (Quix Streams with `quix_python`) / baseline, print
-    rates, ratios, coverage and RSS."""
+    rates, ratios, coverage and RSS; with `profile`, the workers run under cProfile and their time is
+    printed by stage (profile.py). `prepublished`: the burst is published before the workers (and the Quix
+    job) start, so they drain a backlog nobody is still writing, as the plain loops do (one worker: more
+    would rebalance while draining)."""
     with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as run:
-        return await _run(run.settings, run.run, run.tmp, events, ips, workers, quix_python)
+        return await _run(
+            run.settings, run.run, run.tmp, events, ips, workers, quix_python, profile, prepublished
+        )
 
 
 async def _run(
-    settings: Settings, run: str, tmp: Path, events: int, n_ips: int, n_workers: int, quix_python: str | None
+    settings: Settings,
+    run: str,
+    tmp: Path,
+    events: int,
+    n_ips: int,
+    n_workers: int,
+    quix_python: str | None,
+    profile: bool,
+    prepublished: bool,
 ) -> int:
     bootstrap = settings.kafka_bootstrap
     base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
+    ck_out = f"bench-ck-out-{run}"
+    ck = ckloop.available()
     ips = public_ips(n_ips, seed=13, offline_known=False)
     payloads = tagged_events(ips, events, f"b-{run}")
     print(
         f"bench (backlog): broker {bootstrap}, {events:,} events over {len(ips):,} IPs, cold start, "
-        f"{n_workers} worker process(es), {PARTITIONS} partitions, offline provider, topics *-{run}",
+        f"{n_workers} worker process(es) on {settings.ingest_client} (GEO_INGEST_CLIENT), {PARTITIONS} "
+        f"partitions, offline provider, topics *-{run}",
         flush=True,
     )
+    if not ck:
+        print("  no confluent-kafka here (the `fast` extra): its plain loop is skipped", flush=True)
     if quix_python:
         print(f"  with Quix Streams (its job in {quix_python}), on a copy of the burst", flush=True)
     quix: QuixResult | None = None
     try:
-        await create_topics(bootstrap, [base_in, base_out])
+        await create_topics(bootstrap, [base_in, base_out, ck_out])
         await publish(bootstrap, base_in, payloads, label="baseline input")
         before = await baseline(bootstrap, base_in, base_out, events, "baseline (before)")
+        loops = []
+        if ck:
+            loops.append(await confluent_loop(bootstrap, base_in, ck_out, events, "confluent loop (before)"))
         await ensure_topics(settings)
-        with worker_processes(settings, tmp / "workers", n_workers) as procs:
+        if prepublished:
+            await publish(bootstrap, settings.events_topic, payloads, label="burst, before the workers start")
+        with worker_processes(settings, tmp / "workers", n_workers, profile=profile) as procs:
             # the workers join first (a rebalance in the middle of a 6 s drain would measure the join, not
             # the pipeline); their cache is still empty: every IP of the burst is new to them
             await wait_assigned(procs)
-            await publish(bootstrap, settings.events_topic, payloads, label="burst")
+            if not prepublished:
+                await publish(bootstrap, settings.events_topic, payloads, label="burst")
             peaks = await drain(settings, procs, events)
         pipeline, with_country, known, served = await read_output(
             bootstrap,
@@ -90,24 +119,46 @@ async def _run(
         )
         new = await count_records(bootstrap, settings.seen_topic)
         if quix_python:
-            quix = await run_quix(bootstrap, run, tmp, payloads, quix_python)
+            quix = await run_quix(bootstrap, run, tmp, payloads, quix_python, prepublished)
         after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
+        if ck:
+            loops.append(await confluent_loop(bootstrap, base_in, ck_out, events, "confluent loop (after)"))
     finally:
         await delete_topics(bootstrap, run)
     mean = (before.per_second + after.per_second) / 2
     print("\nsummary:")
-    for rate in (before, after, pipeline, *([quix.output.rate] if quix else [])):
+    for rate in (before, after, *loops, pipeline, *([quix.output.rate] if quix else [])):
         print(f"  {rate.line()}")
-    print(f"  baseline mean: {mean:,.0f} events/s")
+    print(f"  baseline (plain aiokafka loop) mean: {mean:,.0f} events/s")
     print(f"  ratio pipeline/baseline: {pipeline.per_second / mean:.2f}  (goal >= 0.5 with one worker)")
+    if loops:
+        ck_mean = sum(rate.per_second for rate in loops) / len(loops)
+        print(f"  plain confluent-kafka loop mean: {ck_mean:,.0f} events/s, {ck_mean / mean:.2f}x aiokafka's")
+        print(f"  ratio pipeline/confluent loop: {pipeline.per_second / ck_mean:.2f}  (goal >= 0.5)")
     share = with_country / max(1, known)
     print(f"  with a country: {with_country:,} of {known:,} events whose IP has offline data: {share:.2%}")
     hits = served - new
     print(f"  near-cache hits: {hits:,} of {served:,}, {hits / max(1, served):.1%}; first sights {new:,}")
     print(f"  peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)}")
+    for i, line in enumerate(stage_lines(tmp / "workers")):
+        print(f"  worker {i} {line}")
     for line in quix.lines(mean, pipeline) if quix else []:
         print(f"  {line}")
+    if profile:
+        print("\nprofile (cProfile: a profiled worker is slower; the rates above are not benchmark figures):")
+        for line in report(sorted((tmp / "workers").glob("w*.prof")), events):
+            print(f"  {line}")
     return 0 if served == events and (quix is None or quix.output.seen == events) else 1
+
+
+def stage_lines(workdir: Path) -> list[str]:
+    """Each worker's last "time by stage" line (the hot path logs it at stop), from its log."""
+    found = []
+    for log in sorted(workdir.glob("w*.log")):
+        lines = [line for line in log.read_text(errors="replace").splitlines() if "time by stage" in line]
+        if lines:
+            found.append(lines[-1][lines[-1].index("ingest: ") :])
+    return found
 
 
 async def wait_assigned(procs: list[WorkerProcess]) -> None:

@@ -133,8 +133,12 @@ def quix_job(command: Sequence[str], log: Path) -> Iterator[QuixJob]:
         job.stop(STOP_TIMEOUT)
 
 
-async def run_quix(bootstrap: str, run: str, tmp: Path, payloads: Sequence[bytes], python: str) -> QuixResult:
-    """Warm the job up, publish a copy of the burst to it, wait for all of it, stop it, read its output."""
+async def run_quix(
+    bootstrap: str, run: str, tmp: Path, payloads: Sequence[bytes], python: str, prepublished: bool = False
+) -> QuixResult:
+    """Warm the job up, publish a copy of the burst to it, wait for all of it, stop it, read its output.
+    `prepublished`: the copy is published before the job starts (it drains a backlog nobody is still
+    writing), and the warm-up event after it."""
     source, dest, group = f"bench-quix-in-{run}", f"bench-quix-out-{run}", f"bench-quix-{run}"
     events = len(payloads)
     # the output timestamped by the broker (see the module docstring)
@@ -142,12 +146,15 @@ async def run_quix(bootstrap: str, run: str, tmp: Path, payloads: Sequence[bytes
     await create_topics(bootstrap, [dest], {"message.timestamp.type": "LogAppendTime"})
     command = job_command(python, bootstrap, source, dest, group, tmp / "quix-state")
     log = tmp / "quix.log"
+    if prepublished:
+        await publish(bootstrap, source, payloads, label="quix burst, before the job starts")
     with quix_job(command, log) as job:
         started = time.monotonic()
         await publish(bootstrap, source, tagged_events([WARM_IP], 1, f"qw-{run}"))
-        await _wait_output(bootstrap, dest, 1, job, "quix warm-up", START_TIMEOUT)
-        print(f"  quix job joined and answered in {time.monotonic() - started:.1f}s", flush=True)
-        await publish(bootstrap, source, payloads, label="quix burst")
+        if not prepublished:
+            await _wait_output(bootstrap, dest, 1, job, "quix warm-up", START_TIMEOUT)
+            print(f"  quix job joined and answered in {time.monotonic() - started:.1f}s", flush=True)
+            await publish(bootstrap, source, payloads, label="quix burst")
         peak = await _wait_output(bootstrap, dest, events + 1, job, "quix", START_TIMEOUT + events / 500)
         print(f"  quix job stopped in {job.stop(STOP_TIMEOUT):.1f}s", flush=True)
     summary = parse_summary(log.read_text(errors="replace"))
