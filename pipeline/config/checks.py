@@ -7,7 +7,6 @@ Kafka security settings that do not fit together) are read when one of them refu
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import math
 from dataclasses import dataclass, fields
@@ -20,7 +19,6 @@ from pipeline.config.limits import (
     DBIP_KINDS,
     FREE_TIER_REQUESTS,
     FREE_TIER_WINDOW,
-    INGEST_CLIENTS,
     LOG_FORMATS,
     MAX_DATA_BYTES,
     MAX_DURATION,
@@ -33,11 +31,6 @@ from pipeline.config.limits import (
     SECURITY_PROTOCOLS,
     log_levels,
 )
-
-
-def _importable(module: str) -> bool:
-    """Whether `module` can be imported here (found on the path; not imported)."""
-    return importlib.util.find_spec(module) is not None
 
 
 def refusals(s: Fields) -> list[str]:
@@ -182,13 +175,6 @@ def _kafka_problems(s: Fields) -> list[str]:
     """The Kafka security settings must name a known protocol and mechanism and fit together."""
     problems: list[str] = []
     protocol, mechanism = s.kafka_security_protocol, s.kafka_sasl_mechanism
-    if s.ingest_client not in INGEST_CLIENTS:
-        problems.append(f"GEO_INGEST_CLIENT={s.ingest_client!r} is not valid: use aiokafka or confluent")
-    elif s.ingest_client == "confluent" and not _importable("confluent_kafka"):
-        problems.append(
-            "GEO_INGEST_CLIENT=confluent needs the confluent-kafka package: install geo-pipeline[fast] "
-            "(or set GEO_INGEST_CLIENT=aiokafka)"
-        )
     if protocol not in SECURITY_PROTOCOLS:
         choices = ", ".join(SECURITY_PROTOCOLS)
         problems.append(f"GEO_KAFKA_SECURITY_PROTOCOL={protocol!r} is not valid: use one of {choices}")

@@ -37,9 +37,6 @@ class Fields:
     # 0 turns it off): 150,000 keeps a worker that has seen a million IPs under 300 MiB
     near_cache_size: int = field(default=150_000, metadata={"env": "GEO_NEAR_CACHE_SIZE"})
     worker_name: str = field(default="", metadata={"env": "GEO_WORKER_NAME"})  # "": <hostname>:<pid>
-    # the Kafka client of the hot path's consumer and producer (Faust keeps aiokafka): aiokafka, or
-    # confluent (librdkafka, the optional `fast` extra: about 2-3x aiokafka's records/s on one core)
-    ingest_client: str = field(default="aiokafka", metadata={"env": "GEO_INGEST_CLIENT"})
     # providers
     providers: tuple[str, ...] = field(default=("ipapi", "offline"), metadata={"env": "GEO_PROVIDERS"})
     # MaxMind-format databases (city/country, ASN) for the "mmdb" provider, in priority order

@@ -16,7 +16,6 @@ IPAPI_DEFAULT_FIELDS = (
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")  # GEO_KAFKA_SECURITY_PROTOCOL
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")  # GEO_KAFKA_SASL_MECHANISM
-INGEST_CLIENTS = ("aiokafka", "confluent")  # GEO_INGEST_CLIENT
 
 # an enriched record is the event plus about 1 KiB of geo: keep it under Kafka's default 1 MiB limit
 MAX_EVENT_BYTES_CEILING = 512 * 1024

@@ -74,10 +74,6 @@ class Outputs:
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
-        # a producer that sends while the batch is built (librdkafka's, pipeline/kafka/confluent_producer.py)
-        # is told the batch's destination up front; aiokafka's builds a batch first and sends it whole
-        bound = getattr(producer, "batch_to", None)
-        self._create = bound if bound is not None else lambda topic, partition: producer.create_batch()
         self._open: dict[tuple[str, int], tuple[Any, list[Row]]] = {}
         self._sent: list[tuple[asyncio.Future[Any], str, list[Row]]] = []
 
@@ -88,7 +84,7 @@ class Outputs:
         """Append to the open batch of (topic, partition); False when it is full (call `spill`)."""
         found = self._open.get((topic, partition))
         if found is None:
-            found = self._open[topic, partition] = (self._create(topic, partition), [])
+            found = self._open[topic, partition] = (self._producer.create_batch(), [])
         if found[0].append(key=key, value=value, timestamp=None) is None:
             return False
         found[1].append((key, value, record))

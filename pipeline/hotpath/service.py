@@ -94,24 +94,19 @@ class HotPath(Service):
 
     async def on_start(self) -> None:
         s = self.settings
-        if s.ingest_client == "confluent":  # librdkafka behind aiokafka's face: the loop is the same
-            from pipeline.hotpath.ckafka import confluent_clients
-
-            self._producer, self._consumer = confluent_clients(s, LINGER_MS)
-        else:
-            self._producer = AIOKafkaProducer(
-                **client_kwargs(s),
-                linger_ms=LINGER_MS,
-                acks="all",
-                max_batch_size=OUTPUT_BATCH_BYTES,
-            )
-            self._consumer = AIOKafkaConsumer(
-                **client_kwargs(s),
-                group_id=f"{s.app_id}-ingest",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=max(1024 * 1024, s.max_event_bytes + 1024),
-            )
+        self._producer = AIOKafkaProducer(
+            **client_kwargs(s),
+            linger_ms=LINGER_MS,
+            acks="all",
+            max_batch_size=OUTPUT_BATCH_BYTES,
+        )
+        self._consumer = AIOKafkaConsumer(
+            **client_kwargs(s),
+            group_id=f"{s.app_id}-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=max(1024 * 1024, s.max_event_bytes + 1024),
+        )
         self._feeder = AIOKafkaConsumer(**client_kwargs(s), auto_offset_reset="earliest")
         await asyncio.gather(self._producer.start(), self._consumer.start(), self._feeder.start())
         for topic in (s.enriched_topic, s.seen_topic, s.dlq_topic):

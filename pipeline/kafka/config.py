@@ -1,7 +1,6 @@
-"""Settings -> how every Kafka client connects: one mapping for our aiokafka clients, Faust's and the
-hot path's librdkafka clients (`GEO_INGEST_CLIENT=confluent`).
+"""Settings -> how every Kafka client connects: one mapping for our aiokafka clients and Faust's.
 
-Three outputs, built from the same `Settings` so they cannot disagree:
+Two outputs, built from the same `Settings` so they cannot disagree:
 
 - `client_kwargs(settings)`: keyword arguments for `AIOKafkaProducer`, `AIOKafkaConsumer` and
   `AIOKafkaAdminClient` (`bootstrap_servers`, `security_protocol`, and the SASL and TLS arguments the
@@ -10,12 +9,9 @@ Three outputs, built from the same `Settings` so they cannot disagree:
 - `faust_credentials(settings)`: the value for `faust.App(broker_credentials=...)`. Faust hands it to its
   producer (also the threaded and transactional ones), its consumer and, through those two clients' own
   connections, its topic creation (faust 0.15.3, transport/drivers/aiokafka.py).
-- `confluent_config(settings)`: the librdkafka properties of the same connection (`bootstrap.servers`,
-  `security.protocol`, `sasl.*`, `ssl.*`: the same CA, client certificate and key files, the broker's host
-  name verified), for confluent-kafka's `Consumer` and `Producer`; add the client's own properties to it.
 
-The SASL password is revealed only into those objects. `ClientKwargs` and `ClientConfig` print it redacted
-and Faust's `SASLCredentials` prints only the username, so none leaks through a repr, an f-string or a log.
+The SASL password is revealed only into those two objects. `ClientKwargs` prints it redacted and Faust's
+`SASLCredentials` prints only the username, so neither leaks through a repr, an f-string or a log line.
 
 Pure apart from reading the TLS files into an `ssl.SSLContext`; faust is imported only when asked for.
 """
@@ -30,7 +26,7 @@ from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 
 REDACTED = "**********"
-SECRET_KWARGS = frozenset({"sasl_plain_password", "sasl.password", "ssl.key.password"})
+SECRET_KWARGS = frozenset({"sasl_plain_password"})
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 
 
@@ -40,16 +36,6 @@ class ClientKwargs(dict[str, Any]):
     def __repr__(self) -> str:
         shown = {k: (REDACTED if k in SECRET_KWARGS and v is not None else v) for k, v in self.items()}
         return f"ClientKwargs({shown!r})"
-
-    __str__ = __repr__
-
-
-class ClientConfig(dict[str, Any]):
-    """The librdkafka properties of one confluent-kafka client; `repr()`/`str()` hide the secrets."""
-
-    def __repr__(self) -> str:
-        shown = {k: (REDACTED if k in SECRET_KWARGS and v is not None else v) for k, v in self.items()}
-        return f"ClientConfig({shown!r})"
 
     __str__ = __repr__
 
@@ -93,35 +79,6 @@ def client_kwargs(settings: Settings) -> ClientKwargs:
     if context is not None:
         kwargs["ssl_context"] = context
     return kwargs
-
-
-def confluent_config(settings: Settings) -> ClientConfig:
-    """librdkafka properties to reach and authenticate to the brokers, as `client_kwargs` does for aiokafka:
-    SASL (PLAIN, SCRAM) with the same credentials; TLS verifying the broker against GEO_KAFKA_SSL_CAFILE
-    (or the system's trust store, which librdkafka probes for) including its host name, presenting
-    GEO_KAFKA_SSL_CERTFILE/KEYFILE when set. A new object each call."""
-    _check(settings)
-    protocol = settings.kafka_security_protocol
-    config = ClientConfig({"bootstrap.servers": ",".join(bootstrap_servers(settings))})
-    config["security.protocol"] = protocol.lower()
-    if protocol.startswith("SASL_"):
-        password = settings.kafka_sasl_password
-        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        config["sasl.username"] = settings.kafka_sasl_username
-        config["sasl.password"] = password.reveal() if password is not None else None
-    if protocol in TLS_PROTOCOLS:
-        cafile = settings.kafka_ssl_cafile
-        config["ssl.ca.location"] = str(cafile) if cafile else "probe"
-        config["ssl.endpoint.identification.algorithm"] = "https"  # host name checked, as ssl_context does
-        if settings.kafka_ssl_certfile is not None:
-            config["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
-            # a PEM file holding the key after the certificate serves both, as load_cert_chain reads it
-            keyfile = settings.kafka_ssl_keyfile or settings.kafka_ssl_certfile
-            config["ssl.key.location"] = str(keyfile)
-            key_password = settings.kafka_ssl_key_password
-            if key_password is not None:
-                config["ssl.key.password"] = key_password.reveal()
-    return config
 
 
 def faust_credentials(settings: Settings) -> Any:

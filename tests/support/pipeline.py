@@ -4,7 +4,6 @@ and a reader that follows the output topics."""
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -21,8 +20,6 @@ from tests.support.kafka import unique, wait_for
 
 WINDOW = 6.0  # seconds: a short fake-API window (15 requests per 6 s) keeps resolver tests near half a minute
 INVALID_INPUTS = [b"999.1.1.1", b"example.com", b"1.2.3.4:80"]
-# the hot path's Kafka client for the broker tier: GEO_TEST_INGEST_CLIENT=confluent runs it on librdkafka
-INGEST_CLIENT = os.environ.get("GEO_TEST_INGEST_CLIENT", "aiokafka")
 
 
 def workload(n_events: int, n_ips: int, seed: int = 1) -> list[bytes]:
@@ -55,7 +52,6 @@ def make_settings(bootstrap: str, data_dir: Path, *, app_id: str | None = None, 
         "resolve_topic": f"resolve-{run}",
         "partitions": 4,
         "providers": ("offline",),
-        "ingest_client": INGEST_CLIENT,
     }
     values.update(overrides)
     return Settings.from_env({}, **values)

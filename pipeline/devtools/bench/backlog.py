@@ -83,12 +83,12 @@ async def _run(
     payloads = tagged_events(ips, events, f"b-{run}")
     print(
         f"bench (backlog): broker {bootstrap}, {events:,} events over {len(ips):,} IPs, cold start, "
-        f"{n_workers} worker process(es) on {settings.ingest_client} (GEO_INGEST_CLIENT), {PARTITIONS} "
+        f"{n_workers} worker process(es), {PARTITIONS} "
         f"partitions, offline provider, topics *-{run}",
         flush=True,
     )
     if not ck:
-        print("  no confluent-kafka here (the `fast` extra): its plain loop is skipped", flush=True)
+        print("  no confluent-kafka here (the `bench` extra): its plain loop is skipped", flush=True)
     if quix_python:
         print(f"  with Quix Streams (its job in {quix_python}), on a copy of the burst", flush=True)
     quix: QuixResult | None = None

@@ -5,7 +5,7 @@ Why a second: aiokafka's loop says what the pipeline's design costs on aiokafka;
 the machine goes with a Python loop at all (it fetches, decodes and batches in C threads), so the ratio to
 it is what is left on the table. Per batch: `consume` up to 2,000 records, parse each and add a geo field
 (as baseline.py does), `produce` it (on a full local queue: serve deliveries and retry), `flush`, then
-commit synchronously. Run in a thread: the client blocks. Needs the `fast` extra (confluent-kafka); without
+commit synchronously. Run in a thread: the client blocks. Needs the `bench` extra (confluent-kafka); without
 it the backlog benchmark prints that it was skipped.
 """
 
@@ -24,7 +24,7 @@ FULL_QUEUE_WAIT = 0.01  # seconds to serve deliveries when the producer's local 
 
 
 def available() -> bool:
-    """Whether confluent-kafka is installed (the `fast` extra)."""
+    """Whether confluent-kafka is installed (the `bench` extra)."""
     return find_spec("confluent_kafka") is not None
 
 

@@ -20,15 +20,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError
 
-from pipeline.app import build, running
-from pipeline.config.secret import Secret
 from pipeline.config.settings import Settings
 from pipeline.devtools.broker import SASL_MECHANISMS, BrokerInfo, LocalKafka
 from pipeline.errors import BrokerError
 from pipeline.kafka.config import client_kwargs, faust_app_kwargs
 from pipeline.kafka.preflight import check_kafka
 from tests.support.kafka import running_app, unique, wait_for
-from tests.support.pipeline import make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -220,51 +217,3 @@ async def topic_configs(settings: Settings, topics: list[str], name: str) -> dic
         for _code, _message, _kind, topic, entries in response.resources:
             found.update((topic, value) for key, value, *_ in entries if key == name)
     return found
-
-
-@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
-async def test_a_worker_on_the_confluent_ingest_client_enriches_over_sasl(
-    sasl_broker: BrokerInfo, tmp_path: Path, mechanism: str
-) -> None:
-    """With GEO_INGEST_CLIENT=confluent, the hot path's librdkafka consumer and producer authenticate with
-    the same settings as Faust's aiokafka clients: every event produced on the SASL listener comes out
-    enriched."""
-    assert sasl_broker.sasl_bootstrap is not None
-    settings = make_settings(
-        sasl_broker.sasl_bootstrap,
-        tmp_path / "data",
-        ingest_client="confluent",
-        kafka_security_protocol="SASL_PLAINTEXT",
-        kafka_sasl_mechanism=mechanism,
-        kafka_sasl_username=USER,
-        kafka_sasl_password=Secret(PASSWORD),
-    )
-    settings.validate()
-    ips = ["8.8.8.8", "1.1.1.1", "9.9.9.9", "2001:4860:4860::8888"]
-    geo = build(settings)
-    async with running(geo, timeout=90):
-        producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
-        await producer.start()
-        try:
-            for ip in ips:
-                await producer.send_and_wait(settings.events_topic, ip.encode())
-        finally:
-            await producer.stop()
-        consumer = AIOKafkaConsumer(
-            settings.enriched_topic, **client_kwargs(settings), group_id=None, auto_offset_reset="earliest"
-        )
-        await consumer.start()
-        found: list[bytes] = []
-        try:
-
-            async def more() -> bool:
-                batch = await consumer.getmany(timeout_ms=500)
-                found.extend(r.key for records in batch.values() for r in records)
-                return len(found) >= len(ips)
-
-            await wait_for(more, 60, message=lambda: f"{len(ips)} enriched records ({len(found)} so far)")
-        finally:
-            await consumer.stop()
-        assert geo.hotpath._consumer._config["sasl.mechanism"] == mechanism
-    print(f"\nSASL {mechanism} (confluent ingest): {len(found)} enriched records of {len(ips)} events")
-    assert sorted(found) == sorted(ip.encode() for ip in ips)
