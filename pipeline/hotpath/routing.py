@@ -26,7 +26,7 @@ from pipeline.errors import BadEvent
 from pipeline.hotpath import shapes
 from pipeline.hotpath.extract import Found, Network, extract
 from pipeline.hotpath.parsing import ParsedEvent, normalise_with_port, parse_event, parse_value
-from pipeline.messages import dead_letter, dead_letter_key
+from pipeline.messages import dead_letter, dead_letter_key, enriched
 from pipeline.models import country_label
 
 __all__ = ["NearCache", "ParsedEvent", "Route", "Router", "parse_event", "reason_label"]
@@ -267,7 +267,7 @@ class Router:
             return self._dead(raw, key, where, exc.reason)
         ip = parsed.ip.encode()
         route, entry, key_hash = self._lookup(ip, parsed.ip, now)
-        value = shapes.envelope(ip, self.views.view(entry), parsed.event_json)
+        value = enriched(ip, self.views.view(entry), parsed.event_json)
         return route, ip, value, key_hash, NOTHING_OWED if route is Route.HIT else ((ip, key_hash, route),)
 
     def _dead(
@@ -358,7 +358,7 @@ class Router:
         if self.output_format == "ecs":
             out = shapes.ecs(value, found, entries, self.views, skipped)
         elif len(found) == 1 and not skipped:
-            out = shapes.envelope(good[0][1].encode(), self.views.view(entries[good[0][1]]), event_json)
+            out = enriched(good[0][1].encode(), self.views.view(entries[good[0][1]]), event_json)
         else:
             out = shapes.envelope_many(found, entries, self.views, event_json, skipped)
         if self.key_mode == "ip":

@@ -25,7 +25,6 @@ from typing import Any
 
 from pipeline.config.ipfields import FieldSpec
 from pipeline.hotpath.extract import Found
-from pipeline.messages import enriched as envelope  # the one-IP envelope: concatenation
 
 ENVELOPE = "envelope/2"  # the envelope's contract version: 2 flattened `geo` to the public view
 ECS = "ecs/1"
