@@ -86,7 +86,7 @@ async def _run(
             events,
             f'"b-{run}"'.encode(),
             "pipeline (backlog, cold start)",
-            lambda doc: doc["geo"]["geo"]["country_code"],
+            lambda doc: doc["geo"]["country_code"],
         )
         new = await count_records(bootstrap, settings.seen_topic)
         if quix_python:

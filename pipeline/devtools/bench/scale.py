@@ -153,16 +153,16 @@ async def _run(
 
 
 def _country(doc: dict[str, object]) -> object:
-    geo = doc["geo"]
-    return geo["geo"]["country_code"] if isinstance(geo, dict) and geo.get("geo") else None
+    geo = doc["geo"]  # the envelope's public view of the entry (flat)
+    return geo.get("country_code") if isinstance(geo, dict) else None
 
 
 def _tables(doc: dict[str, object], restart_at: float) -> object:
     """Counted as 'with a country' by the readback: here, whether the event carries the table's entry (made
     before the restart) rather than a provisional one (made when the event was routed, after it)."""
-    geo = doc["geo"]
-    first_seen = geo.get("first_seen") if isinstance(geo, dict) else None
-    return isinstance(first_seen, int | float) and first_seen < restart_at
+    geo = doc["geo"]  # the public view has no first_seen: a provisional entry is updated when it is made
+    updated_at = geo.get("updated_at") if isinstance(geo, dict) else None
+    return isinstance(updated_at, int | float) and updated_at < restart_at
 
 
 def _ratio(what: str, rate: Rate, base: Rate) -> None:
