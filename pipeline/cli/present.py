@@ -52,7 +52,7 @@ def enriched_line(record: Mapping[str, Any]) -> str:
     body: Any
     if "event" not in record and isinstance(record.get("geo_pipeline"), dict):
         fields = record["geo_pipeline"].get("fields") or {}
-        first = next(iter(fields.values()), {}) if isinstance(fields, dict) else {}
+        first: Any = next(iter(fields.values()), {}) if isinstance(fields, dict) else {}
         first = (first[0] if first else {}) if isinstance(first, list) else first
         first = first if isinstance(first, dict) else {}
         ip, status, body = first.get("ip"), first.get("status"), dict(record)
