@@ -33,10 +33,15 @@ VIEWS_MAX = 20_000  # entries remembered with their views (refs shared with the 
 # the entry's own fields the public view shows after the geo keys, renamed where they read better
 _TAIL = (("provider", "source"), ("data_version", "data_version"), ("updated_at", "updated_at"))
 # entry geo key -> ECS geo field; the location is built from latitude/longitude
-_ECS_GEO = (("country_code", "country_iso_code"), ("country_name", "country_name"),
-            ("region", "region_name"), ("city", "city_name"))
-_ECS_USED = frozenset(("country_code", "country_name", "region", "city", "latitude", "longitude", "asn",
-                       "as_name"))
+_ECS_GEO = (
+    ("country_code", "country_iso_code"),
+    ("country_name", "country_name"),
+    ("region", "region_name"),
+    ("city", "city_name"),
+)
+_ECS_USED = frozenset(
+    ("country_code", "country_name", "region", "city", "latitude", "longitude", "asn", "as_name")
+)
 _NONCE = os.urandom(8).hex()  # placeholders an event cannot contain: unguessable per process
 
 
@@ -131,8 +136,17 @@ def envelope_many(
             items.append(head + b',"ip":"' + f.ip.encode() + b'","geo":' + views.view(entries[f.ip]) + b"}")
     tail = b',"ips_skipped":%d' % skipped if skipped else b""
     return (
-        b'{"ip":"' + first.ip.encode() + b'","geo":' + views.view(entries[first.ip])
-        + b',"ips":[' + b",".join(items) + b"]" + tail + b',"event":' + event_json + b"}"
+        b'{"ip":"'
+        + first.ip.encode()
+        + b'","geo":'
+        + views.view(entries[first.ip])
+        + b',"ips":['
+        + b",".join(items)
+        + b"]"
+        + tail
+        + b',"event":'
+        + event_json
+        + b"}"
     )
 
 
