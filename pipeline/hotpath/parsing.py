@@ -32,7 +32,10 @@ class ParsedEvent:  # the one-field `ip` input (GEO_IP_FIELDS unset)
 
 
 def parse_event(
-    raw: bytes | None, max_bytes: int, normalise: Callable[[str], str] = normalise_with_port
+    raw: bytes | None,
+    max_bytes: int,
+    normalise: Callable[[str], str] = normalise_ip,
+    normalise_field: Callable[[str], str] = normalise_with_port,
 ) -> ParsedEvent:
     """Accept a JSON object with a string `ip`, or a bare IP as text (what a fail2ban action emits)."""
     value, stripped, text = parse_value(raw, max_bytes, normalise)
@@ -46,14 +49,15 @@ def parse_event(
         raise BadEvent(f"field 'ip' must be a string, not {type(value['ip']).__name__}")
     # pass the object through byte for byte: re-encoding would reorder or reformat the producer's fields
     assert raw is not None  # parse_value refused a null value
-    return ParsedEvent(_ip(value["ip"], normalise), stripped.encode() if stripped is not text else raw)
+    return ParsedEvent(_ip(value["ip"], normalise_field), stripped.encode() if stripped is not text else raw)
 
 
 def parse_value(
-    raw: bytes | None, max_bytes: int, normalise: Callable[[str], str] = normalise_with_port
+    raw: bytes | None, max_bytes: int, normalise: Callable[[str], str] = normalise_ip
 ) -> tuple[Any, str, str]:
     """(the decoded JSON value, or the bare IP text; the text stripped; the text): any JSON value or an IP
-    as text, within `max_bytes` and unambiguous; BadEvent says why not."""
+    as text, within `max_bytes` and unambiguous; BadEvent says why not. A bare message (and a JSON string)
+    is one address, as fail2ban writes it: no port (`normalise`); an object's fields may carry one."""
     if raw is None:
         raise BadEvent("empty message (null value)")
     if len(raw) > max_bytes:

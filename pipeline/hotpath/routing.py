@@ -21,8 +21,9 @@ import json
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
+from pipeline.addresses import normalise_ip
 from pipeline.config.ipfields import DEFAULT_FIELDS, FieldSpec, parse_fields
-from pipeline.errors import BadEvent
+from pipeline.errors import BadEvent, InvalidAddress
 from pipeline.hotpath import shapes
 from pipeline.hotpath.extract import Found, Network, extract
 from pipeline.hotpath.parsing import ParsedEvent, normalise_with_port, parse_event, parse_value
@@ -190,7 +191,8 @@ class Router:
         # today's input and output: one `ip` field, the envelope keyed by IP (no per-event dict walk)
         self._simple = tuple(fields) == DEFAULT_FIELDS and output_format == "envelope" and key_mode == "ip"
         self.views = shapes.Views()
-        self._spellings: dict[str, str] = {}
+        self._spellings: dict[str, str] = {}  # a field's spelling -> normalised (ports dropped)
+        self._bare_spellings: dict[str, str] = {}  # a bare message's spelling -> normalised
         self.fresh: list[bytes] = []  # IPs routed NEW since `begin`: undone if their batch is not delivered
         self.dead: Counter[str] = Counter()  # dead letters since `begin` by reason label (metrics)
         self.recalled = 0  # hits since `begin` that the near cache missed and the replica served
@@ -262,7 +264,7 @@ class Router:
         if not self._simple:
             return self._route_many(raw, key, where, now)
         try:
-            parsed = parse_event(raw, self.max_bytes, self._normalise)
+            parsed = parse_event(raw, self.max_bytes, self._normalise_bare, self._normalise)
         except BadEvent as exc:
             return self._dead(raw, key, where, exc.reason)
         ip = parsed.ip.encode()
@@ -322,10 +324,14 @@ class Router:
         """Any GEO_IP_FIELDS, GEO_OUTPUT_FORMAT and GEO_ENRICHED_KEY: every IP of the event is looked up
         once (an IP in two fields too), every field shows its own."""
         try:
-            value, stripped, text = parse_value(raw, self.max_bytes, self._normalise)
+            value, stripped, text = parse_value(raw, self.max_bytes, self._normalise_bare)
         except BadEvent as exc:
             return self._dead(raw, key, where, exc.reason)
         if isinstance(value, str):  # a bare IP (what a fail2ban action emits): the event {"ip": ...}
+            try:
+                self._normalise_bare(value)  # one address, no port: as in the one-field input
+            except InvalidAddress as exc:
+                return self._dead(raw, key, where, f"invalid ip: {exc.reason}")
             value, specs = {"ip": value}, self._bare_specs
             event_json = json.dumps(value, separators=(",", ":")).encode()
         elif isinstance(value, dict):
@@ -366,13 +372,24 @@ class Router:
         return route, key, out, self._key_hash(key) if key is not None else where[1], tuple(owed)
 
     def _normalise(self, text: str) -> str:
-        """`normalise_ip` (ports dropped), remembered per spelling: the same few addresses recur."""
+        """A field's IP: `normalise_ip` with a port dropped, remembered per spelling (the same few
+        addresses recur in every batch)."""
         found = self._spellings.get(text)
         if found is None:
             found = normalise_with_port(text)  # raises InvalidAddress: invalid spellings are not remembered
             if len(self._spellings) >= SPELLINGS_MAX:
                 self._spellings.clear()
             self._spellings[text] = found
+        return found
+
+    def _normalise_bare(self, text: str) -> str:
+        """A bare message's IP: `normalise_ip` (one address, no port), remembered per spelling."""
+        found = self._bare_spellings.get(text)
+        if found is None:
+            found = normalise_ip(text)
+            if len(self._bare_spellings) >= SPELLINGS_MAX:
+                self._bare_spellings.clear()
+            self._bare_spellings[text] = found
         return found
 
 

@@ -40,7 +40,6 @@ VALID: list[tuple[bytes, str, bytes]] = [
     # a port is dropped (a load balancer's access log writes client:port); the event keeps it
     (b'{"ip":"1.2.3.4:80"}', "1.2.3.4", b'{"ip":"1.2.3.4:80"}'),
     (b'{"ip":"[2001:DB8::1]:443"}', "2001:db8::1", b'{"ip":"[2001:DB8::1]:443"}'),
-    (b"203.0.113.9:51234", "203.0.113.9", b'{"ip":"203.0.113.9:51234"}'),
 ]
 
 
@@ -95,6 +94,8 @@ BAD: list[tuple[bytes | None, int, str]] = [
     (b'{"ip":"010.1.1.1"}', MAX, "invalid ip: leading zeros"),
     (b'{"ip":"1.2.3.4:99999"}', MAX, "invalid ip: port not allowed"),
     (b'{"ip":"[2001:db8::1]:x"}', MAX, "invalid ip: brackets not allowed"),
+    (b"203.0.113.9:51234", MAX, "invalid ip: port not allowed"),  # a bare message is one address
+    (b'"203.0.113.9:51234"', MAX, "invalid ip: port not allowed"),
     (b'{"ip":""}', MAX, "invalid ip: empty"),
     (b'"10.0.0.0/8"', MAX, "invalid ip: CIDR block not allowed"),
     (b'"nope"', MAX, "invalid ip: not an IP address"),
