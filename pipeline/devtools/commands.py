@@ -44,6 +44,11 @@ def add_parsers(sub: Any) -> None:
         "--population", type=int, default=5_000_000, help="distinct IPs in scale mode (5,000,000)"
     )
     bench.add_argument(
+        "--ecs",
+        action="store_true",
+        help="backlog mode: also drain the burst as ECS events with two IP fields in the ecs shape, same run",
+    )
+    bench.add_argument(
         "--with-quix",
         action="store_true",
         help="backlog mode: also run Quix Streams on the same job, same broker, same run",
@@ -71,6 +76,8 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse option combinations that cannot work, before anything starts (argparse's usage error)."""
     if args.command == "bench" and args.with_quix and args.mode == "hits":
         parser.error("--with-quix needs --mode backlog or scale")
+    if args.command == "bench" and args.ecs and args.mode != "backlog":
+        parser.error("--ecs needs --mode backlog")
 
 
 def run(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
@@ -133,6 +140,7 @@ def bench(args: argparse.Namespace, settings: Settings, environ: Mapping[str, st
             ips=args.ips,
             workers=args.workers,
             quix_python=args.quix_python if args.with_quix else None,
+            ecs=args.ecs,
         )
     )
 

@@ -28,7 +28,14 @@ import aiohttp
 from pipeline.app import REPLICA_DIR, ensure_topics
 from pipeline.config.settings import Settings
 from pipeline.devtools.bench.backlog import count_records, drain, wait_assigned
-from pipeline.devtools.bench.baseline import PARTITIONS, Rate, baseline, create_topics, delete_topics
+from pipeline.devtools.bench.baseline import (
+    PARTITIONS,
+    Rate,
+    baseline,
+    create_topics,
+    delete_topics,
+    stamped_on_append,
+)
 from pipeline.devtools.bench.quix import QuixResult, run_quix
 from pipeline.devtools.bench.readback import read_output
 from pipeline.devtools.processes import WorkerProcess, wait_count, worker_processes
@@ -96,6 +103,7 @@ async def _run(
     await create_topics(bootstrap, [base_in, base_out, zipf_in, zipf_out])
     await publish(bootstrap, base_in, burst, label="baseline burst input")
     base_burst = await baseline(bootstrap, base_in, base_out, population, "baseline (burst)")
+    await stamped_on_append(bootstrap, settings.enriched_topic)  # enriched records keep the input's time
     await ensure_topics(settings)
     workdir = tmp / "workers"
     with worker_processes(settings, workdir, n) as procs:
