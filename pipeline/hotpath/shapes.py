@@ -185,6 +185,10 @@ def ecs(
             statuses.setdefault(spec.name, []).append(status)
             parent.setdefault(geo_key, []).append(geo_hole)
             parent.setdefault(as_key, []).append(as_hole)
+    for parent, geo_key, as_key in targets.values():  # an array's lists with nothing in them are left out
+        for name in (geo_key, as_key):
+            if isinstance(parent.get(name), list) and not any(x is not None for x in parent[name]):
+                del parent[name]
     pipeline: dict[str, Any] = {"format": ECS, "fields": statuses}
     if skipped:
         pipeline["ips_skipped"] = skipped

@@ -233,3 +233,11 @@ def test_an_xff_field_enriches_the_client_not_the_forged_hop() -> None:
 def test_the_format_version_names_the_shape() -> None:
     """The header value each enriched record carries: envelope/2 or ecs/1."""
     assert (router(("ip",)).format_version, router(("ip",), "ecs").format_version) == (ENVELOPE, ECS)
+
+
+def test_ecs_leaves_out_an_array_fields_lists_when_no_element_has_anything() -> None:
+    """related.ip holding only private addresses adds no related.geo/related.as (lists of nulls)."""
+    raw = b'{"related":{"ip":["10.0.0.1","192.168.1.1"]}}'
+    doc = json.loads(router(("related.ip",), "ecs").route(raw, None, WHERE, 1.0)[2])
+    assert doc["related"] == {"ip": ["10.0.0.1", "192.168.1.1"]}
+    assert [s["status"] for s in doc["geo_pipeline"]["fields"]["related.ip"]] == ["private", "private"]
