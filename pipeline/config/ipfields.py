@@ -10,7 +10,7 @@ array of them. Apart from the hot path (which walks the paths) because the setti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 XFF_PREFIX = "xff:"  # the field holds a forwarded chain: pick the client by GEO_TRUSTED_PROXIES
 MAX_IP_FIELDS = 16  # configured fields; more is a typo or a job for a transform before the pipeline
@@ -20,9 +20,9 @@ ENRICHED_KEYS = ("ip", "input")  # GEO_ENRICHED_KEY ("" picks: ip for one field,
 DEFAULT_FIELDS = ("ip",)  # today's input: a JSON object with a string `ip`, or a bare IP
 
 
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
-    """One configured IP field: its name as written (without the prefix), its path, whether a chain."""
+class FieldSpec(NamedTuple):
+    """One configured IP field: its name as written (without the prefix), its path, whether a chain.
+    A tuple: the hot path keys per-event dicts by it, and a tuple hashes in C."""
 
     name: str
     path: tuple[str, ...]

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
+from pipeline.addresses import normalise_ip
 from pipeline.config.ipfields import FieldSpec
 from pipeline.errors import InvalidAddress
 
@@ -31,17 +30,16 @@ MAX_IPS_PER_EVENT = 32
 MAX_FORWARDED_HOPS = 32  # hops of a forwarded chain examined from the right: no real path has more proxies
 MAX_PORT = 65535
 
-Normalise = Callable[[str], str]
+Normalise = Callable[[str], str]  # a value's text -> the normalised IP, a port dropped
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
+class Found(NamedTuple):
     """One IP of an event: the field it came from (its index when the field is an array) and the
-    normalised IP, or why the value holds none (`error`)."""
+    normalised IP, or why the value holds none (`error`). A tuple: one is made per IP and event."""
 
     spec: FieldSpec
-    index: int | None
+    element: int | None  # the position in an array field, None for a single value
     ip: str | None
     error: str | None = None
 
@@ -62,6 +60,11 @@ def strip_port(text: str) -> str:
     return text
 
 
+def normalise_with_port(text: str) -> str:
+    """`normalise_ip` of the address in `text`, with a port (`ip:port`, `[v6]:port`) dropped."""
+    return normalise_ip(strip_port(text))
+
+
 def _port(text: str) -> bool:
     return text.isdigit() and len(text) <= 5 and int(text) <= MAX_PORT
 
@@ -73,7 +76,8 @@ def networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
 
 def forwarded_client(chain: Any, trusted: Sequence[Network], normalise: Normalise) -> str:
     """The client of an X-Forwarded-For chain: the right-most hop not in `trusted` (all trusted: the
-    left-most examined). Raises InvalidAddress when a hop it must read is not an address."""
+    left-most examined). Raises InvalidAddress when a hop it must read is not an address. `normalise`
+    drops a hop's port (`normalise_with_port`)."""
     texts = chain if isinstance(chain, list) else [chain]
     if not all(isinstance(text, str) for text in texts):
         raise InvalidAddress("forwarded chain must be a string or an array of strings")
@@ -83,7 +87,7 @@ def forwarded_client(chain: Any, trusted: Sequence[Network], normalise: Normalis
         raise InvalidAddress("empty forwarded chain")
     ip = ""
     for hop in reversed(hops):
-        ip = normalise(strip_port(hop))
+        ip = normalise(hop)  # ports dropped by `normalise`
         if not trusted or not _within(ip, trusted):
             return ip
     return ip
@@ -94,37 +98,37 @@ def _within(ip: str, trusted: Sequence[Network]) -> bool:
     return any(address in network for network in trusted)
 
 
-def lookup(event: Any, path: tuple[str, ...]) -> Any:
-    """The value at `path` in `event`, None when any step is missing or not an object."""
-    for name in path:
-        if not isinstance(event, dict):
-            return None
-        event = event.get(name)
-    return event
-
-
 def extract(
     event: dict[str, Any], specs: Sequence[FieldSpec], trusted: Sequence[Network], normalise: Normalise
 ) -> tuple[list[Found], int]:
     """Every IP of `event` in field order (array elements in order), at most MAX_IPS_PER_EVENT; and how
-    many array elements past the cap were skipped."""
+    many array elements past the cap were skipped. `normalise` turns a value's text into the normalised
+    IP, a port dropped (InvalidAddress when it holds none)."""
     found: list[Found] = []
     skipped = 0
     for spec in specs:
-        value = lookup(event, spec.path)
+        value: Any = event
+        for name in spec.path:
+            value = value.get(name) if isinstance(value, dict) else None
         if value is None:
             continue  # absent: neither an IP nor a failure
         if len(found) >= MAX_IPS_PER_EVENT:
             skipped += len(value) if isinstance(value, list) and not spec.forwarded else 1
             continue
-        if spec.forwarded:
-            found.append(_one(spec, None, partial(forwarded_client, value, trusted, normalise)))
+        if isinstance(value, str) and not spec.forwarded:
+            try:
+                found.append(Found(spec, None, normalise(value), None))
+            except InvalidAddress as exc:
+                found.append(Found(spec, None, None, f"invalid ip: {exc.reason}"))
+        elif spec.forwarded:
+            try:
+                found.append(Found(spec, None, forwarded_client(value, trusted, normalise), None))
+            except InvalidAddress as exc:
+                found.append(Found(spec, None, None, f"invalid ip: {exc.reason}"))
         elif isinstance(value, list):
             room = MAX_IPS_PER_EVENT - len(found)
             found += [_element(spec, i, item, normalise) for i, item in enumerate(value[:room])]
             skipped += max(0, len(value) - room)
-        elif isinstance(value, str):
-            found.append(_one(spec, None, partial(_address, value, normalise)))
         else:
             found.append(Found(spec, None, None, f"field '{spec.name}' must be a string, not {_kind(value)}"))
     return found, skipped
@@ -133,16 +137,8 @@ def extract(
 def _element(spec: FieldSpec, index: int, item: Any, normalise: Normalise) -> Found:
     if not isinstance(item, str):
         return Found(spec, index, None, f"field '{spec.name}' must hold strings, not {_kind(item)}")
-    return _one(spec, index, partial(_address, item, normalise))
-
-
-def _address(text: str, normalise: Normalise) -> str:
-    return normalise(strip_port(text))
-
-
-def _one(spec: FieldSpec, index: int | None, read: Callable[[], str]) -> Found:
     try:
-        return Found(spec, index, read())
+        return Found(spec, index, normalise(item), None)
     except InvalidAddress as exc:
         return Found(spec, index, None, f"invalid ip: {exc.reason}")
 

@@ -15,12 +15,7 @@ from typing import Any
 
 from pipeline.addresses import normalise_ip
 from pipeline.errors import BadEvent, InvalidAddress
-from pipeline.hotpath.extract import strip_port
-
-
-def normalise_with_port(text: str) -> str:
-    """`normalise_ip` of the address in `text`, with a port (`ip:port`, `[v6]:port`) dropped."""
-    return normalise_ip(strip_port(text))
+from pipeline.hotpath.extract import normalise_with_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +115,17 @@ def _has_lone_surrogate(value: Any) -> bool:
 def _json(text: str) -> Any:
     try:
         # NaN/Infinity are not JSON (RFC 8259): passing them through would break other languages' consumers
-        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError):
         raise BadEvent("invalid JSON") from None
     # valid UTF-8 holds no surrogate, so only an escape can make one: look when there is an escape at all
     if "\\u" in text and _has_lone_surrogate(value):
         raise BadEvent("lone surrogate escape in a JSON string: not Unicode text")
     return value
+
+
+# NaN/Infinity refused, duplicate keys refused; built once (json.loads with options builds one per call)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
 
 
 def _ip(value: str, normalise: Callable[[str], str]) -> str:

@@ -25,8 +25,8 @@ from pipeline.addresses import normalise_ip
 from pipeline.config.ipfields import DEFAULT_FIELDS, FieldSpec, parse_fields
 from pipeline.errors import BadEvent, InvalidAddress
 from pipeline.hotpath import shapes
-from pipeline.hotpath.extract import Found, Network, extract
-from pipeline.hotpath.parsing import ParsedEvent, normalise_with_port, parse_event, parse_value
+from pipeline.hotpath.extract import Found, Network, extract, normalise_with_port
+from pipeline.hotpath.parsing import ParsedEvent, parse_event, parse_value
 from pipeline.messages import dead_letter, dead_letter_key, enriched
 from pipeline.models import country_label
 

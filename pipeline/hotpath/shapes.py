@@ -8,8 +8,8 @@
   resolved topic and the HTTP API. Built by concatenation: no JSON is encoded per event.
 - `ecs/1`: the event itself with Elastic Common Schema fields beside each IP field (`source.geo.*`,
   `source.as.*`; a top-level field `F` gets `F_geo` and `F_as`), and the pipeline's own status per field in
-  `geo_pipeline`. The event is encoded again (JSON, key order kept); the per-entry parts are encoded once
-  per entry and spliced in.
+  `geo_pipeline`. The event is encoded again (JSON, key order kept); the per-entry parts are built once
+  per entry and shared.
 
 Views and fragments are derived once per entry bytes (`Views`): a near-cache entry keeps its bytes object,
 so a hit costs one dict lookup here.
@@ -18,10 +18,8 @@ so a hit costs one dict lookup here.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.config.ipfields import FieldSpec
 from pipeline.hotpath.extract import Found
@@ -42,11 +40,13 @@ _ECS_GEO = (
 _ECS_USED = frozenset(
     ("country_code", "country_name", "region", "city", "latitude", "longitude", "asn", "as_name")
 )
-_NONCE = os.urandom(8).hex()  # placeholders an event cannot contain: unguessable per process
+# one encoder for every record (json.dumps with options builds one per call); no circularity check: what
+# it encodes is parsed JSON plus per-entry dicts, a tree by construction (the check costs ~10%)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def _entry(entry: bytes) -> dict[str, Any]:
@@ -68,13 +68,13 @@ def public_view(entry: bytes) -> bytes:
     return _dumps(view)
 
 
-@dataclass(frozen=True, slots=True)
-class EcsParts:
-    """One entry's ECS fragments: `geo` and `as` objects (None when empty), and the status object."""
+class EcsParts(NamedTuple):
+    """One entry's ECS parts: `geo` and `as` objects (None when empty) and the status object, as dicts
+    shared by every event that carries the entry (the encoder only reads them)."""
 
-    geo: bytes | None
-    as_: bytes | None
-    status: bytes
+    geo: dict[str, Any] | None
+    as_: dict[str, Any] | None
+    status: dict[str, Any]
 
 
 def ecs_parts(entry: bytes) -> EcsParts:
@@ -92,7 +92,7 @@ def ecs_parts(entry: bytes) -> EcsParts:
     status = {"ip": data.get("ip"), "status": data.get("status")}
     status.update({name: value for name, value in geo.items() if name not in _ECS_USED})  # isp, org, flags
     status.update({shown: data.get(name) for name, shown in _TAIL})
-    return EcsParts(_dumps(ecs) if ecs else None, _dumps(as_) if as_ else None, _dumps(status))
+    return EcsParts(ecs or None, as_ or None, status)
 
 
 class Views:
@@ -129,7 +129,11 @@ def envelope_many(
     assert first.ip is not None
     items = []
     for f in found:
-        head = b'{"field":' + _dumps(f.spec.name) + (b',"index":%d' % f.index if f.index is not None else b"")
+        head = (
+            b'{"field":'
+            + _dumps(f.spec.name)
+            + (b',"index":%d' % f.element if f.element is not None else b"")
+        )
         if f.ip is None:
             items.append(head + b',"error":' + _dumps(f.error) + b"}")
         else:
@@ -154,55 +158,44 @@ def ecs(
     event: dict[str, Any], found: Sequence[Found], entries: dict[str, bytes], views: Views, skipped: int
 ) -> bytes:
     """The ECS shape: `event` (modified in place) with `geo`/`as` beside each IP field and `geo_pipeline`
-    `{"format", "fields": {field: status | [status per element] | {"error"}}, "ips_skipped"?}`."""
-    splices: list[bytes] = []
-
-    def hole(fragment: bytes) -> str:
-        splices.append(fragment)
-        return f"\x00{_NONCE}:{len(splices) - 1}"
-
+    `{"format", "fields": {field: status | [status per element] | {"error"}}, "ips_skipped"?}`, encoded
+    once (the per-entry parts are shared dicts, encoded by the C encoder with the event)."""
     statuses: dict[str, Any] = {}
     targets: dict[FieldSpec, tuple[dict[str, Any], str, str]] = {}
+    arrays = False
     for f in found:
         spec = f.spec
-        if spec not in targets:
-            targets[spec] = _target(event, spec)
-        parent, geo_key, as_key = targets[spec]
+        target = targets.get(spec)
+        if target is None:
+            target = targets[spec] = _target(event, spec)
+        parent, geo_key, as_key = target
         if f.ip is None:
             status: Any = {"error": f.error}
-            geo_hole: Any = None
-            as_hole: Any = None
+            geo: Any = None
+            as_: Any = None
         else:
-            parts = views.ecs(entries[f.ip])
-            status = hole(parts.status)
-            geo_hole = hole(parts.geo) if parts.geo is not None else None
-            as_hole = hole(parts.as_) if parts.as_ is not None else None
-        if f.index is None:
+            geo, as_, status = views.ecs(entries[f.ip])
+        if f.element is None:
             statuses[spec.name] = status
-            _put(parent, geo_key, geo_hole)
-            _put(parent, as_key, as_hole)
+            if geo is not None:
+                parent[geo_key] = geo
+            if as_ is not None:
+                parent[as_key] = as_
         else:  # an array field: lists aligned with its elements (null where one failed or had nothing)
+            arrays = True
             statuses.setdefault(spec.name, []).append(status)
-            parent.setdefault(geo_key, []).append(geo_hole)
-            parent.setdefault(as_key, []).append(as_hole)
-    for parent, geo_key, as_key in targets.values():  # an array's lists with nothing in them are left out
-        for name in (geo_key, as_key):
-            if isinstance(parent.get(name), list) and not any(x is not None for x in parent[name]):
-                del parent[name]
+            parent.setdefault(geo_key, []).append(geo)
+            parent.setdefault(as_key, []).append(as_)
+    if arrays:  # an array's lists with nothing in them are left out
+        for parent, geo_key, as_key in targets.values():
+            for name in (geo_key, as_key):
+                if isinstance(parent.get(name), list) and not any(x is not None for x in parent[name]):
+                    del parent[name]
     pipeline: dict[str, Any] = {"format": ECS, "fields": statuses}
     if skipped:
         pipeline["ips_skipped"] = skipped
     event["geo_pipeline"] = pipeline
-    out = _dumps(event)
-    if not splices:
-        return out
-    marker = f'"\\u0000{_NONCE}:'.encode()
-    pieces = out.split(marker)
-    joined = [pieces[0]]
-    for piece in pieces[1:]:
-        end = piece.index(b'"')
-        joined += [splices[int(piece[:end])], piece[end + 1 :]]
-    return b"".join(joined)
+    return _ENCODER.encode(event).encode()
 
 
 def _target(event: dict[str, Any], spec: FieldSpec) -> tuple[dict[str, Any], str, str]:

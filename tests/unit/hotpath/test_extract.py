@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from pipeline.addresses import normalise_ip
 from pipeline.config.ipfields import FieldSpec, parse_field, parse_fields
 from pipeline.errors import InvalidAddress
 from pipeline.hotpath.extract import (
@@ -15,6 +14,7 @@ from pipeline.hotpath.extract import (
     extract,
     forwarded_client,
     networks,
+    normalise_with_port,
     strip_port,
 )
 
@@ -39,8 +39,8 @@ def test_strip_port_drops_a_port_and_nothing_else(text: str, address: str) -> No
 
 
 def found(event: dict[str, Any], *specs: str, trusted: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
-    items, _ = extract(event, parse_fields(specs), networks(trusted), normalise_ip)
-    return [(f.spec.name, f.index, f.ip, f.error) for f in items]
+    items, _ = extract(event, parse_fields(specs), networks(trusted), normalise_with_port)
+    return [(f.spec.name, f.element, f.ip, f.error) for f in items]
 
 
 def test_nested_paths_find_each_ip_in_field_order() -> None:
@@ -90,20 +90,20 @@ def test_forwarded_client_is_the_right_most_hop_not_a_trusted_proxy(
     chain: Any, trusted: tuple[str, ...], client: str
 ) -> None:
     """Hops left of the first untrusted one came from the request itself (forgeable): never chosen."""
-    assert forwarded_client(chain, networks(trusted), normalise_ip) == client
+    assert forwarded_client(chain, networks(trusted), normalise_with_port) == client
 
 
 def test_a_forged_left_most_hop_is_never_the_client() -> None:
     """A client that sends `X-Forwarded-For: 8.8.8.8` gets its own address enriched, not the forged one."""
     chain = "8.8.8.8, 198.51.100.77"  # 8.8.8.8 forged by the client; 198.51.100.77 added by our proxy
-    assert forwarded_client(chain, networks(["10.0.0.0/8"]), normalise_ip) == "198.51.100.77"
+    assert forwarded_client(chain, networks(["10.0.0.0/8"]), normalise_with_port) == "198.51.100.77"
 
 
 @pytest.mark.parametrize("chain", ["", " , ", "unknown, 10.0.0.5", ["a", 3], 7])
 def test_a_chain_without_a_readable_client_fails(chain: Any) -> None:
     """An empty chain, a garbage hop where the client should be, or a wrong type: InvalidAddress."""
     with pytest.raises(InvalidAddress):
-        forwarded_client(chain, networks(["10.0.0.0/8"]), normalise_ip)
+        forwarded_client(chain, networks(["10.0.0.0/8"]), normalise_with_port)
 
 
 def test_an_xff_field_fails_alone_and_reads_only_a_bounded_tail() -> None:
@@ -118,7 +118,7 @@ def test_an_xff_field_fails_alone_and_reads_only_a_bounded_tail() -> None:
 def test_an_array_built_to_hurt_is_cut_at_the_cap_and_the_rest_counted() -> None:
     """100,000 IPs in one array: MAX_IPS_PER_EVENT are read, the rest are counted as skipped."""
     event = {"related": {"ip": ["8.8.8.8"] * 100_000}, "source": {"ip": "1.1.1.1"}}
-    items, skipped = extract(event, parse_fields(("source.ip", "related.ip")), (), normalise_ip)
+    items, skipped = extract(event, parse_fields(("source.ip", "related.ip")), (), normalise_with_port)
     assert len(items) == MAX_IPS_PER_EVENT and skipped == 100_000 - (MAX_IPS_PER_EVENT - 1)
     assert items[0].ip == "1.1.1.1"
 

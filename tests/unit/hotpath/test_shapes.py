@@ -78,7 +78,7 @@ def test_new_geo_keys_flow_into_the_view_and_the_ecs_status() -> None:
     view = json.loads(public_view(raw))
     assert (view["proxy"], view["hosting"], view["mobile"]) == (True, False, None)
     assert list(view)[-3:] == ["source", "data_version", "updated_at"]
-    status = json.loads(ecs_parts(raw).status)
+    status = ecs_parts(raw).status
     assert (status["proxy"], status["hosting"], status["mobile"]) == (True, False, None)
 
 
