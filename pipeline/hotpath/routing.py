@@ -1,6 +1,8 @@
-"""The hot path's decisions for one input record: where it goes and which entry enriches it. Pure.
+"""The hot path's decisions for one input record: where it goes and which entries enrich it. Pure.
 
-Every valid event is enriched once, by the worker that consumed it, with the best entry known there:
+The event's IPs are the fields GEO_IP_FIELDS names (`extract.py`; by default the one field `ip`, or a
+bare IP). Every IP of a valid event is enriched, by the worker that consumed it, with the best entry
+known there (an IP given twice in one event is looked up once):
 - the near cache's entry (the table's latest answer, learnt from the resolved topic), when it has one;
 - else the worker's replica of the resolved topic (on disk: `replica.py`), when the table has an entry;
 - otherwise a provisional entry built at once from the offline data (`policy.first_sight`): the event
@@ -8,17 +10,19 @@ Every valid event is enriched once, by the worker that consumed it, with the bes
   table's owner as one small "seen" record. The provisional entry enters the near cache, so the IP's
   later events are hits and the seen record is sent once per pending period, not once per event.
 
-The hot path (`service.py`) calls `Router.route` per record and only sends what it returns; a `BadEvent`'s
-reason goes to the dead-letter topic with the original bytes, so nothing is ever dropped silently. An
-object is passed through byte for byte, so one that consumers could read differently from us (a key given
-twice, a lone surrogate escape) is refused rather than normalised.
+The hot path (`service.py`) calls `Router.route` per record and only sends what it returns: one enriched
+record in the shape GEO_OUTPUT_FORMAT names (`shapes.py`) and one seen record per IP owed to the owner; a
+`BadEvent`'s reason (or an event with no valid IP) goes to the dead-letter topic with the original bytes,
+so nothing is ever dropped silently. Objects consumers could read differently from us (a key given twice,
+a lone surrogate escape) are refused rather than normalised (`parsing.py`). The default configuration
+(`ip`, envelope, keyed by IP) takes a shorter path: no walk of the parsed event, no per-event dict.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from pipeline.addresses import normalise_ip
@@ -26,15 +30,15 @@ from pipeline.config.ipfields import DEFAULT_FIELDS, FieldSpec, parse_fields
 from pipeline.errors import BadEvent, InvalidAddress
 from pipeline.hotpath import shapes
 from pipeline.hotpath.extract import Found, Network, extract, normalise_with_port
+from pipeline.hotpath.near import UNKNOWN_HASH, NearCache
 from pipeline.hotpath.parsing import ParsedEvent, parse_event, parse_value
 from pipeline.messages import dead_letter, dead_letter_key, enriched
 from pipeline.models import country_label
 
-__all__ = ["NearCache", "ParsedEvent", "Route", "Router", "parse_event", "reason_label"]
+__all__ = ["UNKNOWN_HASH", "NearCache", "ParsedEvent", "Route", "Router", "parse_event", "reason_label"]
 
 SPELLINGS_MAX = 50_000  # raw IP texts remembered with their normal form (~150 B each); cleared when full
 LABELS_MAX = 10_000  # entries remembered with their country label (refs, mostly shared with the near cache)
-UNKNOWN_HASH = -1  # a near-cache entry learnt from the resolved topic has its key hash computed on first use
 # dead-letter reasons -> a few stable labels for metrics (reasons carry sizes and type names: unbounded)
 REASON_LABELS = (
     ("empty message", "empty"),
@@ -67,82 +71,6 @@ class Route(enum.Enum):
     TOUCH = "touch"  # a hit, and the IP goes to the owner again: its last sighting there is a day old
     NEW = "new"  # enriched with a provisional entry; the IP also goes to the table's owner (seen record)
     DEAD_LETTER = "dead_letter"  # bad input: original bytes and the reason
-
-
-class NearCache:
-    """IP -> (entry JSON, key hash, seen mark), at most `capacity` of them.
-
-    The seen mark says when this worker last sent the IP to the table's owner: 0 never, `-t` at t with no
-    answer from the owner since (our own provisional entry), `t` at t and the owner has published since.
-
-    Why it exists: a hit served here costs a dict lookup, while the table's owner is another partition and
-    another hop away. Entries come from the resolved topic (every change the table's owner publishes) and
-    from this worker's own provisional entries. Least recently USED goes first, so a hot IP stays however
-    long ago its answer changed. The key hash (murmur2 of the IP, which picks the output partition) is kept
-    beside the entry because computing it in Python costs more than the rest of a hit.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[bytes, tuple[bytes, int, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, ip: bytes) -> tuple[bytes, int, float] | None:
-        """(entry JSON, key hash or UNKNOWN_HASH, seen-sent time or 0.0); marks the IP as just used."""
-        found = self._entries.get(ip)
-        if found is not None:
-            self._entries.move_to_end(ip)
-        return found
-
-    def items(self) -> list[tuple[bytes, tuple[bytes, int, float]]]:
-        """A snapshot of every (ip, (entry, key hash, seen mark)), least recently used first."""
-        return list(self._entries.items())
-
-    def entry(self, ip: bytes) -> bytes | None:
-        """The entry JSON alone, without marking the IP as used (for views and tests)."""
-        found = self._entries.get(ip)
-        return found[0] if found else None
-
-    def put(self, ip: bytes, entry: bytes, key_hash: int = UNKNOWN_HASH, seen_at: float = 0.0) -> None:
-        if self.capacity <= 0:
-            return
-        self._entries[ip] = (entry, key_hash, seen_at)
-        self._entries.move_to_end(ip)
-        if len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
-
-    def refresh(self, ip: bytes, entry: bytes | None) -> None:
-        """`learn`, for an IP this cache holds; others are left to the replica (the cache keeps what is
-        used, not what was published last)."""
-        if ip in self._entries:
-            self.learn(ip, entry)
-
-    def learn(self, ip: bytes, entry: bytes | None) -> None:
-        """Take the table's latest entry for `ip` (None, a tombstone, forgets it); keeps a known key hash.
-
-        Once the owner published the IP it has the entry, so this worker stops re-sending it as seen. An
-        owner's entry older (`updated_at`) than the owner's entry held is ignored: records of one IP in two
-        partitions (the resolved topic's count changed under running workers) arrive in either order. Our
-        own provisional entry (a negative seen mark) always gives way to the owner's.
-        """
-        if entry is None:
-            self._entries.pop(ip, None)
-            return
-        found = self._entries.get(ip)
-        if found is not None and found[2] >= 0 and _updated_at(entry) < _updated_at(found[0]):
-            return
-        self.put(ip, entry, found[1] if found else UNKNOWN_HASH, abs(found[2]) if found else 0.0)
-
-
-def _updated_at(entry: bytes) -> float:
-    """An entry JSON's `updated_at` (0 when it has none or is not an entry: it never wins on age)."""
-    try:
-        value = json.loads(entry).get("updated_at", 0.0)
-        return float(value) if isinstance(value, int | float) else 0.0
-    except (ValueError, AttributeError, RecursionError):
-        return 0.0
 
 
 Owed = tuple[tuple[bytes, int, "Route"], ...]  # (ip, its key hash, NEW or TOUCH): seen records to send

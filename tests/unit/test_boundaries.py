@@ -50,6 +50,7 @@ PURE = [
     "config.secret",
     "config.settings",
     "hotpath.extract",
+    "hotpath.near",
     "hotpath.parsing",
     "hotpath.routing",
     "hotpath.shapes",
