@@ -264,7 +264,9 @@ class Router:
             event_json = json.dumps(value, separators=(",", ":")).encode()
         elif isinstance(value, dict):
             specs = self.specs
-            event_json = stripped.encode() if stripped is not text else (raw or b"")
+            event_json = b""  # the envelope's verbatim event, taken below (ecs encodes what was parsed)
+            if self.output_format != "ecs":
+                event_json = stripped.encode() if stripped is not text else (raw or b"")
         else:
             reason = f"JSON value must be an object or an IP string, not {type(value).__name__}"
             return self._dead(raw, key, where, reason)

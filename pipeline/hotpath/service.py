@@ -8,9 +8,11 @@ outputs to one record batch per output partition (no per-record future or partit
 is cached per IP), sends those batches, waits until every one is delivered, then commits: at-least-once,
 a crash replays the batch, never loses it. A rebalance waits for the batch in hand before it revokes.
 
-Outputs: every valid event goes to the enriched topic keyed by its IP (input-partition order per IP kept);
-an IP new to this worker also goes, once, to `<app>-ips-seen` for the table's owner; bad input goes to the
-dead-letter topic with the reason. A group-less consumer follows the resolved topic on every worker into
+Outputs: every valid event goes to the enriched topic in the configured shape, keyed by its (first) IP
+(input-partition order per IP kept) or by the input's key (GEO_ENRICHED_KEY), with the input's headers,
+the input's timestamp and a `geo-format` header naming the shape; each IP new to this worker also goes,
+once, to `<app>-ips-seen` for the table's owner; bad input goes to the dead-letter topic with the reason
+and the input's headers. A group-less consumer follows the resolved topic on every worker into
 the worker's replica of it (RocksDB on disk, `replica.py`: it keeps its offsets, so a restart reads only
 what it missed) and refreshes the near cache's copies; the near cache also holds this worker's own
 provisional entries.
