@@ -9,8 +9,10 @@ IP every consumer reads in the output.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from json.scanner import make_scanner
 from typing import Any
 
 from pipeline.addresses import normalise_ip
@@ -53,6 +55,26 @@ def parse_value(
     """(the decoded JSON value, or the bare IP text; the text stripped; the text): any JSON value or an IP
     as text, within `max_bytes` and unambiguous; BadEvent says why not. A bare message (and a JSON string)
     is one address, as fail2ban writes it: no port (`normalise`); an object's fields may carry one."""
+    stripped, text = _text(raw, max_bytes)
+    return (_json(stripped) if stripped[0] in '{["' else _bare(stripped, normalise)), stripped, text
+
+
+def parse_value_spans(
+    raw: bytes | None, max_bytes: int, normalise: Callable[[str], str] = normalise_ip
+) -> tuple[Any, str, Spans | None]:
+    """`parse_value`, with the spans of a top-level object's members (`parse_object`); None for any
+    other value. Returns (value, the text stripped, spans)."""
+    stripped, _ = _text(raw, max_bytes)
+    if stripped[0] != "{":
+        return (_json(stripped) if stripped[0] in '["' else _bare(stripped, normalise)), stripped, None
+    members, spans, end = parse_object(stripped)
+    if end != len(stripped):
+        raise BadEvent("invalid JSON")  # something after the object
+    return members, stripped, spans
+
+
+def _text(raw: bytes | None, max_bytes: int) -> tuple[str, str]:
+    """(the text stripped, the text) of a record value that can be an event at all."""
     if raw is None:
         raise BadEvent("empty message (null value)")
     if len(raw) > max_bytes:
@@ -64,7 +86,7 @@ def parse_value(
     stripped = text.strip()
     if not stripped:
         raise BadEvent("empty message")
-    return (_json(stripped) if stripped[0] in '{["' else _bare(stripped, normalise)), stripped, text
+    return stripped, text
 
 
 def _bare(text: str, normalise: Callable[[str], str]) -> Any:
@@ -126,6 +148,64 @@ def _json(text: str) -> Any:
 
 # NaN/Infinity refused, duplicate keys refused; built once (json.loads with options builds one per call)
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+# (text, index) -> (value, end): the C scanner json.loads uses (typeshed types it as a class of itself)
+_SCAN: Callable[[str, int], tuple[Any, int]] = make_scanner(_DECODER)  # type: ignore[arg-type]
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's insignificant whitespace (RFC 8259)
+Spans = dict[str, tuple[int, int]]  # member name -> (start, end) of its value in the text
+
+
+def _skip(text: str, idx: int) -> int:
+    """The index of the first character at or after `idx` that is not JSON whitespace."""
+    found = _WHITESPACE.match(text, idx)
+    return found.end() if found else idx
+
+
+def parse_object(text: str, start: int = 0) -> tuple[dict[str, Any], Spans, int]:
+    """The JSON object at `text[start]` as (members, the span of each member's value, the end), with the
+    same refusals as `parse_value` (duplicate keys, NaN, lone surrogates: BadEvent). Why: the ecs shape
+    inserts its fields into the producer's own text, beside each IP field, at spans found here, instead
+    of encoding the whole event again. The values are parsed by the json module's C scanner; only this
+    object's own members are walked here."""
+    scan, ws = _SCAN, " \t\n\r"
+    members: dict[str, Any] = {}
+    spans: Spans = {}
+    try:  # whitespace is rare in machine-written events: look at one character before matching a run
+        idx = start + 1
+        if text[idx] in ws:
+            idx = _skip(text, idx)
+        if text[idx] == "}":
+            return members, spans, idx + 1
+        while True:
+            if text[idx] != '"':
+                raise ValueError("a member name must be a string")
+            key, idx = scan(text, idx)
+            if text[idx] in ws:
+                idx = _skip(text, idx)
+            if text[idx] != ":":
+                raise ValueError("':' expected")
+            idx += 1
+            if text[idx] in ws:
+                idx = _skip(text, idx)
+            value, end = scan(text, idx)
+            if key in members:
+                raise BadEvent(f"duplicate key {key[:50]!r} in a JSON object")
+            members[key], spans[key] = value, (idx, end)
+            idx = end
+            if text[idx] in ws:
+                idx = _skip(text, idx)
+            if text[idx] == ",":
+                idx += 1
+                if text[idx] in ws:
+                    idx = _skip(text, idx)
+            elif text[idx] == "}":
+                break
+            else:
+                raise ValueError("',' or '}' expected")
+    except (ValueError, IndexError, StopIteration, RecursionError):
+        raise BadEvent("invalid JSON") from None
+    if "\\u" in text and _has_lone_surrogate(members):
+        raise BadEvent("lone surrogate escape in a JSON string: not Unicode text")
+    return members, spans, idx + 1
 
 
 def _ip(value: str, normalise: Callable[[str], str]) -> str:

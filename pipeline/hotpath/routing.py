@@ -31,7 +31,7 @@ from pipeline.errors import BadEvent, InvalidAddress
 from pipeline.hotpath import shapes
 from pipeline.hotpath.extract import Found, Network, extract, normalise_with_port
 from pipeline.hotpath.near import UNKNOWN_HASH, NearCache
-from pipeline.hotpath.parsing import ParsedEvent, parse_event, parse_value
+from pipeline.hotpath.parsing import ParsedEvent, parse_event, parse_value, parse_value_spans
 from pipeline.messages import dead_letter, dead_letter_key, enriched
 from pipeline.models import country_label
 
@@ -252,7 +252,12 @@ class Router:
         """Any GEO_IP_FIELDS, GEO_OUTPUT_FORMAT and GEO_ENRICHED_KEY: every IP of the event is looked up
         once (an IP in two fields too), every field shows its own."""
         try:
-            value, stripped, text = parse_value(raw, self.max_bytes, self._normalise_bare)
+            if self.output_format == "ecs":  # with the spans of the members, to insert beside them
+                value, stripped, spans = parse_value_spans(raw, self.max_bytes, self._normalise_bare)
+                text = ""
+            else:
+                value, stripped, text = parse_value(raw, self.max_bytes, self._normalise_bare)
+                spans = None
         except BadEvent as exc:
             return self._dead(raw, key, where, exc.reason)
         if isinstance(value, str):  # a bare IP (what a fail2ban action emits): the event {"ip": ...}
@@ -292,7 +297,10 @@ class Router:
                 self.failed[reason_label(f.error)] += 1
         self.skipped += skipped
         if self.output_format == "ecs":
-            out = shapes.ecs(value, found, entries, self.views, skipped)
+            spliced = None
+            if spans is not None:
+                spliced = shapes.ecs_spliced(stripped, value, spans, found, entries, self.views, skipped)
+            out = spliced or shapes.ecs(value, found, entries, self.views, skipped)
         elif len(found) == 1 and not skipped:
             out = enriched(good[0][1].encode(), self.views.view(entries[good[0][1]]), event_json)
         else:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 from pipeline.config.ipfields import FieldSpec
 from pipeline.hotpath.extract import Found
+from pipeline.hotpath.parsing import Spans, parse_object
 
 ENVELOPE = "envelope/2"  # the envelope's contract version: 2 flattened `geo` to the public view
 ECS = "ecs/1"
@@ -70,11 +71,15 @@ def public_view(entry: bytes) -> bytes:
 
 class EcsParts(NamedTuple):
     """One entry's ECS parts: `geo` and `as` objects (None when empty) and the status object, as dicts
-    shared by every event that carries the entry (the encoder only reads them)."""
+    shared by every event that carries the entry (the encoder only reads them), and as JSON text (the
+    spliced form)."""
 
     geo: dict[str, Any] | None
     as_: dict[str, Any] | None
     status: dict[str, Any]
+    geo_json: str | None
+    as_json: str | None
+    status_json: str
 
 
 def ecs_parts(entry: bytes) -> EcsParts:
@@ -92,7 +97,15 @@ def ecs_parts(entry: bytes) -> EcsParts:
     status = {"ip": data.get("ip"), "status": data.get("status")}
     status.update({name: value for name, value in geo.items() if name not in _ECS_USED})  # isp, org, flags
     status.update({shown: data.get(name) for name, shown in _TAIL})
-    return EcsParts(ecs or None, as_ or None, status)
+    status = {k: v for k, v in status.items() if v is not None or k in ("ip", "status")}  # ECS: no nulls
+    return EcsParts(
+        ecs or None,
+        as_ or None,
+        status,
+        _ENCODER.encode(ecs) if ecs else None,
+        _ENCODER.encode(as_) if as_ else None,
+        _ENCODER.encode(status),
+    )
 
 
 class Views:
@@ -174,7 +187,7 @@ def ecs(
             geo: Any = None
             as_: Any = None
         else:
-            geo, as_, status = views.ecs(entries[f.ip])
+            geo, as_, status = views.ecs(entries[f.ip])[:3]
         if f.element is None:
             statuses[spec.name] = status
             if geo is not None:
@@ -196,6 +209,124 @@ def ecs(
         pipeline["ips_skipped"] = skipped
     event["geo_pipeline"] = pipeline
     return _ENCODER.encode(event).encode()
+
+
+def ecs_spliced(
+    text: str,
+    event: dict[str, Any],
+    spans: Spans,
+    found: Sequence[Found],
+    entries: dict[str, bytes],
+    views: Views,
+    skipped: int,
+) -> bytes | None:
+    """The ECS shape without encoding the event again: the fields `ecs` would add are inserted as text
+    before the closing brace of each field's parent (found by `spans`, parsing.parse_object) and of the
+    event, so the producer's bytes stay as they were. None when a name we would add is already there
+    (the caller then builds the event with `ecs`, which replaces it)."""
+    if "geo_pipeline" in event:
+        return None
+    end = len(text) - 1  # the event's closing brace (the text is stripped)
+    inserts: list[tuple[int, str]] = []
+    statuses: list[str] = []
+    i, n = 0, len(found)
+    while i < n:
+        spec = found[i].spec
+        j = i + 1
+        while j < n and found[j].spec is spec:  # an array field's elements follow each other
+            j += 1
+        geo_name, as_name, geo_key, as_key, name = _names(spec)
+        if spec.top_level:
+            parent, at = event, end
+        else:
+            place = _parent_span(text, event, spans, spec.path[:-1])
+            if place is None:
+                return None
+            parent, at = place
+        if geo_name in parent or as_name in parent:
+            return None
+        if found[i].element is None:
+            f = found[i]
+            if f.ip is None:
+                geo_json = as_json = None
+                status = '{"error":' + _ENCODER.encode(f.error) + "}"
+            else:
+                part = views.ecs(entries[f.ip])
+                geo_json, as_json, status = part.geo_json, part.as_json, part.status_json
+        else:  # an array field: lists aligned with its elements, left out when nothing is in them
+            parts = [None if f.ip is None else views.ecs(entries[f.ip]) for f in found[i:j]]
+            geo_json = _aligned([p.geo_json if p else None for p in parts])
+            as_json = _aligned([p.as_json if p else None for p in parts])
+            status = (
+                "["
+                + ",".join(
+                    p.status_json if p else '{"error":' + _ENCODER.encode(f.error) + "}"
+                    for p, f in zip(parts, found[i:j], strict=True)
+                )
+                + "]"
+            )
+        if geo_json:
+            inserts.append((at, "," + geo_key + ":" + geo_json))
+        if as_json:
+            inserts.append((at, "," + as_key + ":" + as_json))
+        statuses.append(name + ":" + status)
+        i = j
+    tail = f',"ips_skipped":{skipped}' if skipped else ""
+    inserts.append(
+        (end, ',"geo_pipeline":{"format":"' + ECS + '","fields":{' + ",".join(statuses) + "}" + tail + "}")
+    )
+    inserts.sort(key=_position)  # stable: inserts at one place keep their order
+    out: list[str] = []
+    last = 0
+    for at, piece in inserts:
+        out += (text[last:at], piece)
+        last = at
+    out.append(text[last:])
+    return "".join(out).encode()
+
+
+def _position(insert: tuple[int, str]) -> int:
+    return insert[0]
+
+
+def _aligned(items: list[str | None]) -> str | None:
+    return "[" + ",".join(x or "null" for x in items) + "]" if any(items) else None
+
+
+# spec -> its geo and as member names, the same as JSON text, and its own name as JSON text
+_NAMES: dict[FieldSpec, tuple[str, str, str, str, str]] = {}
+
+
+def _names(spec: FieldSpec) -> tuple[str, str, str, str, str]:
+    """A field's ECS member names (`geo`/`as`, or `F_geo`/`F_as` at the top), the same as JSON text, and
+    its own name as JSON text: configured fields are a few, each encoded once."""
+    found = _NAMES.get(spec)
+    if found is None:
+        geo, as_ = (f"{spec.name}_geo", f"{spec.name}_as") if spec.top_level else ("geo", "as")
+        encode = _ENCODER.encode
+        found = _NAMES[spec] = (geo, as_, encode(geo), encode(as_), encode(spec.name))
+    return found
+
+
+def _parent_span(
+    text: str, event: dict[str, Any], spans: Spans, path: tuple[str, ...]
+) -> tuple[dict[str, Any], int] | None:
+    """(the parent object, the index of its closing brace in `text`) for a nested field's parent path;
+    deeper parents are found by walking their ancestors' text again."""
+    parent: Any = event
+    span = None
+    for depth, name in enumerate(path):
+        parent = parent.get(name) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict):
+            return None
+        if depth == 0:
+            span = spans.get(name)
+        elif span is not None:
+            span = parse_object(text, span[0])[1].get(name)
+        if span is None:
+            return None
+    assert span is not None
+    return parent, span[1] - 1
 
 
 def _target(event: dict[str, Any], spec: FieldSpec) -> tuple[dict[str, Any], str, str]:
