@@ -8,8 +8,8 @@
   resolved topic and the HTTP API. Built by concatenation: no JSON is encoded per event.
 - `ecs/1`: the event itself with Elastic Common Schema fields beside each IP field (`source.geo.*`,
   `source.as.*`; a top-level field `F` gets `F_geo` and `F_as`), and the pipeline's own status per field in
-  `geo_pipeline`. The event is encoded again (JSON, key order kept); the per-entry parts are built once
-  per entry and shared.
+  `geo_pipeline`. The parts are inserted as text into the producer's own bytes (`ecs_spliced`: nothing is
+  encoded per event); only an event that already holds a name we add is encoded again (`ecs`).
 
 Views and fragments are derived once per entry bytes (`Views`): a near-cache entry keeps its bytes object,
 so a hit costs one dict lookup here.
