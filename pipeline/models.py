@@ -41,6 +41,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "longitude": (int, float),
     "asn": int,
 }
+FLAG_FIELDS = ("proxy", "hosting", "mobile")  # booleans: True, False, or None (the provider did not say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,10 @@ class GeoData:
     as_name: str | None = None
     isp: str | None = None
     org: str | None = None
+    # what the address is, for security teams; None when no configured provider says (never guessed False)
+    proxy: bool | None = None  # a VPN, proxy or Tor exit
+    hosting: bool | None = None  # a hosting provider or data centre
+    mobile: bool | None = None  # a cellular (mobile) network
 
     def to_dict(self) -> dict[str, Any]:
         # every field is a scalar, so a flat dict is what dataclasses.asdict would build (its deep copy
@@ -65,12 +70,16 @@ class GeoData:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeoData:
-        """Fields of the right type are kept, anything else (a wrong type from a foreign record) is None."""
+        """Fields of the right type are kept, anything else (a wrong type from a foreign record) is None;
+        a field the record lacks (one written before the field existed) is None too."""
         kept: dict[str, Any] = {}
-        for f in fields(cls):
-            value = data.get(f.name)
-            ok = isinstance(value, _FIELD_TYPES.get(f.name, str)) and not isinstance(value, bool)
-            kept[f.name] = value if ok else None
+        for name in _GEO_FIELDS:
+            value = data.get(name)
+            if name in FLAG_FIELDS:
+                kept[name] = value if isinstance(value, bool) else None
+                continue
+            ok = isinstance(value, _FIELD_TYPES.get(name, str)) and not isinstance(value, bool)
+            kept[name] = value if ok else None
         return cls(**kept)
 
 
@@ -203,6 +212,15 @@ class GeoEntry:
     @classmethod
     def from_json(cls, raw: bytes) -> GeoEntry:
         return cls.from_dict(json.loads(raw))
+
+
+def entry_view(raw: bytes) -> Any:
+    """A stored entry as this version writes it: every field, those an older version did not write at their
+    defaults (`GET /geo/{ip}` shows this); a value that is no entry this version can read, as it is."""
+    try:
+        return GeoEntry.from_json(raw).to_dict()
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return json.loads(raw)
 
 
 _GEO_FIELDS = tuple(f.name for f in fields(GeoData))

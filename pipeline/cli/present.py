@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline.models import FLAG_FIELDS
+
 Samples = Mapping[str, Sequence[tuple[Mapping[str, str], float]]]  # sample name -> [(labels, value)]
 PREVIEW = 120  # characters of an event or an original shown on one line
 
@@ -19,7 +21,8 @@ def _text(value: Any) -> str:
 
 
 def place(geo: Mapping[str, Any] | None) -> str:
-    """`US Ashburn, Virginia AS15169 GOOGLE`: what is known, in that order, nothing for unknown parts."""
+    """`US Ashburn, Virginia AS15169 GOOGLE [hosting]`: what is known, in that order, nothing for unknown
+    parts; the flags that are true in brackets (false and unknown ones are not shown)."""
     if not geo or not any(v is not None for v in geo.values()):
         return "-"
     parts = [_text(geo.get("country_code")) or "??"]
@@ -28,6 +31,9 @@ def place(geo: Mapping[str, Any] | None) -> str:
         parts.append(where)
     if geo.get("asn") is not None:
         parts.append(f"AS{geo['asn']}" + (f" {geo['as_name']}" if geo.get("as_name") else ""))
+    flags = [flag for flag in FLAG_FIELDS if geo.get(flag) is True]
+    if flags:
+        parts.append(f"[{','.join(flags)}]")
     return " ".join(parts)
 
 

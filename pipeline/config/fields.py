@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config.ipfields import DEFAULT_FIELDS, enriched_key_mode
-from pipeline.config.limits import FREE_TIER_REQUESTS, FREE_TIER_WINDOW
+from pipeline.config.limits import FREE_TIER_REQUESTS, FREE_TIER_WINDOW, IPAPI_DEFAULT_FIELDS
 from pipeline.config.secret import Secret
 
 
@@ -52,10 +52,7 @@ class Fields:
     mmdb: tuple[Path, ...] = field(default=(), metadata={"env": "GEO_MMDB"})
     ipapi_url: str = field(default="", metadata={"env": "GEO_IPAPI_URL"})
     ipapi_key: Secret | None = field(default=None, metadata={"env": "GEO_IPAPI_KEY"})
-    ipapi_fields: str = field(
-        default="status,message,query,country,countryCode,regionName,city,lat,lon,isp,org,as,asname",
-        metadata={"env": "GEO_IPAPI_FIELDS"},
-    )
+    ipapi_fields: str = field(default=IPAPI_DEFAULT_FIELDS, metadata={"env": "GEO_IPAPI_FIELDS"})
     ipapi_lang: str = field(default="", metadata={"env": "GEO_IPAPI_LANG"})
     http_timeout: float = field(default=10.0, metadata={"env": "GEO_HTTP_TIMEOUT"})
     budget_requests: int = field(default=FREE_TIER_REQUESTS, metadata={"env": "GEO_BUDGET_REQUESTS"})

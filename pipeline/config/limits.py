@@ -9,6 +9,10 @@ from __future__ import annotations
 PROVIDERS = ("ipapi", "mmdb", "offline")  # the remote API, MaxMind-format files, iptocc's registry data
 FREE_TIER_REQUESTS = 15  # ip-api's free tier allows 15 batch requests ...
 FREE_TIER_WINDOW = 60.0  # ... per 60 s window, per source IP
+# what ip-api is asked by default: place, network, and the free tier's proxy/hosting/mobile flags
+IPAPI_DEFAULT_FIELDS = (
+    "status,message,query,country,countryCode,regionName,city,lat,lon,isp,org,as,asname,proxy,hosting,mobile"
+)
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")  # GEO_KAFKA_SECURITY_PROTOCOL
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")  # GEO_KAFKA_SASL_MECHANISM

@@ -13,7 +13,9 @@ and bans like ip-api can check that, so integration tests, benchmarks and the de
 - Items fail with "private range" (RFC 1918, ULA, loopback, link-local), "reserved range" (all other
   non-global space: CGNAT, documentation, multicast, unspecified, IPv6 outside 2000::/3) or "invalid query".
   A global IP iptocc has no country for (unallocated) is a "success" with text fields "" and lat/lon 0, as
-  ip-api answers it: retrying would not change it. Other fields are synthetic, see `expected_answer`.
+  ip-api answers it: retrying would not change it. Other fields are synthetic, see `expected_answer`;
+  the `proxy`, `hosting` and `mobile` flags are drawn from a hash of the address (true for about one in
+  11, 5 and 7 addresses), so a test predicts them.
 - `fields` (names or numeric mask; absent means all) per item, else from the query string; `lang` is
   accepted and ignored (names stay English). `Faults` is mutable while running; `hostile_rate` spoils
   success items with the values of `pipeline.devtools.hostile` (oversized, markup, controls, bad numbers).
@@ -49,8 +51,9 @@ MAX_BODY = 1 << 20  # 100 items are ~30 KiB; a MiB is plenty and bounds a runawa
 FIELD_BITS = {  # ip-api's numeric field mask bits, in its answer order
     "status": 16384, "message": 32768, "country": 1, "countryCode": 2, "region": 4, "regionName": 8,
     "city": 16, "zip": 32, "lat": 64, "lon": 128, "timezone": 256, "isp": 512, "org": 1024, "as": 2048,
-    "asname": 4194304, "query": 8192,
+    "asname": 4194304, "mobile": 65536, "proxy": 131072, "hosting": 16777216, "query": 8192,
 }  # fmt: skip
+FLAG_ODDS = {"proxy": 11, "hosting": 5, "mobile": 7}  # one address in N answers True, the rest False
 COUNTRIES = {  # enough names for readable demos; other codes fall back to the code itself
     "US": "United States", "CA": "Canada", "BR": "Brazil", "GB": "United Kingdom", "FR": "France",
     "DE": "Germany", "NL": "Netherlands", "ES": "Spain", "IT": "Italy", "SE": "Sweden", "PL": "Poland",
@@ -106,10 +109,13 @@ def expected_answer(query: str, fields: str | None = None) -> dict[str, Any]:
                 "zip": f"{h % 100000:05d}", "lat": round((h % 180000) / 1000 - 90, 4),
                 "lon": round((h // 180000 % 360000) / 1000 - 180, 4), "timezone": _ZONES[h % len(_ZONES)],
                 "isp": f"Synthetic ISP {asn}", "org": f"Synthetic Org {asn}",
-                "as": f"AS{asn} Synthetic Net {asn}", "asname": f"SYNTH-{asn}", "query": query}  # fmt: skip
+                "as": f"AS{asn} Synthetic Net {asn}", "asname": f"SYNTH-{asn}"}  # fmt: skip
+        # the flags from other bits of the same hash than the fields above: deterministic, independent
+        flags = {name: (h >> (20 + 8 * i)) % odds == 0 for i, (name, odds) in enumerate(FLAG_ODDS.items())}
+        full |= {**flags, "query": query}
         if not cc:  # unallocated: ip-api says success but knows nothing
             blank = {k: 0 if k in ("lat", "lon") else "" for k in full if k not in ("status", "query")}
-            full |= blank
+            full |= blank | dict.fromkeys(FLAG_ODDS, False)
     wanted = parse_fields(fields)
     return {k: v for k, v in full.items() if k in wanted}
 

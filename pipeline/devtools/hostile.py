@@ -3,8 +3,8 @@
 `Faults.hostile_rate` makes the fake server pass that share of its "success" items through one of these,
 picked by its own seeded Random, so a run replays exactly. Each kind keeps `query`, so the client can tell
 which IP got it, and says what the pipeline must make of it: `rejected` kinds must fail that IP
-transiently (and be retried), the others must resolve with the value cleaned
-(`pipeline.providers.ipapi_answers`).
+transiently (and be retried), the others must resolve with the value cleaned, or for a flag that is not
+a JSON boolean, with that flag null (`pipeline.providers.ipapi_answers`).
 `IpApiServer.hostile` lists (query, kind) for every item it served this way.
 """
 
@@ -51,6 +51,10 @@ KINDS: tuple[Hostile, ...] = (
     Hostile("negative_asn", True, _set(**{"as": "AS-5 Evil"})),
     Hostile("huge_asn", True, _set(**{"as": "AS99999999999 Evil"})),
     Hostile("markup_fail", True, _fail),
+    # garbage flags are dropped (None), the item still resolves: a flag says nothing about the place
+    Hostile("string_flag", False, _set(proxy="true")),
+    Hostile("number_flags", False, _set(hosting=1, mobile=0)),
+    Hostile("object_flag", False, _set(proxy={"vpn": True}, mobile=[True])),
 )
 
 

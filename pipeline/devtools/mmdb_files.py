@@ -10,6 +10,11 @@ they are part of what a reader decodes and so of what a lookup costs:
   `location` holding only the coordinates), as DB-IP's format pages and their sample output show.
 - GeoLite2-ASN and DB-IP ASN Lite: `autonomous_system_number` (uint32), `autonomous_system_organization`.
 - IPinfo Lite: flat text fields; the AS number is text ("AS15169").
+- GeoIP2-Anonymous-IP: booleans `is_anonymous`, `is_anonymous_vpn`, `is_hosting_provider`,
+  `is_public_proxy`, `is_residential_proxy`, `is_tor_exit_node`, each written only when true, and only
+  for listed networks.
+- GeoIP2-Connection-Type: `connection_type` ("Cellular", "Cable/DSL", "Corporate", "Satellite", ...).
+- IPinfo privacy detection: flat `vpn`, `proxy`, `tor`, `relay`, `hosting` ("true" or ""), `service`.
 
 Needs `mmdb-writer` (the `test` extra). It cannot write MaxMind's IPv4 aliases in IPv6 trees
 (`::ffff:0:0/96`, `2002::/16`); maxminddb looks IPv4 addresses up under `::/96`, where it does write them.
@@ -35,6 +40,9 @@ GEOLITE2_ASN = "GeoLite2-ASN"
 DBIP_CITY_LITE = "DBIP-City-Lite"
 DBIP_ASN_LITE = "DBIP-ASN-Lite (compat=GeoLite2-ASN)"
 IPINFO_LITE = "ipinfo lite.mmdb"
+GEOIP2_ANONYMOUS_IP = "GeoIP2-Anonymous-IP"
+GEOIP2_CONNECTION_TYPE = "GeoIP2-Connection-Type"
+IPINFO_PRIVACY = "ipinfo privacy.mmdb"
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,53 @@ def ipinfo_lite_record(place: Place, asn: int, as_name: str, as_domain: str) -> 
         "continent_code": place.continent_code,
         "country": place.country_name,
         "country_code": place.country_code,
+    }
+
+
+@dataclass(frozen=True)
+class Anonymity:
+    """What an anonymizer database says of a network (MaxMind's flags; IPinfo's privacy columns)."""
+
+    vpn: bool = False
+    hosting: bool = False
+    public_proxy: bool = False
+    tor: bool = False
+    residential_proxy: bool = False
+    relay: bool = False  # IPinfo only: a location-preserving relay (iCloud Private Relay and the like)
+
+
+def anonymous_ip_record(anon: Anonymity) -> dict[str, Any]:
+    """GeoIP2-Anonymous-IP: `is_anonymous` and each flag that is true; false flags are not written."""
+    flags = {
+        "is_anonymous_vpn": anon.vpn,
+        "is_hosting_provider": anon.hosting,
+        "is_public_proxy": anon.public_proxy,
+        "is_residential_proxy": anon.residential_proxy,
+        "is_tor_exit_node": anon.tor,
+    }
+    record = {key: True for key, value in flags.items() if value}
+    if anon.vpn or anon.public_proxy or anon.tor or anon.residential_proxy:
+        record["is_anonymous"] = True
+    return record
+
+
+def connection_type_record(connection_type: str) -> dict[str, Any]:
+    return {"connection_type": connection_type}
+
+
+def ipinfo_privacy_record(anon: Anonymity, service: str = "") -> dict[str, Any]:
+    """IPinfo's privacy detection: every column written, "true" or "" (its JSON and MMDB downloads)."""
+
+    def text(flag: bool) -> str:
+        return "true" if flag else ""
+
+    return {
+        "hosting": text(anon.hosting),
+        "proxy": text(anon.public_proxy),
+        "relay": text(anon.relay),
+        "service": service,
+        "tor": text(anon.tor),
+        "vpn": text(anon.vpn),
     }
 
 

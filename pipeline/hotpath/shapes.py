@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any, NamedTuple
 
 from pipeline.config.ipfields import FieldSpec
 from pipeline.hotpath.extract import Found
 from pipeline.hotpath.parsing import Spans, parse_object
+from pipeline.models import GeoData
 
 ENVELOPE = "envelope/2"  # the envelope's contract version: 2 flattened `geo` to the public view
 ECS = "ecs/1"
@@ -31,6 +33,7 @@ FORMAT_HEADER = "geo-format"  # every enriched record carries the shape and vers
 VIEWS_MAX = 20_000  # entries remembered with their views (refs shared with the near cache); cleared when full
 # the entry's own fields the public view shows after the geo keys, renamed where they read better
 _TAIL = (("provider", "source"), ("data_version", "data_version"), ("updated_at", "updated_at"))
+_GEO_KEYS = tuple(f.name for f in fields(GeoData))  # the view's place and flag keys, in the entry's order
 # entry geo key -> ECS geo field; the location is built from latitude/longitude
 _ECS_GEO = (
     ("country_code", "country_iso_code"),
@@ -63,6 +66,7 @@ def public_view(entry: bytes) -> bytes:
     data = _entry(entry)
     geo = data.get("geo")
     view: dict[str, Any] = {"status": data.get("status")}
+    view.update(dict.fromkeys(_GEO_KEYS))  # every field this version knows, null when an old entry lacks it
     view.update(geo if isinstance(geo, dict) else {})
     for name, shown in _TAIL:
         view[shown] = data.get(name)

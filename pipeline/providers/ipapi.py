@@ -26,6 +26,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from pipeline.config.limits import IPAPI_DEFAULT_FIELDS
 from pipeline.config.secret import Secret
 from pipeline.config.settings import Settings
 from pipeline.models import LookupResult, PermanentFailure, Resolved, TransientFailure
@@ -40,7 +41,7 @@ FREE_URL = "http://ip-api.com/batch"  # the free tier is HTTP only
 PRO_URL = "https://pro.ip-api.com/batch"  # the paid tier, HTTPS, key in the query string
 REQUIRED_FIELDS = ("status", "message", "query")  # needed to classify an item and match it to its IP
 REQUIRED_MASK = 16384 | 32768 | 8192  # the same three as ip-api's numeric field bits
-DEFAULT_FIELDS = "status,message,query,country,countryCode,regionName,city,lat,lon,isp,org,as,asname"
+DEFAULT_FIELDS = IPAPI_DEFAULT_FIELDS  # the settings' default: proxy, hosting, mobile asked too
 REQUEST_TIMEOUT = 10.0  # seconds for the whole request: a stuck call must not hold the resolver's batch
 MAX_BODY_BYTES = 1 << 20  # 100 items are ~30 KiB; anything near 1 MiB is not ip-api talking
 

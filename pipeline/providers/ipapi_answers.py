@@ -17,6 +17,9 @@ and a bad one fails only its own IP (transiently: the next ask may get an honest
   its refresh 30 days later, while a retry will probably get the real code.
 - `lat` in [-90, 90], `lon` in [-180, 180], finite; booleans are not numbers. `as` is "AS<number> <name>"
   with the number in 0..2**32-1, or empty.
+- `proxy`, `hosting` and `mobile` are JSON booleans; a flag of any other type (a string "true", a number, a
+  list) is DROPPED (None), not guessed and not a reason to reject the item: it says nothing about the
+  place the rest of the item holds, and None is what the entry shows when nobody said.
 - "fail" is permanent only for exactly "private range", "reserved range" or "invalid query" (ASCII,
   case-insensitive, surrounding whitespace ignored); every other fail is transient.
 """
@@ -95,7 +98,16 @@ def geo_data(item: dict[str, Any]) -> GeoData:
         as_name=text(item, "asname") or as_rest,
         isp=text(item, "isp"),
         org=text(item, "org"),
+        proxy=flag(item, "proxy"),
+        hosting=flag(item, "hosting"),
+        mobile=flag(item, "mobile"),
     )
+
+
+def flag(item: dict[str, Any], name: str) -> bool | None:
+    """A boolean field as it was sent; None when missing, null or anything but a JSON boolean."""
+    value = item.get(name)
+    return value if isinstance(value, bool) else None
 
 
 def clean_text(value: str) -> str | None:

@@ -1,8 +1,9 @@
 """Offline geography from MaxMind-format (.mmdb) databases: several files merged, each reloaded when replaced.
 
-`MmdbSource(paths)` opens every file (city/country and ASN databases of the layouts in `mmdb_layouts`),
-and answers `lookup(ip)` by asking them in order: the first file that knows a field wins. It is both an
-`OfflineSource` (sync, for the hot path) and a `GeoProvider` (async `resolve`, for the provider chain).
+`MmdbSource(paths)` opens every file (city/country, ASN, anonymizer and connection-type databases of the
+layouts in `mmdb_layouts`), and answers `lookup(ip)` by asking them in order: the first file that knows a
+field wins. It is both an `OfflineSource` (sync, for the hot path) and a `GeoProvider` (async `resolve`,
+for the provider chain).
 
 Reading mode: every file is copied into memory when opened, and lookups read that private copy, never the
 file. A map of the file itself (MODE_MMAP) survives an atomic replacement, but a file rewritten in place

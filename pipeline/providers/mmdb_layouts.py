@@ -1,6 +1,6 @@
 """The record layouts of common MaxMind-format databases, and one record turned into checked GeoData fields.
 
-Three layouts cover the free databases people run:
+Three layouts cover the free databases people run, two more MaxMind's anonymizer and connection-type data:
 
 - MAXMIND (GeoLite2/GeoIP2 City and Country, DB-IP Lite City and Country, which copies MaxMind's schema):
   `country.iso_code`, `country.names.en`, `subdivisions[0].names.en`, `city.names.en`,
@@ -8,7 +8,17 @@ Three layouts cover the free databases people run:
 - ASN (GeoLite2-ASN, DB-IP ASN Lite, GeoIP2-ISP): `autonomous_system_number`,
   `autonomous_system_organization`, and GeoIP2-ISP's `isp` and `organization` when present.
 - IPINFO (IPinfo Lite, flat): `country_code`, `country`, `asn` ("AS15169"), `as_name`. IPinfo's older
-  "country_asn" files put the code in `country` and the name in `country_name`; both are read.
+  "country_asn" files put the code in `country` and the name in `country_name`; both are read. IPinfo's
+  privacy detection files (flat too) carry `vpn`, `proxy`, `tor`, `relay`, `hosting` ("true" or "").
+- ANONYMOUS (GeoIP2-Anonymous-IP, GeoIP Anonymous Plus): `is_anonymous_vpn`, `is_public_proxy`,
+  `is_tor_exit_node`, `is_residential_proxy`, `is_hosting_provider` (each present only when true).
+- CONNECTION (GeoIP2-Connection-Type): `connection_type` ("Cellular", "Cable/DSL", "Corporate", ...).
+
+The three flags (`proxy`, `hosting`, `mobile`) are read as each file states them; a flag no key speaks for
+is None, never False (an address missing from an anonymizer list is not thereby known to be clean):
+proxy = any of the VPN/proxy/Tor/residential-proxy (IPinfo: vpn/proxy/tor/relay) keys that is present;
+hosting = `is_hosting_provider` (IPinfo: `hosting`); mobile = `connection_type` is "Cellular" (any other
+type: False). The ASN layout reads `connection_type` too, for ISP files that carry it.
 
 A database file is data from outside, so every value is checked like untrusted input: text loses control
 and format characters and is capped, a country code must be two ASCII letters, coordinates must be finite
@@ -20,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -40,6 +50,8 @@ class Layout(StrEnum):
     MAXMIND = "maxmind"
     ASN = "asn"
     IPINFO = "ipinfo"
+    ANONYMOUS = "anonymous"
+    CONNECTION = "connection"
 
 
 class LayoutError(ValueError):
@@ -50,8 +62,14 @@ class LayoutError(ValueError):
 LAYOUT_FIELDS: dict[Layout, frozenset[str]] = {
     Layout.MAXMIND: frozenset({"country_code", "country_name", "region", "city", "latitude", "longitude"}),
     Layout.ASN: frozenset({"asn", "as_name", "isp", "org"}),
-    Layout.IPINFO: frozenset({"country_code", "country_name", "asn", "as_name"}),
+    Layout.IPINFO: frozenset({"country_code", "country_name", "asn", "as_name", "proxy", "hosting"}),
+    Layout.ANONYMOUS: frozenset({"proxy", "hosting"}),
+    Layout.CONNECTION: frozenset({"mobile"}),
 }
+# keys that say "a VPN, proxy or Tor exit", per layout (each True, False, or absent)
+ANONYMOUS_PROXY_KEYS = ("is_anonymous_vpn", "is_public_proxy", "is_tor_exit_node", "is_residential_proxy")
+IPINFO_PROXY_KEYS = ("vpn", "proxy", "tor", "relay")
+MOBILE_CONNECTION = "cellular"  # MaxMind's connection_type for mobile networks (compared case-insensitively)
 
 
 def clean_text(value: object, limit: int = MAX_TEXT_CHARS) -> str | None:
@@ -103,10 +121,46 @@ def extract(layout: Layout, record: Mapping[str, Any]) -> dict[str, Any]:
             "as_name": clean_text(record.get("autonomous_system_organization")),
             "isp": clean_text(record.get("isp")),
             "org": clean_text(record.get("organization")),
+            "mobile": mobile(record.get("connection_type")),
         }
+    elif layout is Layout.ANONYMOUS:
+        found = {
+            "proxy": any_flag(record, ANONYMOUS_PROXY_KEYS, truth),
+            "hosting": truth(record.get("is_hosting_provider")),
+        }
+    elif layout is Layout.CONNECTION:
+        found = {"mobile": mobile(record.get("connection_type"))}
     else:
         found = _ipinfo(record)
     return {k: v for k, v in found.items() if v is not None}
+
+
+def truth(value: object) -> bool | None:
+    """A MaxMind boolean: True or False as written, None for a missing or non-boolean value."""
+    return value if isinstance(value, bool) else None
+
+
+def ipinfo_truth(value: object) -> bool | None:
+    """An IPinfo flag: a boolean, or its text form ("true"/"false", "" for false); None otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", ""):
+        return value.strip().lower() == "true"
+    return None
+
+
+def any_flag(
+    record: Mapping[str, Any], keys: Iterable[str], read: Callable[[object], bool | None]
+) -> bool | None:
+    """True if any of `keys` says True, False if some say False and none True, None if none says."""
+    said = [value for value in (read(record.get(key)) for key in keys) if value is not None]
+    return any(said) if said else None
+
+
+def mobile(connection_type: object) -> bool | None:
+    """Whether a `connection_type` is a cellular network; None when the record names none."""
+    kind = clean_text(connection_type)
+    return None if kind is None else kind.lower() == MOBILE_CONNECTION
 
 
 def detect_layout(database_type: object, records: Iterable[object]) -> Layout:
@@ -130,6 +184,10 @@ def layout_of_type(database_type: object) -> Layout | None:
     if not isinstance(database_type, str):
         return None
     kind = database_type.lower()
+    if "anonymous" in kind:  # GeoIP2-Anonymous-IP, GeoIP-Anonymous-Plus
+        return Layout.ANONYMOUS
+    if "connection" in kind:  # GeoIP2-Connection-Type
+        return Layout.CONNECTION
     if kind.startswith("ipinfo"):
         return Layout.IPINFO
     if "asn" in kind:
@@ -145,10 +203,16 @@ def layout_of_record(record: object) -> Layout | None:
         return None
     if "autonomous_system_number" in record:
         return Layout.ASN
+    if any(key in record for key in ("is_anonymous", *ANONYMOUS_PROXY_KEYS, "is_hosting_provider")):
+        return Layout.ANONYMOUS
+    if isinstance(record.get("connection_type"), str) and not isinstance(record.get("country"), dict):
+        return Layout.CONNECTION
     if any(isinstance(record.get(k), dict) for k in ("country", "city", "location", "continent")):
         return Layout.MAXMIND
     if any(isinstance(record.get(k), str) for k in ("country_code", "country", "asn")):
         return Layout.IPINFO
+    if any(isinstance(record.get(k), str | bool) for k in (*IPINFO_PROXY_KEYS, "hosting")):
+        return Layout.IPINFO  # a privacy detection file
     return None
 
 
@@ -177,6 +241,8 @@ def _ipinfo(record: Mapping[str, Any]) -> dict[str, Any]:
         "country_name": clean_text(name),
         "asn": as_number(record.get("asn")),
         "as_name": clean_text(record.get("as_name")),
+        "proxy": any_flag(record, IPINFO_PROXY_KEYS, ipinfo_truth),
+        "hosting": ipinfo_truth(record.get("hosting")),
     }
 
 

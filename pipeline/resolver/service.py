@@ -392,6 +392,9 @@ class Resolver(Service):
         if mine is None or self._stopping.is_set():
             return
         self.to_load = None
+        if not mine:  # assigned nothing: no asks to dedupe against, no budget of a partition to seed
+            self.asked.replace(())
+            return
         try:
             s = self.settings
             assert self._producer is not None

@@ -2,9 +2,11 @@
 
 Routes:
 - `GET /geo/{ip}`: the IP's current entry, read from the active partition of the geo table that holds it
-  (see pipeline/web/ownership.py). This worker answers when it owns that partition, else it forwards the
-  request once to the owner (header `X-Geo-Forwarded`) and relays the answer; the body names the worker
-  that answered (`worker`) and the one that forwarded (`forwarded_by`). 404: never seen; 400: not an IP;
+  (see pipeline/web/ownership.py), in this version's form: an entry an older version wrote shows the fields
+  it lacks (the `proxy`, `hosting`, `mobile` flags, `data_version`) as null or their defaults. This
+  worker answers when it owns that partition, else it forwards the request once to the owner (header
+  `X-Geo-Forwarded`) and relays the answer; the body names the worker that answered (`worker`) and the
+  one that forwarded (`forwarded_by`). 404: never seen; 400: not an IP;
   503 (with Retry-After): rebalancing or no owner yet; 502: the owner did not answer, or not acceptably.
   The owner's URL comes from its own group membership, so forwarding trusts it little: only a plain
   http(s) origin, inside GEO_FORWARD_NETWORKS when set; no redirect followed; an answer over
@@ -51,6 +53,7 @@ from pipeline.kafka import faustx
 from pipeline.kafka.group import member_urls
 from pipeline.kafka.partitioner import key_hash
 from pipeline.kafka.topics import changelog_topic
+from pipeline.models import entry_view
 from pipeline.web.admin import Admin
 from pipeline.web.guard import Cached, TooLarge, connector, read_capped
 from pipeline.web.metrics import CONTENT_TYPE, Metrics
@@ -217,7 +220,7 @@ class WebServer(Service):
             raw = local.get(ip.encode())
             if raw is None:
                 return web.json_response({**about, "error": "never seen", "worker": self._me()}, status=404)
-            return web.json_response({**about, "entry": json.loads(raw), "worker": self._me()})
+            return web.json_response({**about, "entry": entry_view(raw), "worker": self._me()})
         owner = owner_url(_distribution(geo), self.changelog, partition)
         if owner is None or owner == self.url or request.headers.get(FORWARDED):
             why = "no owner known for the partition" if owner is None else "the owner's view is changing"

@@ -17,17 +17,24 @@ from typing import Any
 from pipeline.devtools.mmdb_files import (
     DBIP_ASN_LITE,
     DBIP_CITY_LITE,
+    GEOIP2_ANONYMOUS_IP,
+    GEOIP2_CONNECTION_TYPE,
     GEOLITE2_ASN,
     GEOLITE2_CITY,
     GEOLITE2_COUNTRY,
     GEOLITE2_LANGUAGES,
     IPINFO_LITE,
+    IPINFO_PRIVACY,
+    Anonymity,
     Place,
+    anonymous_ip_record,
     asn_record,
+    connection_type_record,
     dbip_city_record,
     geolite2_city_record,
     geolite2_country_record,
     ipinfo_lite_record,
+    ipinfo_privacy_record,
     write_mmdb,
 )
 from pipeline.models import GeoData
@@ -69,6 +76,20 @@ KNOWN_IPS = {
     "2a02:2e0:3fe:1001::1": NETWORKS[4],
 }
 MISSING_IPS = ("9.9.9.9", "2c0f:fb50::1")  # in no test database
+# the anonymizer files list these networks only (the others are absent from them: their flags are None)
+ANONYMITY = {
+    "8.8.8.0/24": Anonymity(hosting=True),
+    "1.1.1.0/24": Anonymity(vpn=True, hosting=True),
+    "81.2.69.0/24": Anonymity(tor=True),
+    "2001:4860::/32": Anonymity(public_proxy=True, relay=True),
+}
+# and the connection-type file these (2a02:2e0::/29 is absent: mobile None)
+CONNECTION_TYPES = {
+    "8.8.8.0/24": "Corporate",
+    "1.1.1.0/24": "Cable/DSL",
+    "81.2.69.0/24": "Cellular",
+    "2001:4860::/32": "Cellular",
+}
 
 
 @dataclass(frozen=True)
@@ -77,8 +98,8 @@ class Vendor:
 
     database_type: str
     layout: Layout
-    record: Callable[[Network], dict[str, Any]]
-    answer: Callable[[Network], GeoData]
+    record: Callable[[Network], dict[str, Any] | None]  # None: the file does not list the network
+    answer: Callable[[Network], GeoData | None]
     languages: tuple[str, ...] = ("en",)
 
 
@@ -93,6 +114,43 @@ def _country(network: Network) -> GeoData:
 
 def _asn(network: Network) -> GeoData:
     return GeoData(asn=network.asn, as_name=network.as_name)
+
+
+def _anonymous(network: Network) -> dict[str, Any] | None:
+    anon = ANONYMITY.get(network.cidr)
+    return anonymous_ip_record(anon) if anon else None
+
+
+def _anonymous_answer(network: Network) -> GeoData | None:
+    """MaxMind writes only true flags: a listed network is proxy/hosting True or None, never False."""
+    anon = ANONYMITY.get(network.cidr)
+    if anon is None:
+        return None
+    proxy = anon.vpn or anon.public_proxy or anon.tor or anon.residential_proxy
+    return GeoData(proxy=True if proxy else None, hosting=True if anon.hosting else None)
+
+
+def _connection(network: Network) -> dict[str, Any] | None:
+    kind = CONNECTION_TYPES.get(network.cidr)
+    return connection_type_record(kind) if kind else None
+
+
+def _connection_answer(network: Network) -> GeoData | None:
+    kind = CONNECTION_TYPES.get(network.cidr)
+    return GeoData(mobile=kind == "Cellular") if kind else None
+
+
+def _privacy(network: Network) -> dict[str, Any] | None:
+    anon = ANONYMITY.get(network.cidr)
+    return ipinfo_privacy_record(anon) if anon else None
+
+
+def _privacy_answer(network: Network) -> GeoData | None:
+    """IPinfo writes every column ("" for false): a listed network's flags are True or False."""
+    anon = ANONYMITY.get(network.cidr)
+    if anon is None:
+        return None
+    return GeoData(proxy=anon.vpn or anon.public_proxy or anon.tor or anon.relay, hosting=anon.hosting)
 
 
 VENDORS: dict[str, Vendor] = {
@@ -115,7 +173,13 @@ VENDORS: dict[str, Vendor] = {
         lambda n: ipinfo_lite_record(n.place, n.asn, n.as_name, n.as_domain),
         lambda n: GeoData(n.place.country_code, n.place.country_name, asn=n.asn, as_name=n.as_name),
     ),
+    "geoip2-anonymous-ip": Vendor(GEOIP2_ANONYMOUS_IP, Layout.ANONYMOUS, _anonymous, _anonymous_answer),
+    "geoip2-connection-type": Vendor(
+        GEOIP2_CONNECTION_TYPE, Layout.CONNECTION, _connection, _connection_answer
+    ),
+    "ipinfo-privacy": Vendor(IPINFO_PRIVACY, Layout.IPINFO, _privacy, _privacy_answer),
 }
+FLAG_VENDORS = ("geoip2-anonymous-ip", "geoip2-connection-type", "ipinfo-privacy")  # list some networks
 
 
 def write_layout(
@@ -132,7 +196,7 @@ def write_layout(
     return write_mmdb(
         directory / f"{name or vendor}.mmdb",
         spec.database_type if database_type is None else database_type,
-        [(n.cidr, spec.record(n)) for n in networks],
+        [(n.cidr, record) for n in networks if (record := spec.record(n)) is not None],
         build_epoch=build_epoch,
         languages=spec.languages,
     )

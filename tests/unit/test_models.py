@@ -120,6 +120,9 @@ geo_data = st.builds(
     latitude=st.one_of(st.none(), finite),
     longitude=st.one_of(st.none(), finite),
     asn=st.one_of(st.none(), st.integers(min_value=0, max_value=2**32)),
+    proxy=st.one_of(st.none(), st.booleans()),
+    hosting=st.one_of(st.none(), st.booleans()),
+    mobile=st.one_of(st.none(), st.booleans()),
 )
 entries = st.builds(
     GeoEntry,
@@ -161,7 +164,8 @@ def test_property_result_round_trip(result: LookupResult) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("country_code", 7), ("city", ["x"]), ("latitude", "1.5"), ("asn", 1.5), ("asn", True), ("org", None)],
+    [("country_code", 7), ("city", ["x"]), ("latitude", "1.5"), ("asn", 1.5), ("asn", True), ("org", None),
+     ("proxy", "true"), ("hosting", 1), ("mobile", [True])],
 )
 def test_geo_data_from_dict_drops_values_of_the_wrong_type(field: str, value: object) -> None:
     """A field of the wrong type in a foreign or corrupt record becomes None instead of entering an entry."""

@@ -28,7 +28,7 @@ from pipeline.devtools.fake_ipapi import (
 )
 from pipeline.devtools.hostile import KINDS, Hostile
 from pipeline.models import Resolved, TransientFailure
-from pipeline.providers.ipapi import parse_batch
+from pipeline.providers.ipapi import DEFAULT_FIELDS, parse_batch
 from pipeline.providers.ipapi_answers import MAX_TEXT
 
 pytestmark = pytest.mark.timeout(30)
@@ -181,6 +181,23 @@ def test_expected_answer_uses_iptocc_and_is_deterministic() -> None:
     assert answer["as"].startswith("AS") and answer["as"].split()[0][2:].isdigit()
     assert answer == expected_answer("8.8.8.8") != expected_answer("1.1.1.1")
     assert expected_answer("2001:4860::1")["as"] == expected_answer("2001:4860:0::1")["as"]
+
+
+def test_flags_are_booleans_drawn_from_the_address_and_selected_by_name_or_mask() -> None:
+    """proxy, hosting and mobile are JSON booleans fixed per address, each true for some of 600 addresses
+    and false for most; ip-api's mask bits (65536 mobile, 131072 proxy, 16777216 hosting) select them, and
+    its all-fields mask 66846719 holds all three; the client's default fields ask for them."""
+    ips = [f"{a}.{b}.7.9" for a in range(11, 41) for b in range(1, 21)]
+    answers = [expected_answer(ip) for ip in ips]
+    for flag in ("proxy", "hosting", "mobile"):
+        values = [answer[flag] for answer in answers if answer["countryCode"]]
+        assert all(isinstance(v, bool) for v in values) and 0 < sum(values) < len(values) / 2, flag
+    assert answers == [expected_answer(ip) for ip in ips]
+    assert parse_fields("65536") == {"mobile"} and parse_fields("131072") == {"proxy"}
+    assert parse_fields("16777216") == {"hosting"}
+    assert {"proxy", "hosting", "mobile"} <= parse_fields("66846719")
+    assert {"proxy", "hosting", "mobile"} <= parse_fields(DEFAULT_FIELDS)
+    assert expected_answer("2d00::1")["proxy"] is False  # unallocated: ip-api knows nothing, flags false
 
 
 def test_unallocated_global_ip_is_success_without_country() -> None:

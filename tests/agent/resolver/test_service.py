@@ -129,6 +129,18 @@ async def test_an_owner_with_a_clock_ahead_has_its_requests_counted_from_now(mon
     assert budget.delay() > 59.0
 
 
+async def test_an_empty_assignment_loads_nothing_and_keeps_the_budget_open() -> None:
+    """A rebalance that leaves the resolver no partition reads no asked log and does not assume a full
+    window (it used to fail on the empty set and wait one out), and forgets the asks it remembered."""
+    service, _, _, _ = resolver()
+    service.asked.record("5.5.5.5", 1, time.time(), answered=True)
+    service.to_load = frozenset()
+    await service._load_asked()
+    assert service.budget is not None and service.budget.delay() == 0.0
+    assert service.to_load is None
+    assert len(service.asked) == 0
+
+
 async def test_request_ages_are_measured_on_the_brokers_clock(monkeypatch: Any) -> None:
     """With the broker's append times, a request counts from when it left by the broker's clock, whatever
     the writer's and this worker's clocks say: one written 40 s in our past (its writer's clock runs

@@ -33,7 +33,7 @@ WINDOW = 30.0
 AHEAD = "+30s"  # the first owner's clock, relative to everyone else's
 ASSIGNED = "resolver: assigned ["
 LOADED = "resolver: asked log loaded for resolve partitions [0]"
-OWNER_TRIES = 3  # named "a" and "b", A sorts first in the round-robin assignor; a retry covers a slow rebalance
+OWNER_TRIES = 3  # workers "a" and "b": A sorts first in the round-robin assignor; retries cover a slow join
 FENCED = "the group moved on before the call"  # the resolver's log line when its fence commit is refused
 
 

@@ -34,6 +34,14 @@ def test_place_shows_what_is_known_in_a_fixed_order() -> None:
     assert place(None) == "-"
 
 
+def test_place_shows_the_flags_that_are_true() -> None:
+    """True flags follow the place in brackets; false and unknown (null) ones are left out."""
+    assert place({**GEO, "proxy": True, "hosting": True, "mobile": False}) == (
+        "US Ashburn, Virginia AS15169 GOOGLE [proxy,hosting]"
+    )
+    assert place({**GEO, "proxy": None, "hosting": False, "mobile": None}) == place(GEO)
+
+
 def test_entry_line_has_ip_status_place_provider_and_error() -> None:
     """The last error is shown only when there is one."""
     line = entry_line(ENTRY)

@@ -40,6 +40,9 @@ PUBLIC_KEYS = [
     "as_name",
     "isp",
     "org",
+    "proxy",  # the flags: the entry's geo keys after the place, whatever GeoData holds
+    "hosting",
+    "mobile",
     "source",
     "data_version",
     "updated_at",
@@ -81,6 +84,16 @@ def test_new_geo_keys_flow_into_the_view_and_the_ecs_status() -> None:
     assert list(view)[-3:] == ["source", "data_version", "updated_at"]
     status = ecs_parts(raw).status  # ECS leaves unknown values out
     assert (status["proxy"], status["hosting"], "mobile" in status) == (True, False, False)
+
+
+def test_an_entry_written_before_the_flags_shows_them_as_null() -> None:
+    """An older entry (no proxy/hosting/mobile in its geo) gets the same view keys, the flags null."""
+    data = json.loads(entry("8.8.8.8"))
+    for flag in ("proxy", "hosting", "mobile"):
+        data["geo"].pop(flag)
+    view = json.loads(public_view(json.dumps(data).encode()))
+    assert list(view) == PUBLIC_KEYS
+    assert (view["proxy"], view["hosting"], view["mobile"]) == (None, None, None)
 
 
 def test_views_are_derived_once_per_entry_bytes() -> None:

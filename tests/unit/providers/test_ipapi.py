@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.config.secret import Secret
+from pipeline.config.settings import Settings
 from pipeline.models import GeoData, PermanentFailure, Resolved, TransientFailure
 from pipeline.providers.ipapi import (
     DEFAULT_FIELDS,
@@ -40,6 +41,17 @@ def test_build_batch_merges_required_fields_and_keeps_order() -> None:
 def test_merge_fields_handles_empty_and_numeric_masks(given_fields: str, expected: str) -> None:
     """An empty field list means the default set; a numeric mask gains the status/message/query bits."""
     assert merge_fields(given_fields) == expected
+
+
+def test_the_default_fields_ask_for_the_flags_and_are_the_settings_default() -> None:
+    """ip-api is asked for proxy, hosting and mobile unless GEO_IPAPI_FIELDS says otherwise, and the flags
+    it answers land in the result."""
+    assert {"proxy", "hosting", "mobile"} <= set(DEFAULT_FIELDS.split(","))
+    assert Settings.from_env({}).ipapi_fields == DEFAULT_FIELDS
+    item = {"status": "success", "countryCode": "US", "proxy": True, "hosting": False, "mobile": True,
+            "query": "8.8.8.8"}  # fmt: skip
+    result = parse_batch(["8.8.8.8"], json.dumps([item]).encode())["8.8.8.8"]
+    assert result == Resolved(GeoData("US", proxy=True, hosting=False, mobile=True), "ipapi")
 
 
 def test_build_batch_sets_lang_only_when_given() -> None:

@@ -91,6 +91,13 @@ HOSTILE = [
     ("as without a number", {"as": "Cloudflare"}, invalid("as is not 'AS<number> <name>'")),
     ("unknown status", {"status": "SUCCESS"}, invalid("status is not success or fail")),
     ("missing fields", {f: None for f in FIELDS}, Resolved(GeoData(), "ipapi")),
+    ("flags as sent", {"proxy": True, "hosting": False, "mobile": True}, geo(proxy=True, hosting=False,
+                                                                             mobile=True)),
+    ("null flags are unknown", {"proxy": None, "hosting": None}, geo()),
+    ("string flag is dropped", {"proxy": "true", "hosting": True}, geo(hosting=True)),
+    ("number flags are dropped", {"hosting": 1, "mobile": 0, "proxy": False}, geo(proxy=False)),
+    ("object and list flags are dropped", {"proxy": {"vpn": True}, "mobile": [True]}, geo()),
+    ("huge number flag is dropped", {"mobile": Raw("1" + "0" * 5000)}, geo()),
 ]  # fmt: skip
 
 

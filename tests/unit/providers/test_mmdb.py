@@ -150,6 +150,35 @@ def test_city_and_asn_merge_into_one_answer(tmp_path: Path) -> None:
     assert source.version == f"mmdb:GeoLite2-City@{EPOCH}+GeoLite2-ASN@{EPOCH + 1}"
 
 
+def test_anonymizer_and_connection_type_files_add_the_flags_to_the_place(tmp_path: Path) -> None:
+    """City, ASN, Anonymous-IP and Connection-Type files together: place, AS and the three flags in one
+    answer; an address the anonymizer or connection file does not list keeps those flags None, not False;
+    a file of flags alone still answers (no country: a transient miss for the chain, like an ASN file)."""
+    city = write_layout(tmp_path, "geolite2-city")
+    asn = write_layout(tmp_path, "geolite2-asn")
+    anonymous = write_layout(tmp_path, "geoip2-anonymous-ip")
+    connection = write_layout(tmp_path, "geoip2-connection-type")
+    source = MmdbSource([city, asn, anonymous, connection])
+    layouts = [Layout.MAXMIND, Layout.ASN, Layout.ANONYMOUS, Layout.CONNECTION]
+    assert [f.layout for f in source.files] == layouts
+    aaisp = "Andrews & Arnold Ltd"
+    place = GeoData("GB", "United Kingdom", "England", "London", 51.5142, -0.0931, 20712, aaisp)
+    assert source.lookup("81.2.69.142") == GeoData(**{**place.to_dict(), "proxy": True, "mobile": True})
+    google = source.lookup("8.8.8.8")
+    assert google is not None and (google.proxy, google.hosting, google.mobile) == (None, True, False)
+    berlin = source.lookup("2a02:2e0:3fe:1001::1")  # listed by neither flag file
+    assert berlin is not None and berlin.city == "Berlin"
+    assert (berlin.proxy, berlin.hosting, berlin.mobile) == (None, None, None)
+    for ip in ALL_IPS:  # the merged answer is each file's own answer, field by field
+        merged = source.lookup(ip)
+        for vendor in ("geolite2-city", "geolite2-asn", "geoip2-anonymous-ip", "geoip2-connection-type"):
+            alone = expected(vendor, ip)
+            for field, value in (alone.to_dict() if alone else {}).items():
+                assert value is None or (merged is not None and getattr(merged, field) == value), (ip, field)
+    flags_only = MmdbSource([anonymous])
+    assert asyncio.run(flags_only.resolve(["1.1.1.1"]))["1.1.1.1"] == TransientFailure(MISS, "mmdb")
+
+
 def test_first_file_that_knows_a_field_wins(tmp_path: Path) -> None:
     """Where two files know a field the first listed wins; fields only a later file knows are added."""
     city = write_layout(tmp_path, "dbip-city-lite")

@@ -127,6 +127,10 @@ def test_as_number_fits_32_bits(value: object, expected: int | None) -> None:
         ("DBIP-ASN-Lite (compat=GeoLite2-ASN)", Layout.ASN),
         ("ipinfo lite.mmdb", Layout.IPINFO),
         ("ipinfo country_asn.mmdb", Layout.IPINFO),
+        ("ipinfo privacy.mmdb", Layout.IPINFO),
+        ("GeoIP2-Anonymous-IP", Layout.ANONYMOUS),
+        ("GeoIP-Anonymous-Plus", Layout.ANONYMOUS),
+        ("GeoIP2-Connection-Type", Layout.CONNECTION),
         ("GeoIP2-ISP", None),
         ("custom", None),
         (None, None),
@@ -145,6 +149,11 @@ def test_layout_of_database_type(database_type: object, expected: Layout | None)
         ({"autonomous_system_number": 1, "isp": "x"}, Layout.ASN),
         ({"country_code": "US", "asn": "AS1"}, Layout.IPINFO),
         ({"country": "US", "country_name": "United States"}, Layout.IPINFO),
+        ({"is_hosting_provider": True}, Layout.ANONYMOUS),
+        ({"is_anonymous": True, "is_tor_exit_node": True}, Layout.ANONYMOUS),
+        ({"connection_type": "Cellular"}, Layout.CONNECTION),
+        ({"autonomous_system_number": 1, "connection_type": "Cable/DSL"}, Layout.ASN),
+        ({"hosting": "true", "proxy": "", "tor": "", "vpn": "", "relay": "", "service": ""}, Layout.IPINFO),
         ({"other": 1}, None),
         ("text", None),
         (None, None),
@@ -214,3 +223,43 @@ def test_extract_ipinfo_lite_and_legacy_country_asn() -> None:
     extras = {"as_domain": "google.com", "continent": "North America", "continent_code": "NA"}
     assert extract(Layout.IPINFO, {**lite, **extras}) == expected
     assert extract(Layout.IPINFO, legacy) == expected
+
+
+@pytest.mark.parametrize(
+    ("layout", "record", "expected"),
+    [
+        # MaxMind writes a flag only when it is true: a listed network's other flags are unknown, not False
+        (Layout.ANONYMOUS, {"is_anonymous": True, "is_anonymous_vpn": True}, {"proxy": True}),
+        (Layout.ANONYMOUS, {"is_anonymous": True, "is_tor_exit_node": True}, {"proxy": True}),
+        (Layout.ANONYMOUS, {"is_anonymous": True, "is_residential_proxy": True}, {"proxy": True}),
+        (Layout.ANONYMOUS, {"is_public_proxy": True, "is_hosting_provider": True},
+         {"proxy": True, "hosting": True}),
+        (Layout.ANONYMOUS, {"is_hosting_provider": True}, {"hosting": True}),
+        (Layout.ANONYMOUS, {"is_anonymous_vpn": False, "is_hosting_provider": False}, {"proxy": False,
+                                                                                     "hosting": False}),
+        (Layout.ANONYMOUS, {"is_anonymous_vpn": "yes", "is_hosting_provider": 1}, {}),  # garbage: unknown
+        (Layout.ANONYMOUS, {"is_anonymous": True}, {}),  # anonymous of no known kind: nothing said
+        (Layout.CONNECTION, {"connection_type": "Cellular"}, {"mobile": True}),
+        (Layout.CONNECTION, {"connection_type": " cellular "}, {"mobile": True}),
+        (Layout.CONNECTION, {"connection_type": "Cable/DSL"}, {"mobile": False}),
+        (Layout.CONNECTION, {"connection_type": "Corporate"}, {"mobile": False}),
+        (Layout.CONNECTION, {"connection_type": ""}, {}),
+        (Layout.CONNECTION, {"connection_type": 3}, {}),
+        (Layout.ASN, {"autonomous_system_number": 7, "connection_type": "Cellular"},
+         {"asn": 7, "mobile": True}),
+        (Layout.IPINFO, {"hosting": "true", "proxy": "", "tor": "", "vpn": "true", "relay": ""},
+         {"proxy": True, "hosting": True}),
+        (Layout.IPINFO, {"hosting": "", "proxy": "", "tor": "", "vpn": "", "relay": "true"},
+         {"proxy": True, "hosting": False}),
+        (Layout.IPINFO, {"hosting": False, "vpn": False}, {"proxy": False, "hosting": False}),
+        (Layout.IPINFO, {"hosting": "maybe", "vpn": 1}, {}),
+        (Layout.IPINFO, {"country_code": "US", "asn": "AS1"}, {"country_code": "US", "asn": 1}),  # Lite
+        (Layout.MAXMIND, {"country": {"iso_code": "US"}}, {"country_code": "US"}),
+    ],
+)  # fmt: skip
+def test_flags_are_what_the_file_states_and_unknown_otherwise(
+    layout: Layout, record: dict[str, object], expected: dict[str, object]
+) -> None:
+    """proxy, hosting and mobile follow the documented mapping; a key that is absent or not a boolean (or
+    IPinfo's "true"/"") leaves its flag out (None in the entry), never False."""
+    assert extract(layout, record) == expected
