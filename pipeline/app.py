@@ -37,6 +37,7 @@ from pipeline.cache.timers import (
 )
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
+from pipeline.hotpath.extract import networks
 from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Router
 from pipeline.hotpath.service import HotPath
@@ -178,6 +179,10 @@ def build(
         settings.pending_timeout,
         touch_every=policy.seen_every,  # the owner moves last_seen this often: touch it no less often
         recall=replica.get,
+        fields=settings.ip_fields,
+        output_format=settings.output_format,
+        key_mode=settings.enriched_key_mode,
+        trusted=networks(settings.trusted_proxies),
     )
     install(app)  # the fixes for Faust's stalled-partition race (see faustx)
     guard = DeliveryGuard(app)

@@ -105,9 +105,10 @@ def _object(raw: bytes | None) -> dict[str, Any] | None:
 # -- ip-events-enriched and the dead-letter topic ---------------------------------------------------------
 
 
-def enriched(ip: bytes, entry_json: bytes, event_json: bytes) -> bytes:
-    """The enriched event, built by concatenation: no JSON is parsed or encoded again."""
-    return b'{"ip":"' + ip + b'","geo":' + entry_json + b',"event":' + event_json + b"}"
+def enriched(ip: bytes, view_json: bytes, event_json: bytes) -> bytes:
+    """The enriched event in the envelope shape (one IP), built by concatenation: no JSON is parsed or
+    encoded again. `view_json` is the entry's public view (pipeline/hotpath/shapes.py)."""
+    return b'{"ip":"' + ip + b'","geo":' + view_json + b',"event":' + event_json + b"}"
 
 
 def dead_letter(

@@ -12,9 +12,11 @@ class Stats:
 
     consumed: int = 0  # input records read by the hot path
     enriched: int = 0  # enriched events written (hits + new)
-    hits: int = 0  # enriched with the table's entry (near cache, or replica when the near cache missed)
+    # hits and new count IPs (an event with several IP fields counts each distinct IP once)
+    hits: int = 0  # IPs enriched with the table's entry (near cache, or replica when the near cache missed)
     recalled: int = 0  # hits the near cache missed and the replica of the resolved topic served
-    new: int = 0  # enriched with a provisional entry; the IP went to the table's owner
+    new: int = 0  # IPs enriched with a provisional entry; the IP went to the table's owner
+    ips_skipped: int = 0  # IPs of events past the per-event cap (extract.MAX_IPS_PER_EVENT): not enriched
     dead_lettered: int = 0
     replays: int = 0  # input batches rewound and replayed after a failed delivery or commit
     seen_applied: int = 0  # seen records the cache agent handled
@@ -35,7 +37,9 @@ class Stats:
     # for the metrics endpoint (pipeline/web/metrics.py reads them at scrape time; nothing here is per event)
     dead_by_reason: Counter[str] = field(default_factory=Counter)  # routing.reason_label -> dead letters
     answers: Counter[tuple[str, str]] = field(default_factory=Counter)  # (provider, outcome) -> IPs
-    countries: Counter[str] = field(default_factory=Counter)  # routing.country_label -> enriched events
+    countries: Counter[str] = field(default_factory=Counter)  # routing.country_label -> enriched IPs
+    # IP fields of enriched events that held no valid IP, by routing.reason_label (the event went on)
+    fields_failed: Counter[str] = field(default_factory=Counter)
     ticks_run: int = 0  # retry ticks since start ...
     tick_seconds: float = 0.0  # ... and the seconds they took together
 

@@ -48,14 +48,27 @@ def entry_line(entry: Mapping[str, Any]) -> str:
     return line
 
 
+_NOT_PLACE = ("status", "source", "data_version", "updated_at")  # the public view's keys beside the place
+
+
 def enriched_line(record: Mapping[str, Any]) -> str:
-    """One enriched event: the entry it carries and the start of the event itself."""
-    geo = record.get("geo") or {}
-    event = json.dumps(record.get("event"), separators=(",", ":"), ensure_ascii=False)
-    return (
-        f"{_text(record.get('ip')):<39} {_text(geo.get('status')):<10} {place(geo.get('geo'))}"
-        f"  event={_cut(event)}"
-    )
+    """One enriched event: its (first) IP, status and place, and the start of the event itself. Reads
+    envelope/2 (`geo` flat), envelope/1 (`geo` the whole entry) and ecs/1 (status in `geo_pipeline`)."""
+    geo: Mapping[str, Any] | None = None
+    body: Any
+    if "event" not in record and isinstance(record.get("geo_pipeline"), dict):
+        fields = record["geo_pipeline"].get("fields") or {}
+        first: Any = next(iter(fields.values()), {}) if isinstance(fields, dict) else {}
+        first = (first[0] if first else {}) if isinstance(first, list) else first
+        first = first if isinstance(first, dict) else {}
+        ip, status, body = first.get("ip"), first.get("status"), dict(record)
+    else:
+        view = record.get("geo") or {}
+        nested = view.get("geo")
+        ip, status, body = record.get("ip"), view.get("status"), record.get("event")
+        geo = nested if isinstance(nested, dict) else {k: v for k, v in view.items() if k not in _NOT_PLACE}
+    event = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return f"{_text(ip):<39} {_text(status):<10} {place(geo)}  event={_cut(event)}"
 
 
 def dead_letter_line(letter: Mapping[str, Any]) -> str:

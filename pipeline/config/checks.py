@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
 from pipeline.config.fields import Fields
+from pipeline.config.ipfields import ENRICHED_KEYS, MAX_IP_FIELDS, OUTPUT_FORMATS, parse_field
 from pipeline.config.limits import (
     DATA_SUFFIXES,
     DATA_VENDORS,
@@ -40,6 +41,7 @@ def refusals(s: Fields) -> list[str]:
     found += [*_relation_problems(s), *_endpoint_problems(s), *_kafka_problems(s), *_operator_problems(s)]
     found += _exposure_problems(s)
     found += _data_problems(s)
+    found += _shape_problems(s)
     return [p for p in found if p]
 
 
@@ -298,6 +300,47 @@ def _data_problems(s: Fields) -> list[str]:
             problems.append(f"{name}={value!r}: credentials would travel in clear; use https://")
     if s.data_sources and s.data_update_jitter > s.data_update_interval:
         problems.append("GEO_DATA_UPDATE_JITTER must not exceed GEO_DATA_UPDATE_INTERVAL")
+    return problems
+
+
+def _shape_problems(s: Fields) -> list[str]:
+    """GEO_IP_FIELDS must parse, name each field once and, in ecs, give each field its own target."""
+    problems: list[str] = []
+    if not s.ip_fields or len(s.ip_fields) > MAX_IP_FIELDS:
+        problems.append(f"GEO_IP_FIELDS must name 1 to {MAX_IP_FIELDS} fields, e.g. source.ip,destination.ip")
+    specs = []
+    for spec in s.ip_fields:
+        try:
+            specs.append(parse_field(spec))
+        except ValueError as exc:
+            problems.append(f"GEO_IP_FIELDS: {exc}")
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        problems.append("GEO_IP_FIELDS names a field twice: list each once")
+    parents = [spec.path[:-1] for spec in specs if not spec.top_level]
+    if s.output_format == "ecs" and len(set(parents)) != len(parents):
+        problems.append(
+            "GEO_IP_FIELDS has two nested fields under one parent (e.g. client.ip and client.address): "
+            "GEO_OUTPUT_FORMAT=ecs writes <parent>.geo for each, so one would overwrite the other"
+        )
+    if s.output_format not in OUTPUT_FORMATS:
+        choices = " or ".join(OUTPUT_FORMATS)
+        problems.append(f"GEO_OUTPUT_FORMAT={s.output_format!r} is not valid: use {choices}")
+    if s.enriched_key and s.enriched_key not in ENRICHED_KEYS:
+        problems.append(
+            f"GEO_ENRICHED_KEY={s.enriched_key!r} is not valid: use ip (the first field's IP) or input "
+            "(the input record's key), or leave it empty"
+        )
+    for cidr in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(f"GEO_TRUSTED_PROXIES: {cidr!r} is not a network: use CIDRs such as 10.0.0.0/8")
+    if s.trusted_proxies and not any(spec.forwarded for spec in specs):
+        problems.append(
+            "GEO_TRUSTED_PROXIES is set but no GEO_IP_FIELDS field is an xff: chain: it would change "
+            "nothing; add xff:<path> or clear it"
+        )
     return problems
 
 

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.config.ipfields import DEFAULT_FIELDS, enriched_key_mode
 from pipeline.config.limits import FREE_TIER_REQUESTS, FREE_TIER_WINDOW, IPAPI_DEFAULT_FIELDS
 from pipeline.config.secret import Secret
 
@@ -37,6 +38,14 @@ class Fields:
     # 0 turns it off): 150,000 keeps a worker that has seen a million IPs under 300 MiB
     near_cache_size: int = field(default=150_000, metadata={"env": "GEO_NEAR_CACHE_SIZE"})
     worker_name: str = field(default="", metadata={"env": "GEO_WORKER_NAME"})  # "": <hostname>:<pid>
+    # --- input and output shapes (docs/formats.md) ------------------------------------------------------
+    # dot paths of the event's IP fields, `xff:` before a field holding an X-Forwarded-For chain
+    ip_fields: tuple[str, ...] = field(default=DEFAULT_FIELDS, metadata={"env": "GEO_IP_FIELDS"})
+    # proxies whose hops in a forwarded chain are skipped (CIDRs): the client is the right-most other hop
+    trusted_proxies: tuple[str, ...] = field(default=(), metadata={"env": "GEO_TRUSTED_PROXIES"})
+    output_format: str = field(default="envelope", metadata={"env": "GEO_OUTPUT_FORMAT"})  # envelope | ecs
+    # the enriched record's key: ip (the first field's IP) | input (the input's key); "": ip for one field
+    enriched_key: str = field(default="", metadata={"env": "GEO_ENRICHED_KEY"})
     # providers
     providers: tuple[str, ...] = field(default=("ipapi", "offline"), metadata={"env": "GEO_PROVIDERS"})
     # MaxMind-format databases (city/country, ASN) for the "mmdb" provider, in priority order
@@ -128,6 +137,11 @@ class Fields:
         """Internal topic (compacted, one partition): the downloaded builds in chunks, their manifests, the
         download counts; its consumer group `<app>-geo-data-lease` elects the one worker that downloads."""
         return f"{self.app_id}-geo-data"
+
+    @property
+    def enriched_key_mode(self) -> str:
+        """GEO_ENRICHED_KEY as used: `ip` or `input` (unset: `ip` for one IP field, `input` for several)."""
+        return enriched_key_mode(self.enriched_key, len(self.ip_fields))
 
     @property
     def worker_label(self) -> str:

@@ -85,6 +85,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_format": lambda raw: raw.strip().lower(),
     "kafka_ssl_key_password": Secret,
     "data_sources": words,
+    "ip_fields": words,
+    "trusted_proxies": words,
+    "output_format": lambda raw: raw.strip().lower(),
+    "enriched_key": lambda raw: raw.strip().lower(),
     "maxmind_license_key": Secret,
     "ipinfo_token": Secret,
 }

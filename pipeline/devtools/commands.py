@@ -44,6 +44,11 @@ def add_parsers(sub: Any) -> None:
         "--population", type=int, default=5_000_000, help="distinct IPs in scale mode (5,000,000)"
     )
     bench.add_argument(
+        "--ecs",
+        action="store_true",
+        help="backlog mode: also drain the burst as ECS events with two IP fields in the ecs shape, same run",
+    )
+    bench.add_argument(
         "--with-quix",
         action="store_true",
         help="backlog mode: also run Quix Streams on the same job, same broker, same run",
@@ -86,6 +91,8 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--profile needs --mode backlog")
     if args.command == "bench" and args.prepublished and (args.mode != "backlog" or args.workers != 1):
         parser.error("--prepublished needs --mode backlog and one worker")
+    if args.command == "bench" and args.ecs and args.mode != "backlog":
+        parser.error("--ecs needs --mode backlog")
 
 
 def run(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
@@ -150,6 +157,7 @@ def bench(args: argparse.Namespace, settings: Settings, environ: Mapping[str, st
             quix_python=args.quix_python if args.with_quix else None,
             profile=args.profile,
             prepublished=args.prepublished,
+            ecs=args.ecs,
         )
     )
 

@@ -68,6 +68,26 @@ def tagged_events(ips: Sequence[str], n: int, tag: str) -> list[bytes]:
     ]
 
 
+def ecs_events(ips: Sequence[str], n: int, tag: str) -> list[bytes]:
+    """`n` compact ECS network events with two IP fields, `source.ip` cycling through `ips` and
+    `destination.ip` through them in another order (the same population), tagged like `tagged_events`."""
+    k = len(ips)
+    return [
+        json.dumps(
+            {
+                "@timestamp": "2026-12-01T08:14:03.512Z",
+                "event": {"kind": "event", "category": ["network"], "action": "drop"},
+                "source": {"ip": ips[i % k], "port": 40000 + i % 20000},
+                "destination": {"ip": ips[(i * 7 + 3) % k], "port": 22},
+                "bench": tag,
+                "seq": i,
+            },
+            separators=(",", ":"),
+        ).encode()
+        for i in range(n)
+    ]
+
+
 def mixed_events(n_events: int, ips: Sequence[str], *, bad_every: int = 33) -> list[bytes]:
     """Events over `ips`: every `bad_every`-th one a bad input, every third a bare IP, the rest JSON."""
     events: list[bytes] = []

@@ -31,7 +31,9 @@ from pipeline.stats import Stats
 
 log = logging.getLogger(__name__)
 
-Row = tuple[bytes | None, bytes, Any]  # (key, value, the input record it came from)
+Headers = list[tuple[str, bytes]] | None  # aiokafka's record builder takes a list (None: no headers)
+# (key, value, the input record it came from, headers, timestamp in ms or None: the producer's clock)
+Row = tuple[bytes | None, bytes, Any, Headers, int | None]
 
 # what the broker or the client says of a record or a topic that no retry can fix; anything else (a
 # timeout, a leader moving, the broker down) may pass, and the batch is replayed
@@ -80,21 +82,40 @@ class Outputs:
     async def partitions(self, topic: str, expected: int | None = None) -> int:
         return await partition_count(self._producer, topic, expected)
 
-    def add(self, topic: str, partition: int, key: bytes | None, value: bytes, record: Any) -> bool:
-        """Append to the open batch of (topic, partition); False when it is full (call `spill`)."""
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes,
+        record: Any,
+        headers: Headers = None,
+        timestamp: int | None = None,
+    ) -> bool:
+        """Append to the open batch of (topic, partition); False when it is full (call `spill`).
+        `timestamp` in ms (the input record's, for enriched records), None for the producer's clock."""
         found = self._open.get((topic, partition))
         if found is None:
             found = self._open[topic, partition] = (self._producer.create_batch(), [])
-        if found[0].append(key=key, value=value, timestamp=None) is None:
+        if found[0].append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
             return False
-        found[1].append((key, value, record))
+        found[1].append((key, value, record, headers, timestamp))
         return True
 
-    async def spill(self, topic: str, partition: int, key: bytes | None, value: bytes, record: Any) -> None:
+    async def spill(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes,
+        record: Any,
+        headers: Headers = None,
+        timestamp: int | None = None,
+    ) -> None:
         """Send the full batch of (topic, partition) and start a new one with this record."""
         builder, rows = self._open.pop((topic, partition))
         self._sent.append((await self._producer.send_batch(builder, topic, partition=partition), topic, rows))
-        if not self.add(topic, partition, key, value, record):
+        if not self.add(topic, partition, key, value, record, headers, timestamp):
             raise AssertionError("a record did not fit an empty batch")  # an empty batch takes any record
 
     async def flush(self, dlq_topic: str, stats: Stats) -> int:
@@ -125,9 +146,9 @@ async def salvage(
     are refused again, log loudly what even the dead-letter topic refuses. Returns dead letters sent."""
     log.error("ingest: %d records to %s refused (%r): sending them one by one", len(rows), topic, exc)
     sent = 0
-    for key, value, record in rows:
+    for key, value, record, headers, timestamp in rows:
         try:
-            await (await producer.send(topic, value, key=key))
+            await (await producer.send(topic, value, key=key, headers=headers, timestamp_ms=timestamp))
             continue
         except PERMANENT_ERRORS as again:
             reason = f"could not write to {topic}: {type(again).__name__}"

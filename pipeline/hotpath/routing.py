@@ -1,6 +1,8 @@
-"""The hot path's decisions for one input record: where it goes and which entry enriches it. Pure.
+"""The hot path's decisions for one input record: where it goes and which entries enrich it. Pure.
 
-Every valid event is enriched once, by the worker that consumed it, with the best entry known there:
+The event's IPs are the fields GEO_IP_FIELDS names (`extract.py`; by default the one field `ip`, or a
+bare IP). Every IP of a valid event is enriched, by the worker that consumed it, with the best entry
+known there (an IP given twice in one event is looked up once):
 - the near cache's entry (the table's latest answer, learnt from the resolved topic), when it has one;
 - else the worker's replica of the resolved topic (on disk: `replica.py`), when the table has an entry;
 - otherwise a provisional entry built at once from the offline data (`policy.first_sight`): the event
@@ -8,29 +10,35 @@ Every valid event is enriched once, by the worker that consumed it, with the bes
   table's owner as one small "seen" record. The provisional entry enters the near cache, so the IP's
   later events are hits and the seen record is sent once per pending period, not once per event.
 
-The hot path (`service.py`) calls `Router.route` per record and only sends what it returns; a `BadEvent`'s
-reason goes to the dead-letter topic with the original bytes, so nothing is ever dropped silently. An
-object is passed through byte for byte, so one that consumers could read differently from us (a key given
-twice, a lone surrogate escape) is refused rather than normalised.
+The hot path (`service.py`) calls `Router.route` per record and only sends what it returns: one enriched
+record in the shape GEO_OUTPUT_FORMAT names (`shapes.py`) and one seen record per IP owed to the owner; a
+`BadEvent`'s reason (or an event with no valid IP) goes to the dead-letter topic with the original bytes,
+so nothing is ever dropped silently. Objects consumers could read differently from us (a key given twice,
+a lone surrogate escape) are refused rather than normalised (`parsing.py`). The default configuration
+(`ip`, envelope, keyed by IP) takes a shorter path: no walk of the parsed event, no per-event dict.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections import Counter, OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 from pipeline.addresses import normalise_ip
+from pipeline.config.ipfields import DEFAULT_FIELDS, FieldSpec, parse_fields
 from pipeline.errors import BadEvent, InvalidAddress
+from pipeline.hotpath import shapes
+from pipeline.hotpath.extract import Found, Network, extract, normalise_with_port
+from pipeline.hotpath.near import UNKNOWN_HASH, NearCache
+from pipeline.hotpath.parsing import ParsedEvent, parse_event, parse_value, parse_value_spans
 from pipeline.messages import dead_letter, dead_letter_key, enriched
 from pipeline.models import country_label
 
+__all__ = ["UNKNOWN_HASH", "NearCache", "ParsedEvent", "Route", "Router", "parse_event", "reason_label"]
+
 SPELLINGS_MAX = 50_000  # raw IP texts remembered with their normal form (~150 B each); cleared when full
 LABELS_MAX = 10_000  # entries remembered with their country label (refs, mostly shared with the near cache)
-UNKNOWN_HASH = -1  # a near-cache entry learnt from the resolved topic has its key hash computed on first use
 # dead-letter reasons -> a few stable labels for metrics (reasons carry sizes and type names: unbounded)
 REASON_LABELS = (
     ("empty message", "empty"),
@@ -41,8 +49,8 @@ REASON_LABELS = (
     ("duplicate key", "duplicate_key"),
     ("lone surrogate", "lone_surrogate"),
     ("JSON value must be", "not_an_object"),
-    ("missing field 'ip'", "missing_ip"),
-    ("field 'ip' must be", "ip_not_a_string"),
+    ("missing field", "missing_ip"),
+    ("field '", "ip_not_a_string"),
     ("invalid ip", "invalid_ip"),
     ("could not write to", "unwritable"),
 )
@@ -56,42 +64,6 @@ def reason_label(reason: str) -> str:
     return "other"
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedEvent:
-    """A valid event: the normalised IP and the event as a JSON object (bytes, passed through verbatim)."""
-
-    ip: str
-    event_json: bytes
-
-
-def parse_event(
-    raw: bytes | None, max_bytes: int, normalise: Callable[[str], str] = normalise_ip
-) -> ParsedEvent:
-    """Accept a JSON object with a string `ip`, or a bare IP as text (what a fail2ban action emits)."""
-    if raw is None:
-        raise BadEvent("empty message (null value)")
-    if len(raw) > max_bytes:
-        raise BadEvent(f"message too large ({len(raw)} bytes > {max_bytes})")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadEvent("not UTF-8") from None
-    stripped = text.strip()
-    if not stripped:
-        raise BadEvent("empty message")
-    value = _json(stripped) if stripped[0] in '{["' else _bare(stripped, normalise)
-    if isinstance(value, str):
-        return ParsedEvent(_ip(value, normalise), json.dumps({"ip": value}, separators=(",", ":")).encode())
-    if not isinstance(value, dict):
-        raise BadEvent(f"JSON value must be an object or an IP string, not {type(value).__name__}")
-    if "ip" not in value:
-        raise BadEvent("missing field 'ip'")
-    if not isinstance(value["ip"], str):
-        raise BadEvent(f"field 'ip' must be a string, not {type(value['ip']).__name__}")
-    # pass the object through byte for byte: re-encoding would reorder or reformat the producer's fields
-    return ParsedEvent(_ip(value["ip"], normalise), stripped.encode() if stripped is not text else raw)
-
-
 class Route(enum.Enum):
     """Where one input record goes."""
 
@@ -101,85 +73,21 @@ class Route(enum.Enum):
     DEAD_LETTER = "dead_letter"  # bad input: original bytes and the reason
 
 
-class NearCache:
-    """IP -> (entry JSON, key hash, seen mark), at most `capacity` of them.
-
-    The seen mark says when this worker last sent the IP to the table's owner: 0 never, `-t` at t with no
-    answer from the owner since (our own provisional entry), `t` at t and the owner has published since.
-
-    Why it exists: a hit served here costs a dict lookup, while the table's owner is another partition and
-    another hop away. Entries come from the resolved topic (every change the table's owner publishes) and
-    from this worker's own provisional entries. Least recently USED goes first, so a hot IP stays however
-    long ago its answer changed. The key hash (murmur2 of the IP, which picks the output partition) is kept
-    beside the entry because computing it in Python costs more than the rest of a hit.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[bytes, tuple[bytes, int, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, ip: bytes) -> tuple[bytes, int, float] | None:
-        """(entry JSON, key hash or UNKNOWN_HASH, seen-sent time or 0.0); marks the IP as just used."""
-        found = self._entries.get(ip)
-        if found is not None:
-            self._entries.move_to_end(ip)
-        return found
-
-    def items(self) -> list[tuple[bytes, tuple[bytes, int, float]]]:
-        """A snapshot of every (ip, (entry, key hash, seen mark)), least recently used first."""
-        return list(self._entries.items())
-
-    def entry(self, ip: bytes) -> bytes | None:
-        """The entry JSON alone, without marking the IP as used (for views and tests)."""
-        found = self._entries.get(ip)
-        return found[0] if found else None
-
-    def put(self, ip: bytes, entry: bytes, key_hash: int = UNKNOWN_HASH, seen_at: float = 0.0) -> None:
-        if self.capacity <= 0:
-            return
-        self._entries[ip] = (entry, key_hash, seen_at)
-        self._entries.move_to_end(ip)
-        if len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
-
-    def refresh(self, ip: bytes, entry: bytes | None) -> None:
-        """`learn`, for an IP this cache holds; others are left to the replica (the cache keeps what is
-        used, not what was published last)."""
-        if ip in self._entries:
-            self.learn(ip, entry)
-
-    def learn(self, ip: bytes, entry: bytes | None) -> None:
-        """Take the table's latest entry for `ip` (None, a tombstone, forgets it); keeps a known key hash.
-
-        Once the owner published the IP it has the entry, so this worker stops re-sending it as seen. An
-        owner's entry older (`updated_at`) than the owner's entry held is ignored: records of one IP in two
-        partitions (the resolved topic's count changed under running workers) arrive in either order. Our
-        own provisional entry (a negative seen mark) always gives way to the owner's.
-        """
-        if entry is None:
-            self._entries.pop(ip, None)
-            return
-        found = self._entries.get(ip)
-        if found is not None and found[2] >= 0 and _updated_at(entry) < _updated_at(found[0]):
-            return
-        self.put(ip, entry, found[1] if found else UNKNOWN_HASH, abs(found[2]) if found else 0.0)
-
-
-def _updated_at(entry: bytes) -> float:
-    """An entry JSON's `updated_at` (0 when it has none or is not an entry: it never wins on age)."""
-    try:
-        value = json.loads(entry).get("updated_at", 0.0)
-        return float(value) if isinstance(value, int | float) else 0.0
-    except (ValueError, AttributeError, RecursionError):
-        return 0.0
+Owed = tuple[tuple[bytes, int, "Route"], ...]  # (ip, its key hash, NEW or TOUCH): seen records to send
+NOTHING_OWED: Owed = ()
 
 
 class Router:
-    """Routes input records for one worker: parse, validate, normalise, enrich from the near cache or a
-    provisional entry, and say when the IP must (again) go to the table's owner."""
+    """Routes input records for one worker: parse, find the event's IPs, normalise, enrich each from the
+    near cache or a provisional entry, shape the output, and say which IPs must (again) go to the table's
+    owner.
+
+    `route` returns (route, output key, output value, partition hash, owed). The route is the event's:
+    DEAD_LETTER, NEW when any of its IPs was new (TOUCH likewise), else HIT; `owed` lists the IPs that go
+    to the owner, each with its own key hash. With GEO_ENRICHED_KEY=ip the key is the first IP and the hash
+    its murmur2; with `input` the input's key and its murmur2 (a null key: the input partition, so the
+    input partition's order is kept).
+    """
 
     def __init__(
         self,
@@ -190,6 +98,11 @@ class Router:
         resend_after: float,
         touch_every: float = 86400.0,
         recall: Callable[[bytes], bytes | None] = lambda ip: None,
+        *,
+        fields: Sequence[str] = DEFAULT_FIELDS,
+        output_format: str = "envelope",
+        key_mode: str = "ip",
+        trusted: Sequence[Network] = (),
     ) -> None:
         self.near = near
         self.max_bytes = max_bytes
@@ -198,24 +111,43 @@ class Router:
         self.resend_after = resend_after  # seconds an own provisional entry waits for the owner's answer
         self._touch_every = touch_every  # a known IP still in use is sent again this often (its last_seen)
         self._recall = recall  # ip -> the table's entry from the worker's replica of the resolved topic
-        self._spellings: dict[str, str] = {}
+        self.specs: tuple[FieldSpec, ...] = parse_fields(tuple(fields))
+        self._bare_specs = parse_fields(DEFAULT_FIELDS)  # a bare IP input is the event {"ip": ...}
+        self.output_format = output_format
+        self.key_mode = key_mode
+        self._trusted = tuple(trusted)
+        # today's input and output: one `ip` field, the envelope keyed by IP (no per-event dict walk)
+        self._simple = tuple(fields) == DEFAULT_FIELDS and output_format == "envelope" and key_mode == "ip"
+        self.views = shapes.Views()
+        self._spellings: dict[str, str] = {}  # a field's spelling -> normalised (ports dropped)
+        self._bare_spellings: dict[str, str] = {}  # a bare message's spelling -> normalised
         self.fresh: list[bytes] = []  # IPs routed NEW since `begin`: undone if their batch is not delivered
         self.dead: Counter[str] = Counter()  # dead letters since `begin` by reason label (metrics)
         self.recalled = 0  # hits since `begin` that the near cache missed and the replica served
-        # enriched events since `begin` per entry object (metrics: folded into countries once per batch;
-        # a near-cache entry's bytes keep their hash, so this is one dict update per event)
+        self.hits = 0  # IPs enriched since `begin` with the table's entry (near cache or replica)
+        self.new = 0  # IPs enriched since `begin` with a provisional entry (a first sight here)
+        self.failed: Counter[str] = Counter()  # fields of enriched events that held no valid IP, by label
+        self.skipped = 0  # IPs past MAX_IPS_PER_EVENT since `begin`: not enriched
+        # enriched IPs since `begin` per entry object (metrics: folded into countries once per batch;
+        # a near-cache entry's bytes keep their hash, so this is one dict update per IP)
         self.by_entry: dict[bytes, int] = {}
         self._labels: dict[bytes, str] = {}  # entry -> country_label: a hot entry is labelled once
+
+    @property
+    def format_version(self) -> str:
+        """The contract the enriched records are written in (the `geo-format` header's value)."""
+        return shapes.ECS if self.output_format == "ecs" else shapes.ENVELOPE
 
     def begin(self) -> None:
         """A new input batch starts."""
         self.fresh.clear()
         self.dead.clear()
-        self.recalled = 0
+        self.failed.clear()
+        self.recalled = self.hits = self.new = self.skipped = 0
         self.by_entry.clear()
 
     def countries(self) -> Counter[str]:
-        """Enriched events since `begin` by country label (`country_label`)."""
+        """Enriched IPs since `begin` by country label (`country_label`)."""
         found: Counter[str] = Counter()
         labels = self._labels
         for entry, count in self.by_entry.items():
@@ -235,6 +167,7 @@ class Router:
                 self.near.learn(ip, None)
         self.fresh.clear()
         self.dead.clear()
+        self.failed.clear()
         self.by_entry.clear()
 
     def overdue(self, now: float, limit: int = 10_000) -> list[tuple[bytes, int]]:
@@ -253,17 +186,29 @@ class Router:
 
     def route(
         self, raw: bytes | None, key: bytes | None, where: tuple[str, int, int], now: float
-    ) -> tuple[Route, bytes | None, bytes, int]:
-        """(route, output key, output value, key hash) for one record; `where` is (topic, partition, offset).
-
-        The key hash is the IP's (HIT, TOUCH, NEW) and meaningless for DEAD_LETTER (the input's own key).
-        """
+    ) -> tuple[Route, bytes | None, bytes, int, Owed]:
+        """(route, output key, output value, partition hash, IPs owed to the owner) for one record; `where`
+        is (topic, partition, offset). The hash is meaningless for DEAD_LETTER (keyed by the input's key)."""
+        if not self._simple:
+            return self._route_many(raw, key, where, now)
         try:
-            parsed = parse_event(raw, self.max_bytes, self._normalise)
+            parsed = parse_event(raw, self.max_bytes, self._normalise_bare, self._normalise)
         except BadEvent as exc:
-            self.dead[reason_label(exc.reason)] += 1
-            return Route.DEAD_LETTER, dead_letter_key(key), dead_letter(raw, exc.reason, *where, key=key), 0
+            return self._dead(raw, key, where, exc.reason)
         ip = parsed.ip.encode()
+        route, entry, key_hash = self._lookup(ip, parsed.ip, now)
+        value = enriched(ip, self.views.view(entry), parsed.event_json)
+        return route, ip, value, key_hash, NOTHING_OWED if route is Route.HIT else ((ip, key_hash, route),)
+
+    def _dead(
+        self, raw: bytes | None, key: bytes | None, where: tuple[str, int, int], reason: str
+    ) -> tuple[Route, bytes | None, bytes, int, Owed]:
+        self.dead[reason_label(reason)] += 1
+        return Route.DEAD_LETTER, dead_letter_key(key), dead_letter(raw, reason, *where, key=key), 0, ()
+
+    def _lookup(self, ip: bytes, text: str, now: float) -> tuple[Route, bytes, int]:
+        """(route, entry, key hash) of one normalised IP: the near cache's entry, the replica's, or a new
+        provisional one; counts it (hits/new, by_entry)."""
         found = self.near.get(ip)
         if found is not None:
             entry, key_hash, seen = found
@@ -279,92 +224,117 @@ class Router:
             if key_hash == UNKNOWN_HASH or seen != found[2]:
                 key_hash = self._key_hash(ip) if key_hash == UNKNOWN_HASH else key_hash
                 self.near.put(ip, entry, key_hash, seen)
+            if route is Route.NEW:
+                self.new += 1
+            else:
+                self.hits += 1
             self.by_entry[entry] = self.by_entry.get(entry, 0) + 1
-            return route, ip, enriched(ip, entry, parsed.event_json), key_hash
+            return route, entry, key_hash
         known = self._recall(ip)
         if known is not None:  # the table has an entry the near cache lost or never held: serve it
             key_hash = self._key_hash(ip)
             self.near.put(ip, known, key_hash, now)
             self.recalled += 1
+            self.hits += 1
             self.by_entry[known] = self.by_entry.get(known, 0) + 1
-            return Route.HIT, ip, enriched(ip, known, parsed.event_json), key_hash
-        entry = self._provisional(parsed.ip, now)
+            return Route.HIT, known, key_hash
+        entry = self._provisional(text, now)
         key_hash = self._key_hash(ip)
         self.near.put(ip, entry, key_hash, -now)
         self.fresh.append(ip)
+        self.new += 1
         self.by_entry[entry] = self.by_entry.get(entry, 0) + 1
-        return Route.NEW, ip, enriched(ip, entry, parsed.event_json), key_hash
+        return Route.NEW, entry, key_hash
+
+    def _route_many(
+        self, raw: bytes | None, key: bytes | None, where: tuple[str, int, int], now: float
+    ) -> tuple[Route, bytes | None, bytes, int, Owed]:
+        """Any GEO_IP_FIELDS, GEO_OUTPUT_FORMAT and GEO_ENRICHED_KEY: every IP of the event is looked up
+        once (an IP in two fields too), every field shows its own."""
+        try:
+            if self.output_format == "ecs":  # with the spans of the members, to insert beside them
+                value, stripped, spans = parse_value_spans(raw, self.max_bytes, self._normalise_bare)
+                text = ""
+            else:
+                value, stripped, text = parse_value(raw, self.max_bytes, self._normalise_bare)
+                spans = None
+        except BadEvent as exc:
+            return self._dead(raw, key, where, exc.reason)
+        if isinstance(value, str):  # a bare IP (what a fail2ban action emits): the event {"ip": ...}
+            try:
+                self._normalise_bare(value)  # one address, no port: as in the one-field input
+            except InvalidAddress as exc:
+                return self._dead(raw, key, where, f"invalid ip: {exc.reason}")
+            value, specs = {"ip": value}, self._bare_specs
+            event_json = json.dumps(value, separators=(",", ":")).encode()
+        elif isinstance(value, dict):
+            specs = self.specs
+            event_json = b""  # the envelope's verbatim event, taken below (ecs encodes what was parsed)
+            if self.output_format != "ecs":
+                event_json = stripped.encode() if stripped is not text else (raw or b"")
+        else:
+            reason = f"JSON value must be an object or an IP string, not {type(value).__name__}"
+            return self._dead(raw, key, where, reason)
+        found, skipped = extract(value, specs, self._trusted, self._normalise)
+        good = [(f, f.ip) for f in found if f.ip is not None]
+        if not good:
+            return self._dead(raw, key, where, _no_ip_reason(found, specs))
+        entries: dict[str, bytes] = {}
+        owed: list[tuple[bytes, int, Route]] = []
+        route, first_hash = Route.HIT, 0
+        for _, text in good:
+            if text in entries:
+                continue
+            ip = text.encode()
+            kind, entries[text], h = self._lookup(ip, text, now)
+            if len(entries) == 1:
+                first_hash = h
+            if kind is not Route.HIT:
+                owed.append((ip, h, kind))
+                route = Route.NEW if kind is Route.NEW or route is Route.NEW else Route.TOUCH
+        for f in found:
+            if f.error is not None:
+                self.failed[reason_label(f.error)] += 1
+        self.skipped += skipped
+        if self.output_format == "ecs":
+            spliced = None
+            if spans is not None:
+                spliced = shapes.ecs_spliced(stripped, value, spans, found, entries, self.views, skipped)
+            out = spliced or shapes.ecs(value, found, entries, self.views, skipped)
+        elif len(found) == 1 and not skipped:
+            out = enriched(good[0][1].encode(), self.views.view(entries[good[0][1]]), event_json)
+        else:
+            out = shapes.envelope_many(found, entries, self.views, event_json, skipped)
+        if self.key_mode == "ip":
+            return route, good[0][1].encode(), out, first_hash, tuple(owed)
+        return route, key, out, self._key_hash(key) if key is not None else where[1], tuple(owed)
 
     def _normalise(self, text: str) -> str:
-        """`normalise_ip`, remembered per spelling: the same few addresses recur in every batch."""
+        """A field's IP: `normalise_ip` with a port dropped, remembered per spelling (the same few
+        addresses recur in every batch)."""
         found = self._spellings.get(text)
         if found is None:
-            found = normalise_ip(text)  # raises InvalidAddress: invalid spellings are not remembered
+            found = normalise_with_port(text)  # raises InvalidAddress: invalid spellings are not remembered
             if len(self._spellings) >= SPELLINGS_MAX:
                 self._spellings.clear()
             self._spellings[text] = found
         return found
 
-
-def _bare(text: str, normalise: Callable[[str], str]) -> Any:
-    """Bare text is an IP; when it is not, say whether it was another JSON scalar (wrong type) or garbage."""
-    try:
-        normalise(text)
-    except InvalidAddress as exc:
-        try:
-            scalar = json.loads(text)
-        except (ValueError, RecursionError):
-            raise BadEvent(f"invalid ip: {exc.reason}") from None
-        raise BadEvent(f"JSON value must be an object or an IP string, not {type(scalar).__name__}") from None
-    return text
+    def _normalise_bare(self, text: str) -> str:
+        """A bare message's IP: `normalise_ip` (one address, no port), remembered per spelling."""
+        found = self._bare_spellings.get(text)
+        if found is None:
+            found = normalise_ip(text)
+            if len(self._bare_spellings) >= SPELLINGS_MAX:
+                self._bare_spellings.clear()
+            self._bare_spellings[text] = found
+        return found
 
 
-def _reject_constant(name: str) -> Any:
-    raise BadEvent(f"non-standard JSON constant {name}")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object's members; a key given twice is refused: consumers disagree on which one wins (the event
-    passes through verbatim, so refusing is the only way they all read what we read)."""
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise BadEvent(f"duplicate key {key[:50]!r} in a JSON object")
-            seen.add(key)
-    return found
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    """Whether a decoded JSON value holds a lone surrogate (from a `\\udXXX` escape without its pair)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_lone_surrogate(v) for v in value)
-    return False
-
-
-def _json(text: str) -> Any:
-    try:
-        # NaN/Infinity are not JSON (RFC 8259): passing them through would break other languages' consumers
-        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
-    except (ValueError, RecursionError):
-        raise BadEvent("invalid JSON") from None
-    # valid UTF-8 holds no surrogate, so only an escape can make one: look when there is an escape at all
-    if "\\u" in text and _has_lone_surrogate(value):
-        raise BadEvent("lone surrogate escape in a JSON string: not Unicode text")
-    return value
-
-
-def _ip(value: str, normalise: Callable[[str], str]) -> str:
-    try:
-        return normalise(value)
-    except InvalidAddress as exc:
-        raise BadEvent(f"invalid ip: {exc.reason}") from None
+def _no_ip_reason(found: list[Found], specs: Sequence[FieldSpec]) -> str:
+    """Why an event has no IP to enrich: its first field's failure, or the fields it lacks."""
+    for f in found:
+        if f.error is not None:
+            return f.error
+    names = ", ".join(f"'{spec.name}'" for spec in specs)
+    return f"missing field {names}" if len(specs) == 1 else f"missing fields {names}: none holds an IP"

@@ -8,9 +8,11 @@ outputs to one record batch per output partition (no per-record future or partit
 is cached per IP), sends those batches, waits until every one is delivered, then commits: at-least-once,
 a crash replays the batch, never loses it. A rebalance waits for the batch in hand before it revokes.
 
-Outputs: every valid event goes to the enriched topic keyed by its IP (input-partition order per IP kept);
-an IP new to this worker also goes, once, to `<app>-ips-seen` for the table's owner; bad input goes to the
-dead-letter topic with the reason. A group-less consumer follows the resolved topic on every worker into
+Outputs: every valid event goes to the enriched topic in the configured shape, keyed by its (first) IP
+(input-partition order per IP kept) or by the input's key (GEO_ENRICHED_KEY), with the input's headers,
+the input's timestamp and a `geo-format` header naming the shape; each IP new to this worker also goes,
+once, to `<app>-ips-seen` for the table's owner; bad input goes to the dead-letter topic with the reason
+and the input's headers. A group-less consumer follows the resolved topic on every worker into
 the worker's replica of it (RocksDB on disk, `replica.py`: it keeps its offsets, so a restart reads only
 what it missed) and refreshes the near cache's copies; the near cache also holds this worker's own
 provisional entries.
@@ -39,6 +41,7 @@ from pipeline.config.settings import Settings
 from pipeline.hotpath.outputs import Outputs, partition_count
 from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Route, Router
+from pipeline.hotpath.shapes import FORMAT_HEADER
 from pipeline.kafka.config import client_kwargs
 from pipeline.kafka.partitioner import key_hash
 from pipeline.messages import encode_seen
@@ -336,27 +339,34 @@ class HotPath(Service):
         self.router.begin()
         started = time.perf_counter()
         route, add = self.router.route, out.add
-        hits = new = dead = 0
+        fmt = (FORMAT_HEADER, self.router.format_version.encode())
+        only_fmt = [fmt]  # most inputs carry no headers: one shared list (never changed), none per event
+        dead = enriched = 0
         for tp, records in batch.items():
             topic, partition = tp.topic, tp.partition
             for record in records:
-                kind, key, value, h = route(record.value, record.key, (topic, partition, record.offset), now)
+                kind, key, value, h, owed = route(
+                    record.value, record.key, (topic, partition, record.offset), now
+                )
+                headers = list(record.headers) if record.headers else None
                 if kind is Route.DEAD_LETTER:
                     dead += 1
                     p = key_hash(key) % dlq_n if key is not None else random.randrange(dlq_n)
-                    if not add(s.dlq_topic, p, key, value, record):
-                        await out.spill(s.dlq_topic, p, key, value, record)
+                    if not add(s.dlq_topic, p, key, value, record, headers):
+                        await out.spill(s.dlq_topic, p, key, value, record, headers)
                     continue
-                if kind is Route.NEW:
-                    new += 1
-                else:  # HIT, or TOUCH: a hit whose IP also goes to the owner again
-                    hits += 1
-                if not add(s.enriched_topic, h % enriched_n, key, value, record):
-                    await out.spill(s.enriched_topic, h % enriched_n, key, value, record)
-                if kind is not Route.HIT:
-                    seen = seen_value if kind is Route.NEW else touch_value
-                    if not add(s.seen_topic, h % seen_n, key, seen, record):
-                        await out.spill(s.seen_topic, h % seen_n, key, seen, record)
+                enriched += 1
+                # the input's headers (a traceparent) and time travel with the event; our format header
+                # replaces any the input carried (an enriched record fed back in)
+                headers = [*(x for x in headers if x[0] != FORMAT_HEADER), fmt] if headers else only_fmt
+                stamp = record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None
+                p = h % enriched_n
+                if not add(s.enriched_topic, p, key, value, record, headers, stamp):
+                    await out.spill(s.enriched_topic, p, key, value, record, headers, stamp)
+                for ip, ip_hash, why in owed:
+                    seen = seen_value if why is Route.NEW else touch_value
+                    if not add(s.seen_topic, ip_hash % seen_n, ip, seen, record):
+                        await out.spill(s.seen_topic, ip_hash % seen_n, ip, seen, record)
         built = time.perf_counter()
         salvaged = await out.flush(s.dlq_topic, self.stats)
         delivered = time.perf_counter()
@@ -367,11 +377,14 @@ class HotPath(Service):
         clock["commit"] += time.perf_counter() - delivered
         self.batches += 1
         stats = self.stats
-        stats.consumed += hits + new + dead
-        stats.hits += hits
-        stats.new += new
-        stats.enriched += hits + new
+        router = self.router
+        stats.consumed += enriched + dead
+        stats.hits += router.hits
+        stats.new += router.new
+        stats.enriched += enriched
         stats.dead_lettered += dead + salvaged
+        stats.fields_failed.update(router.failed)
+        stats.ips_skipped += router.skipped
         stats.recalled += self.router.recalled
         stats.dead_by_reason.update(self.router.dead)
         stats.countries.update(self.router.countries())

@@ -76,23 +76,36 @@ class GeoCollector(Collector):
         yield dead
         yield _counter(
             "geo_near_cache_hits",
-            "Events enriched with the table's entry (from the near cache, or the replica when it missed)",
+            "IPs enriched with the table's entry (from the near cache, or the replica when it missed)",
             s.hits,
         )
         yield _counter(
             "geo_replica_hits",
-            "Of those, events the near cache missed and the worker's replica of the resolved topic served",
+            "Of those, IPs the near cache missed and the worker's replica of the resolved topic served",
             s.recalled,
         )
         yield _counter(
             "geo_near_cache_misses",
-            "First sights: events enriched with a provisional entry, their IP sent to the table's owner",
+            "First sights: IPs enriched with a provisional entry and sent to the table's owner",
             s.new,
         )
         yield _counter("geo_ingest_replays", "Input batches replayed after a failed delivery", s.replays)
+        failed = CounterMetricFamily(
+            "geo_ip_fields_failed",
+            "IP fields of enriched events that held no valid IP (the event went on with its other IPs)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(s.fields_failed.items()):
+            failed.add_metric([reason], count)
+        yield failed
+        yield _counter(
+            "geo_ips_skipped",
+            "IPs of events past the per-event cap (32), not enriched (the event went on with the first 32)",
+            s.ips_skipped,
+        )
         countries = CounterMetricFamily(
             "geo_events_by_country",
-            "Enriched events by the country of the entry they carried (ISO code, private, unknown)",
+            "Enriched IPs by the country of the entry they carried (ISO code, private, unknown)",
             labels=["country"],
         )
         for country, count in sorted(s.countries.items()):

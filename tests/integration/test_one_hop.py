@@ -48,9 +48,9 @@ async def test_a_cold_backlog_is_enriched_once_each_with_the_offline_country_and
     knows = {ip: bool(iptocc.country_code(ip)) for ip in set(ips) if classify(ip) is AddressKind.GLOBAL}
     for doc in docs:
         if knows.get(doc["ip"]):
-            assert doc["geo"]["geo"]["country_code"], f"no country on {doc}"
+            assert doc["geo"]["country_code"], f"no country on {doc}"
         if doc["geo"]["status"] == "pending":
-            assert doc["geo"]["provider"] == ("offline" if knows.get(doc["ip"]) else None)
+            assert doc["geo"]["source"] == ("offline" if knows.get(doc["ip"]) else None)
     # only IPs travel: one small record per distinct IP, carrying no event data
     distinct = {doc["ip"] for doc in docs}
     assert sorted(r.key.decode() for r in seen) == sorted(distinct)

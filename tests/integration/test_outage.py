@@ -55,7 +55,7 @@ async def test_after_an_outage_the_timer_alone_resolves_every_entry_within_one_r
         for ip in ips:
             assert out.resolved[ip]["geo"]["country_code"] == (iptocc.country_code(ip) or None)
         pending = [e for e in out.enriched if e["geo"]["status"] == "pending"]
-        assert all(e["geo"]["provider"] in ("offline", None) for e in pending)
+        assert all(e["geo"]["source"] in ("offline", None) for e in pending)
         async with IpApiServer(ServerConfig(port=port, window=WINDOW)) as api:
             back = time.monotonic()
             await wait_all(out, ips, lambda e: e["status"] == "resolved", 120, "resolved after the outage")

@@ -29,6 +29,8 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int | None = None  # ms, as the producer or the broker stamped it
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def records(
@@ -135,7 +137,13 @@ class FakeProducer:
         return SimpleNamespace(timestamp=int((now + self.broker_ahead) * 1000), timestamp_type=1)
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
     ) -> Any:
         future = self._deliver(topic, 1)
         if future.exception() is None:

@@ -7,22 +7,27 @@ so a rebalance in the middle is not what is measured. Measured in one run on one
 - the baseline, a plain consume-parse-produce-commit loop over the same events, before and after;
 - the pipeline: W worker processes (separate processes, like production; the benchmark's own reading
   must not share their interpreter), timed from the first to the last enriched record by the records' own
-  timestamps (set by the worker when it appends them);
+  timestamps (set by the broker when it appends them);
 - what users get: the share of enriched events carrying a country among IPs the offline data knows, the
   share served by a near-cache hit (every other event was an IP's first sight in its worker), and each
   worker's peak RSS.
 The enriched topic is read after the workers are done, so the measurement does not compete with it.
 With `quix_python`, Quix Streams does the same job in the same run, before the second baseline
-(quix.py).
+(quix.py). With `ecs`, the pipeline drains the burst a second time in the same run, on fresh topics, as
+ECS network events with two IP fields (`source.ip`, `destination.ip` over the same IPs) written in the
+`ecs` shape, and the summary puts ecs/2-fields beside envelope/1-field. The enriched topics stamp records
+on append (LogAppendTime): an enriched record keeps its input's timestamp, which says nothing here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -30,16 +35,24 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pipeline.app import ensure_topics
 from pipeline.config.settings import Settings
 from pipeline.devtools.bench import ckloop
-from pipeline.devtools.bench.baseline import PARTITIONS, baseline, create_topics, delete_topics
+from pipeline.devtools.bench.baseline import (
+    PARTITIONS,
+    baseline,
+    create_topics,
+    delete_topics,
+    stamped_on_append,
+)
 from pipeline.devtools.bench.ckloop import confluent_loop
 from pipeline.devtools.bench.profile import report
 from pipeline.devtools.bench.quix import QuixResult, run_quix
-from pipeline.devtools.bench.readback import read_output
+from pipeline.devtools.bench.readback import Readback, read_output
 from pipeline.devtools.processes import WorkerProcess, wait_count, worker_processes
 from pipeline.devtools.scratch import scratch
-from pipeline.devtools.workloads import public_ips, publish, tagged_events
+from pipeline.devtools.workloads import ecs_events, public_ips, publish, tagged_events
 
 START_TIMEOUT = 120.0  # for the workers to start and join
+ECS_FIELDS = ("source.ip", "destination.ip")  # the ecs run's IP fields: a network event's two ends
+ECS_GOAL = 0.7  # ecs with two fields per event at least this share of the envelope's rate with one
 
 
 async def run_backlog_bench(
@@ -52,15 +65,16 @@ async def run_backlog_bench(
     quix_python: str | None = None,
     profile: bool = False,
     prepublished: bool = False,
+    ecs: bool = False,
 ) -> int:
-    """Publish the backlog, run baseline / W workers / (Quix Streams with `quix_python`) / baseline, print
-    rates, ratios, coverage and RSS; with `profile`, the workers run under cProfile and their time is
-    printed by stage (profile.py). `prepublished`: the burst is published before the workers (and the Quix
-    job) start, so they drain a backlog nobody is still writing, as the plain loops do (one worker: more
-    would rebalance while draining)."""
+    """Publish the backlog, run baseline / W workers / (ecs with two fields) / (Quix Streams with
+    `quix_python`) / baseline, print rates, ratios, coverage and RSS; with `profile`, the workers run under
+    cProfile and their time is printed by stage (profile.py). `prepublished`: the burst is published before
+    the workers (and the Quix job) start, so they drain a backlog nobody is still writing, as the plain
+    loops do (one worker: more would rebalance while draining)."""
     with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as run:
         return await _run(
-            run.settings, run.run, run.tmp, events, ips, workers, quix_python, profile, prepublished
+            run.settings, run.run, run.tmp, events, ips, workers, quix_python, profile, prepublished, ecs
         )
 
 
@@ -74,6 +88,7 @@ async def _run(
     quix_python: str | None,
     profile: bool,
     prepublished: bool,
+    ecs: bool = False,
 ) -> int:
     bootstrap = settings.kafka_bootstrap
     base_in, base_out = f"bench-base-in-{run}", f"bench-base-out-{run}"
@@ -99,25 +114,25 @@ async def _run(
         loops = []
         if ck:
             loops.append(await confluent_loop(bootstrap, base_in, ck_out, events, "confluent loop (before)"))
-        await ensure_topics(settings)
-        if prepublished:
-            await publish(bootstrap, settings.events_topic, payloads, label="burst, before the workers start")
-        with worker_processes(settings, tmp / "workers", n_workers, profile=profile) as procs:
-            # the workers join first (a rebalance in the middle of a 6 s drain would measure the join, not
-            # the pipeline); their cache is still empty: every IP of the burst is new to them
-            await wait_assigned(procs)
-            if not prepublished:
-                await publish(bootstrap, settings.events_topic, payloads, label="burst")
-            peaks = await drain(settings, procs, events)
-        pipeline, with_country, known, served = await read_output(
-            bootstrap,
-            settings.enriched_topic,
-            events,
-            f'"b-{run}"'.encode(),
+        pipeline, peaks = await _pipeline(
+            settings,
+            tmp / "workers",
+            n_workers,
+            payloads,
+            run,
             "pipeline (backlog, cold start)",
-            lambda doc: doc["geo"]["geo"]["country_code"],
+            profile=profile,
+            prepublished=prepublished,
         )
+        with_country, known, served = pipeline.with_country, pipeline.known, pipeline.seen
         new = await count_records(bootstrap, settings.seen_topic)
+        ecs_run: tuple[Readback, list[float]] | None = None
+        if ecs:
+            ecs_settings = _ecs_settings(settings)
+            ecs_payloads = ecs_events(ips, events, f"b-{run}")
+            ecs_run = await _pipeline(
+                ecs_settings, tmp / "ecs-workers", n_workers, ecs_payloads, run, "pipeline (ecs, 2 fields)"
+            )
         if quix_python:
             quix = await run_quix(bootstrap, run, tmp, payloads, quix_python, prepublished)
         after = await baseline(bootstrap, base_in, base_out, events, "baseline (after)")
@@ -127,14 +142,15 @@ async def _run(
         await delete_topics(bootstrap, run)
     mean = (before.per_second + after.per_second) / 2
     print("\nsummary:")
-    for rate in (before, after, *loops, pipeline, *([quix.output.rate] if quix else [])):
+    extra = [*([ecs_run[0].rate] if ecs_run else []), *([quix.output.rate] if quix else [])]
+    for rate in (before, after, *loops, pipeline.rate, *extra):
         print(f"  {rate.line()}")
     print(f"  baseline (plain aiokafka loop) mean: {mean:,.0f} events/s")
-    print(f"  ratio pipeline/baseline: {pipeline.per_second / mean:.2f}  (goal >= 0.5 with one worker)")
+    print(f"  ratio pipeline/baseline: {pipeline.rate.per_second / mean:.2f}  (goal >= 0.5 with one worker)")
     if loops:
         ck_mean = sum(rate.per_second for rate in loops) / len(loops)
         print(f"  plain confluent-kafka loop mean: {ck_mean:,.0f} events/s, {ck_mean / mean:.2f}x aiokafka's")
-        print(f"  ratio pipeline/confluent loop: {pipeline.per_second / ck_mean:.2f}  (goal >= 0.5)")
+        print(f"  ratio pipeline/confluent loop: {pipeline.rate.per_second / ck_mean:.2f}  (goal >= 0.5)")
     share = with_country / max(1, known)
     print(f"  with a country: {with_country:,} of {known:,} events whose IP has offline data: {share:.2%}")
     hits = served - new
@@ -142,13 +158,83 @@ async def _run(
     print(f"  peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)}")
     for i, line in enumerate(stage_lines(tmp / "workers")):
         print(f"  worker {i} {line}")
-    for line in quix.lines(mean, pipeline) if quix else []:
+    if ecs_run:
+        ecs_out, ecs_peaks = ecs_run
+        ratio = ecs_out.rate.per_second / max(1e-9, pipeline.rate.per_second)
+        print(
+            f"  ecs/2 fields vs envelope/1 field: {ecs_out.rate.per_second:,.0f} vs "
+            f"{pipeline.rate.per_second:,.0f} events/s = {ratio:.2f}  (goal >= {ECS_GOAL})"
+        )
+        print(f"  ecs: with a country (source.geo): {ecs_out.with_country:,} of {ecs_out.known:,} events")
+        print(f"  ecs: peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in ecs_peaks)}")
+    for line in quix.lines(mean, pipeline.rate) if quix else []:
         print(f"  {line}")
     if profile:
         print("\nprofile (cProfile: a profiled worker is slower; the rates above are not benchmark figures):")
         for line in report(sorted((tmp / "workers").glob("w*.prof")), events):
             print(f"  {line}")
-    return 0 if served == events and (quix is None or quix.output.seen == events) else 1
+    ok = served == events and (quix is None or quix.output.seen == events)
+    return 0 if ok and (ecs_run is None or ecs_run[0].seen == events) else 1
+
+
+def _ecs_settings(settings: Settings) -> Settings:
+    """The same run's settings for the ecs pass: its own app id and topics, two IP fields, the ecs shape."""
+    ecs = dataclasses.replace(
+        settings,
+        app_id=f"{settings.app_id}-ecs",
+        events_topic=f"{settings.events_topic}-ecs",
+        dlq_topic=f"{settings.dlq_topic}-ecs",
+        enriched_topic=f"{settings.enriched_topic}-ecs",
+        resolved_topic=f"{settings.resolved_topic}-ecs",
+        resolve_topic=f"{settings.resolve_topic}-ecs",
+        ip_fields=ECS_FIELDS,
+        output_format="ecs",
+    )
+    ecs.validate()
+    return ecs
+
+
+def _ecs_country(doc: dict[str, Any]) -> object:
+    geo = doc["source"].get("geo")
+    return geo.get("country_iso_code") if isinstance(geo, dict) else None
+
+
+async def _pipeline(
+    settings: Settings,
+    workdir: Path,
+    n_workers: int,
+    payloads: list[bytes],
+    run: str,
+    label: str,
+    *,
+    profile: bool = False,
+    prepublished: bool = False,
+) -> tuple[Readback, list[float]]:
+    """W cold workers drain `payloads` published as a burst (before they start, with `prepublished`);
+    the enriched topic read back afterwards."""
+    bootstrap = settings.kafka_bootstrap
+    ecs = settings.output_format == "ecs"
+    await stamped_on_append(bootstrap, settings.enriched_topic)
+    await ensure_topics(settings)
+    if prepublished:
+        await publish(bootstrap, settings.events_topic, payloads, label=f"burst ({label}), before the start")
+    with worker_processes(settings, workdir, n_workers, profile=profile) as procs:
+        # the workers join first (a rebalance in the middle of a 6 s drain would measure the join, not
+        # the pipeline); their cache is still empty: every IP of the burst is new to them
+        await wait_assigned(procs)
+        if not prepublished:
+            await publish(bootstrap, settings.events_topic, payloads, label=f"burst ({label})")
+        peaks = await drain(settings, procs, len(payloads))
+    output = await read_output(
+        bootstrap,
+        settings.enriched_topic,
+        len(payloads),
+        f'"b-{run}"'.encode(),
+        label,
+        _ecs_country if ecs else lambda doc: doc["geo"]["country_code"],
+        (lambda doc: str(doc["source"]["ip"])) if ecs else (lambda doc: str(doc["ip"])),
+    )
+    return output, peaks
 
 
 def stage_lines(workdir: Path) -> list[str]:

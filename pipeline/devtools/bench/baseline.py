@@ -93,6 +93,13 @@ async def create_topics(bootstrap: str, names: list[str], configs: Mapping[str, 
         await admin.close()
 
 
+async def stamped_on_append(bootstrap: str, topic: str) -> None:
+    """Create the pipeline's enriched topic with broker timestamps (LogAppendTime) before the workers do:
+    an enriched record keeps its input's timestamp, so the benchmarks time the output by when the broker
+    appended it (the moment the worker wrote it, give or take the linger)."""
+    await create_topics(bootstrap, [topic], {"message.timestamp.type": "LogAppendTime"})
+
+
 async def delete_topics(bootstrap: str, run: str) -> None:
     """Best effort: a shared dev broker should not collect a dozen topics per benchmark run."""
     try:

@@ -26,6 +26,7 @@ from pipeline.devtools.bench.baseline import (
     baseline,
     create_topics,
     delete_topics,
+    stamped_on_append,
 )
 from pipeline.devtools.scratch import scratch
 from pipeline.devtools.workloads import public_ips, publish, tagged_events
@@ -54,6 +55,7 @@ async def _run_bench(settings: Settings, run: str, events: int) -> int:
         await create_topics(bootstrap, [base_in, base_out])
         await publish(bootstrap, base_in, payloads, label="baseline input")
         before = await baseline(bootstrap, base_in, base_out, events, "baseline (before)")
+        await stamped_on_append(bootstrap, settings.enriched_topic)  # enriched records keep the input's time
         geo = build(settings)
         async with running(geo):
             warm = tagged_events(ips, len(ips), f"w-{run}")
@@ -83,8 +85,8 @@ async def _run_bench(settings: Settings, run: str, events: int) -> int:
 async def _watch_enriched(settings: Settings, geo: GeoApp, marker: bytes, count: int) -> Rate:
     """Count the measured events on the enriched topic; time them by the records' own timestamps.
 
-    Record timestamps are set when the worker sends, so the span does not depend on when this reader
-    happens to fetch.
+    Record timestamps are set by the broker when it appends (the enriched topic stamps on append), so the
+    span does not depend on when this reader happens to fetch.
     """
     consumer = AIOKafkaConsumer(
         settings.enriched_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"

@@ -37,6 +37,7 @@ async def read_output(
     marker: bytes,
     label: str,
     country: Callable[[dict[str, Any]], object],
+    ip_of: Callable[[dict[str, Any]], str] = lambda doc: str(doc["ip"]),
 ) -> Readback:
     """Read `topic` from the start until `events` records containing `marker` are found (or the timeout)."""
     import iptocc  # the offline data, to know which IPs could have a country at all
@@ -58,7 +59,7 @@ async def read_output(
                     lo = record.timestamp if lo is None else min(lo, record.timestamp)
                     hi = record.timestamp if hi is None else max(hi, record.timestamp)
                     doc = json.loads(record.value)
-                    ip = doc["ip"]
+                    ip = ip_of(doc)  # the (first) enriched IP: where it is depends on the shape
                     if ip not in knows:
                         knows[ip] = bool(iptocc.country_code(ip))
                     known += knows[ip]

@@ -28,7 +28,14 @@ import aiohttp
 from pipeline.app import REPLICA_DIR, ensure_topics
 from pipeline.config.settings import Settings
 from pipeline.devtools.bench.backlog import count_records, drain, wait_assigned
-from pipeline.devtools.bench.baseline import PARTITIONS, Rate, baseline, create_topics, delete_topics
+from pipeline.devtools.bench.baseline import (
+    PARTITIONS,
+    Rate,
+    baseline,
+    create_topics,
+    delete_topics,
+    stamped_on_append,
+)
 from pipeline.devtools.bench.quix import QuixResult, run_quix
 from pipeline.devtools.bench.readback import read_output
 from pipeline.devtools.processes import WorkerProcess, wait_count, worker_processes
@@ -96,6 +103,7 @@ async def _run(
     await create_topics(bootstrap, [base_in, base_out, zipf_in, zipf_out])
     await publish(bootstrap, base_in, burst, label="baseline burst input")
     base_burst = await baseline(bootstrap, base_in, base_out, population, "baseline (burst)")
+    await stamped_on_append(bootstrap, settings.enriched_topic)  # enriched records keep the input's time
     await ensure_topics(settings)
     workdir = tmp / "workers"
     with worker_processes(settings, workdir, n) as procs:
@@ -159,16 +167,16 @@ async def _run(
 
 
 def _country(doc: dict[str, object]) -> object:
-    geo = doc["geo"]
-    return geo["geo"]["country_code"] if isinstance(geo, dict) and geo.get("geo") else None
+    geo = doc["geo"]  # the envelope's public view of the entry (flat)
+    return geo.get("country_code") if isinstance(geo, dict) else None
 
 
 def _tables(doc: dict[str, object], restart_at: float) -> object:
     """Counted as 'with a country' by the readback: here, whether the event carries the table's entry (made
     before the restart) rather than a provisional one (made when the event was routed, after it)."""
-    geo = doc["geo"]
-    first_seen = geo.get("first_seen") if isinstance(geo, dict) else None
-    return isinstance(first_seen, int | float) and first_seen < restart_at
+    geo = doc["geo"]  # the public view has no first_seen: a provisional entry is updated when it is made
+    updated_at = geo.get("updated_at") if isinstance(geo, dict) else None
+    return isinstance(updated_at, int | float) and updated_at < restart_at
 
 
 def _ratio(what: str, rate: Rate, base: Rate) -> None:

@@ -143,3 +143,36 @@ async def test_a_seen_topic_whose_partition_count_changed_stops_the_worker_with_
     with pytest.raises(PartitionCountChanged, match=f"{SETTINGS.seen_topic} has 6 partitions, the table 4"):
         await service.process(await consumer.getmany())
     assert consumer.commits == 0 and not producer.delivered
+
+
+async def test_every_new_ip_of_an_event_goes_to_the_owner_once_and_the_event_out_once() -> None:
+    """Two IP fields: one enriched record per event, one seen record per new IP (an IP in both fields
+    once), the failed field counted, nothing dead-lettered while one field holds an IP."""
+    settings = Settings.from_env({}, app_id="a", partitions=4, ip_fields=("source.ip", "destination.ip"))
+    events = [
+        b'{"source":{"ip":"8.8.8.8"},"destination":{"ip":"1.1.1.1:443"}}',
+        b'{"source":{"ip":"8.8.8.8"},"destination":{"ip":"8.8.8.8"}}',
+        b'{"source":{"ip":"9.9.9.9"},"destination":{"ip":"nope"}}',
+        b'{"source":{"ip":"nope"}}',
+    ]
+    consumer, producer = FakeConsumer([records(settings.events_topic, 0, events)]), FakeProducer(TOPICS)
+
+    def provisional(ip: str, now: float) -> bytes:
+        return GeoEntry(ip, EntryStatus.PENDING, first_seen=now).to_json()
+
+    router = Router(
+        NearCache(100),
+        settings.max_event_bytes,
+        provisional,
+        key_hash,
+        600.0,
+        fields=settings.ip_fields,
+        key_mode=settings.enriched_key_mode,
+    )
+    service = HotPath(settings, Stats(), router, Replica(Path("unopened")))
+    service._consumer, service._producer = consumer, producer  # type: ignore[assignment]
+    await service.process(await consumer.getmany())
+    assert producer.delivered == {settings.enriched_topic: 3, settings.seen_topic: 3, settings.dlq_topic: 1}
+    stats = service.stats  # event 2 has 8.8.8.8 twice: one lookup, one hit
+    assert (stats.enriched, stats.new, stats.hits, stats.dead_lettered) == (3, 3, 1, 1)
+    assert stats.fields_failed == {"invalid_ip": 1}

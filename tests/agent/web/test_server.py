@@ -80,7 +80,14 @@ def fake_geo(store: FakeStore, distribution: dict[str, Any], budget: ResolveBudg
         table=SimpleNamespace(name="geo-cache"),
         store=store,
         stats=Stats(
-            consumed=7, enriched=6, hits=4, new=2, dead_lettered=1, countries=Counter(US=5, private=1)
+            consumed=7,
+            enriched=6,
+            hits=4,
+            new=2,
+            dead_lettered=1,
+            countries=Counter(US=5, private=1),
+            fields_failed=Counter(invalid_ip=3),
+            ips_skipped=9,
         ),
         near=NearCache(10),
         resolver=SimpleNamespace(budget=budget, offline={}),
@@ -233,6 +240,8 @@ async def test_metrics_text_has_the_pipeline_names_and_counts_api_requests() -> 
         'geo_http_requests_total{route="/geo/{ip}",status="400"} 1.0',
         'geo_events_by_country_total{country="US"} 5.0',
         'geo_events_by_country_total{country="private"} 1.0',
+        'geo_ip_fields_failed_total{reason="invalid_ip"} 3.0',
+        "geo_ips_skipped_total 9.0",
     ):
         assert expected in lines, expected
     assert not any(line.split("{")[0].split(" ")[0].endswith("_created") for line in lines)  # no timestamps

@@ -40,10 +40,10 @@ async def test_city_and_asn_databases_first_in_the_chain_enrich_first_sights_wit
     first = {e["ip"]: e["geo"] for e in out.enriched}
     for ip, network in KNOWN_IPS.items():
         entry = first[ip]
-        assert (entry["status"], entry["provider"]) == ("pending", "mmdb")
-        assert entry["geo"]["city"] == network.place.city and entry["geo"]["asn"] == network.asn
-        assert entry["geo"]["country_code"] == network.place.country_code
-    assert (first["9.9.9.9"]["provider"], first["9.9.9.9"]["geo"]["country_code"]) == ("offline", "US")
+        assert (entry["status"], entry["source"]) == ("pending", "mmdb")
+        assert entry["city"] == network.place.city and entry["asn"] == network.asn
+        assert entry["country_code"] == network.place.country_code
+    assert (first["9.9.9.9"]["source"], first["9.9.9.9"]["country_code"]) == ("offline", "US")
 
 
 async def test_a_replaced_database_is_taken_up_under_traffic_without_a_restart(
@@ -75,5 +75,5 @@ async def test_a_replaced_database_is_taken_up_under_traffic_without_a_restart(
             return len(out.enriched) >= 3
 
         await wait_for(three, 60, message=lambda: f"enriched {len(out.enriched)}")
-    cities = {e["ip"]: e["geo"]["geo"]["city"] for e in out.enriched}
+    cities = {e["ip"]: e["geo"]["city"] for e in out.enriched}
     assert cities == {"8.8.8.1": "Mountain View", "8.8.8.2": "Berlin", "8.8.8.3": "Berlin"}

@@ -58,6 +58,16 @@ def test_enriched_line_shows_the_entry_and_the_start_of_the_event() -> None:
     assert line.endswith("…") and "\n" not in line
 
 
+def test_enriched_line_reads_the_flat_envelope_and_the_ecs_shape() -> None:
+    """envelope/2's flat view and ecs/1's geo_pipeline status give the same IP, status and country."""
+    view = {"status": "resolved", **ENTRY["geo"], "source": "ipapi", "data_version": None, "updated_at": 1.0}
+    flat = enriched_line({"ip": "8.8.8.8", "geo": view, "event": {"ip": "8.8.8.8"}})
+    assert flat.split()[:3] == ["8.8.8.8", "resolved", "US"]
+    status = {"source.ip": {"ip": "8.8.8.8", "status": "private"}}
+    ecs = {"source": {"ip": "8.8.8.8"}, "geo_pipeline": {"format": "ecs/1", "fields": status}}
+    assert enriched_line(ecs).split()[:3] == ["8.8.8.8", "private", "-"]
+
+
 def test_dead_letter_line_says_where_why_and_what() -> None:
     """Topic[partition]@offset, the reason and the original's preview (null originals say so)."""
     letter = {

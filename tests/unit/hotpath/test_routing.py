@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import BadEvent, PipelineError
 from pipeline.hotpath.routing import UNKNOWN_HASH, NearCache, ParsedEvent, Route, Router, parse_event
+from pipeline.hotpath.shapes import public_view
 from pipeline.messages import DLQ_ORIGINAL_MAX, DLQ_PREVIEW_CHARS, dead_letter, enriched
 from pipeline.models import EntryStatus, GeoData, GeoEntry, country_label
 
@@ -36,6 +37,9 @@ VALID: list[tuple[bytes, str, bytes]] = [
         b'{"z": 1,  "ip" : "9.9.9.9", "a":[1, 2.50, {"b":null}], "s":"\\u00e9\xc3\xa9", "t":true}',
     ),
     (b'  {"ip":"1.1.1.1"}\r\n', "1.1.1.1", b'{"ip":"1.1.1.1"}'),  # surrounding whitespace is trimmed
+    # a port is dropped (a load balancer's access log writes client:port); the event keeps it
+    (b'{"ip":"1.2.3.4:80"}', "1.2.3.4", b'{"ip":"1.2.3.4:80"}'),
+    (b'{"ip":"[2001:DB8::1]:443"}', "2001:db8::1", b'{"ip":"[2001:DB8::1]:443"}'),
 ]
 
 
@@ -88,7 +92,10 @@ BAD: list[tuple[bytes | None, int, str]] = [
     (b'{"ip":["8.8.8.8"]}', MAX, "field 'ip' must be a string, not list"),
     (b'{"ip":"999.1.1.1"}', MAX, "invalid ip: not an IP address"),
     (b'{"ip":"010.1.1.1"}', MAX, "invalid ip: leading zeros"),
-    (b'{"ip":"1.2.3.4:80"}', MAX, "invalid ip: port not allowed"),
+    (b'{"ip":"1.2.3.4:99999"}', MAX, "invalid ip: port not allowed"),
+    (b'{"ip":"[2001:db8::1]:x"}', MAX, "invalid ip: brackets not allowed"),
+    (b"203.0.113.9:51234", MAX, "invalid ip: port not allowed"),  # a bare message is one address
+    (b'"203.0.113.9:51234"', MAX, "invalid ip: port not allowed"),
     (b'{"ip":""}', MAX, "invalid ip: empty"),
     (b'"10.0.0.0/8"', MAX, "invalid ip: CIDR block not allowed"),
     (b'"nope"', MAX, "invalid ip: not an IP address"),
@@ -259,18 +266,18 @@ def test_route_serves_a_known_ip_from_the_near_cache() -> None:
     r = router()
     entry = GeoEntry("8.8.8.8", EntryStatus.RESOLVED, geo=FULL, provider="ipapi", attempts=1).to_json()
     r.near.learn(b"8.8.8.8", entry)
-    kind, key, value, key_hash = r.route(b'{"ip":"::ffff:8.8.8.8","n":1}', b"any", WHERE, 100.0)
-    assert (kind, key, key_hash) == (Route.HIT, b"8.8.8.8", 7000 + ord("8"))
-    assert value == enriched(b"8.8.8.8", entry, b'{"ip":"::ffff:8.8.8.8","n":1}')
+    kind, key, value, key_hash, owed = r.route(b'{"ip":"::ffff:8.8.8.8","n":1}', b"any", WHERE, 100.0)
+    assert (kind, key, key_hash, owed) == (Route.HIT, b"8.8.8.8", 7000 + ord("8"), ())
+    assert value == enriched(b"8.8.8.8", public_view(entry), b'{"ip":"::ffff:8.8.8.8","n":1}')
 
 
 def test_route_enriches_a_first_sight_at_once_with_the_provisional_entry() -> None:
     """An IP the near cache does not know is enriched at once with its provisional (offline) entry and
     marked NEW, so the hot path also sends it to the table's owner."""
-    kind, key, value, _ = router().route(b" 2001:DB8::1 ", None, WHERE, 100.0)
+    kind, key, value, h, owed = router().route(b" 2001:DB8::1 ", None, WHERE, 100.0)
     doc = json.loads(value)
-    assert (kind, key) == (Route.NEW, b"2001:db8::1")
-    assert doc["geo"]["status"] == "pending" and doc["geo"]["geo"]["country_code"] == "DE"
+    assert (kind, key, owed) == (Route.NEW, b"2001:db8::1", ((b"2001:db8::1", h, Route.NEW),))
+    assert doc["geo"]["status"] == "pending" and doc["geo"]["country_code"] == "DE"
     assert doc["event"] == {"ip": "2001:DB8::1"}
 
 
@@ -299,7 +306,7 @@ def test_route_serves_a_near_cache_miss_from_the_replica_as_a_hit_and_keeps_it_n
     replica = {b"8.8.8.8": entry}
     r = Router(NearCache(1), MAX, provisional, lambda key: 7, RESEND, recall=replica.get)
     r.begin()
-    kind, _, value, _ = r.route(b"8.8.8.8", None, WHERE, 100.0)
+    kind, _, value, _, _ = r.route(b"8.8.8.8", None, WHERE, 100.0)
     assert (kind, json.loads(value)["geo"]["status"], r.recalled) == (Route.HIT, "resolved", 1)
     assert r.route(b"8.8.8.8", None, WHERE, 101.0)[0] is Route.HIT and r.recalled == 1
     assert r.route(b"1.1.1.1", None, WHERE, 102.0)[0] is Route.NEW  # in neither: a first sight
@@ -318,7 +325,7 @@ def test_near_cache_refresh_updates_only_what_it_holds() -> None:
 
 def test_route_dead_letters_bad_input_with_the_original_key_and_where_it_came_from() -> None:
     """Bad input keeps the producer's key; the DLQ record names the reason, topic, partition and offset."""
-    kind, key, value, _ = router().route(b'{"ip": 7}', b"k", WHERE, 100.0)
+    kind, key, value, _, _ = router().route(b'{"ip": 7}', b"k", WHERE, 100.0)
     record = json.loads(value)
     assert (kind, key) == (Route.DEAD_LETTER, b"k")
     assert (record["topic"], record["partition"], record["offset"]) == WHERE
@@ -390,7 +397,7 @@ def test_property_each_ip_is_new_once_within_a_pending_period(raws: list[bytes])
     and every valid event is enriched (HIT or NEW)."""
     r = router(capacity=100)
     routed = [r.route(raw, None, WHERE, 100.0 + i) for i, raw in enumerate(raws)]
-    new_keys = [key for kind, key, _, _ in routed if kind is Route.NEW]
+    new_keys = [key for kind, key, *_ in routed if kind is Route.NEW]
     assert len(new_keys) == len(set(new_keys))
     valid = [raw for raw in raws if raw != b"bad"]
     assert sum(kind is not Route.DEAD_LETTER for kind, *_ in routed) == len(valid)
