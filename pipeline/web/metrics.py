@@ -13,7 +13,7 @@ Names are listed in the README (Metrics). Counters restart at zero with the work
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -48,6 +48,14 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
+def _by_label(name: str, doc: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    """A counter with one label, a sample per value seen (label values sorted: a stable exposition)."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
+
+
 class GeoCollector(Collector):
     """Builds every pipeline metric from one worker's state; `lag` and `ready` are refreshed (async) by
     `Metrics.render` just before a scrape, everything else is read synchronously."""
@@ -68,12 +76,12 @@ class GeoCollector(Collector):
         s = self.geo.stats
         yield _counter("geo_events_in", "Input records read by the hot path", s.consumed)
         yield _counter("geo_events_enriched", "Enriched events written", s.enriched)
-        dead = CounterMetricFamily(
-            "geo_events_dead_lettered", "Records sent to the dead-letter topic, by reason", labels=["reason"]
+        yield _by_label(
+            "geo_events_dead_lettered",
+            "Records sent to the dead-letter topic, by reason",
+            "reason",
+            s.dead_by_reason,
         )
-        for reason, count in sorted(s.dead_by_reason.items()):
-            dead.add_metric([reason], count)
-        yield dead
         yield _counter(
             "geo_near_cache_hits",
             "IPs enriched with the table's entry (from the near cache, or the replica when it missed)",
@@ -90,27 +98,23 @@ class GeoCollector(Collector):
             s.new,
         )
         yield _counter("geo_ingest_replays", "Input batches replayed after a failed delivery", s.replays)
-        failed = CounterMetricFamily(
+        yield _by_label(
             "geo_ip_fields_failed",
             "IP fields of enriched events that held no valid IP (the event went on with its other IPs)",
-            labels=["reason"],
+            "reason",
+            s.fields_failed,
         )
-        for reason, count in sorted(s.fields_failed.items()):
-            failed.add_metric([reason], count)
-        yield failed
         yield _counter(
             "geo_ips_skipped",
             "IPs of events past the per-event cap (32), not enriched (the event went on with the first 32)",
             s.ips_skipped,
         )
-        countries = CounterMetricFamily(
+        yield _by_label(
             "geo_events_by_country",
             "Enriched IPs by the country of the entry they carried (ISO code, private, unknown)",
-            labels=["country"],
+            "country",
+            s.countries,
         )
-        for country, count in sorted(s.countries.items()):
-            countries.add_metric([country], count)
-        yield countries
 
     def _resolving(self) -> Iterator[Metric]:
         s = self.geo.stats

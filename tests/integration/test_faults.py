@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # A first-sight entry's changelog record fits under this, a resolved one (with city, ASN, ISP) does not:
 # the result's table write is the one whose changelog send fails.
-TIGHT_MESSAGE_BYTES = 590  # a first-sight batch is ~540 bytes, a resolved one ~630 (the flags made both longer)
+TIGHT_MESSAGE_BYTES = 590  # a first-sight batch is ~540 bytes, a resolved one ~630 (both with the flags)
 DEFAULT_MESSAGE_BYTES = 1024 * 1024 + 12  # Kafka's default max.message.bytes
 
 
