@@ -42,6 +42,7 @@ from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Router
 from pipeline.hotpath.service import HotPath
 from pipeline.kafka import faustx
+from pipeline.kafka.commits import hold_commits_at_gaps, seek_back
 from pipeline.kafka.config import client_kwargs, faust_app_kwargs
 from pipeline.kafka.faustx import DeliveryGuard, StallWatch, install, start_with
 from pipeline.kafka.hooks import faust_hooks, require
@@ -185,10 +186,13 @@ def build(
         trusted=networks(settings.trusted_proxies),
     )
     install(app)  # the fixes for Faust's stalled-partition race (see faustx)
+    # a record Faust lost on the cache agent's inputs: hold the commits there and read it again
+    inputs = (settings.seen_topic, settings.results_topic)
+    hold_commits_at_gaps(app.consumer, inputs, on_gap=seek_back(app.consumer))
     guard = DeliveryGuard(app)
     guard.install()
     # the cache agent's own inputs: a partition there with lag and no progress is a stall, not a slow batch
-    watch = StallWatch(app, topics={settings.seen_topic, settings.results_topic})
+    watch = StallWatch(app, topics=set(inputs))
     cache = CacheAgent(app, settings, table, policy, stats, sight, fatal=guard.fail)
     cache.register()
     hotpath = HotPath(settings, stats, router, replica)

@@ -10,7 +10,9 @@ topic (key = IP, compacted: consumers and every worker's replica read it) and as
 Faust rules this module lives by: a table is written only with an input event current (a write from a
 timer raises), and the change goes to that event's changelog partition. The agent consumes
 `stream.take_events(BATCH_MAX, BATCH_WITHIN)`: Faust acks a batch's events only once the agent asks for
-the next batch, so nothing of a batch is committed before all of it is applied. Each event of the batch
+the next batch, so nothing of a batch is committed before all of it is applied; a batch left unfinished (the
+task cancelled by a stop, a fatal error) has its acks withheld (`faustx.withhold_acks`), since the take
+buffer acks it when it is closed all the same. Each event of the batch
 is made current while it is decided and applied (`faustx.as_current`), its writes go through Faust's
 `Table.on_key_set` (the changelog record, to its own partition) and are gathered into one RocksDB write
 batch per partition, its reads come from one multi-get per partition, a key repeated in the batch reads
@@ -44,7 +46,7 @@ from pipeline.cache.operator import on_forget, on_operator_retry
 from pipeline.cache.policy import Decision, RetryPolicy, apply_result, on_reanswer, on_retry, on_seen
 from pipeline.config.settings import Settings
 from pipeline.errors import InvalidAddress
-from pipeline.kafka.faustx import as_current
+from pipeline.kafka.faustx import as_current, withhold_acks
 from pipeline.messages import (
     ForgetMessage,
     OperatorRetry,
@@ -106,7 +108,11 @@ class CacheAgent:
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN):  # acked after the batch
-            await self.handle_batch(events)
+            try:
+                await self.handle_batch(events)
+            except BaseException:  # cancelled by a stop, or fatal: the take buffer would ack it all the same
+                withhold_acks(events)
+                raise
 
     async def handle_batch(self, events: Sequence[Any]) -> None:
         """Apply a batch of input events in order: each decided and written with its event current, the

@@ -40,6 +40,12 @@ context variable `faust.streams._current_event`, which the stream sets in the ta
 consuming `stream.take_events(...)` runs in another task than the one draining the stream, so nothing is
 current there: the cache agent makes each event of its batch current while it applies it.
 
+Why `withhold_acks(events)`: `Stream.take_events` (faust/streams.py) acks a batch's events in the `finally`
+after its `yield`, which also runs when the generator is closed because the agent's task was cancelled
+mid-batch (a stop, a crash); the consumer's stop then commits those offsets (`Consumer.on_stop`), and the
+unfinished batch would never be replayed. Marking the messages acked without telling the consumer makes
+those closing acks no-ops, so the committed offset stays before the batch.
+
 `start_with(app, service)`: Faust starts the services in its private `_extra_services` list after table
 recovery; `app.service()` registers only classes, and our services are built with their dependencies.
 """
@@ -50,7 +56,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -292,6 +298,13 @@ def as_current(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def withhold_acks(events: Iterable[Any]) -> None:
+    """Keep the offsets of `events` (a batch the agent did not finish) from ever being committed: the take
+    buffer's closing acks skip a message already marked acked, and the consumer never hears of it."""
+    for event in events:
+        event.message.acked = True  # read by Message.ack (faust/types/tuples.py) before it acks
 
 
 def start_with(app: faust.App, service: Any) -> None:

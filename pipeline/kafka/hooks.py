@@ -1,12 +1,13 @@
 """The private Faust and aiokafka names this package hooks, and a start-up check that each is still on its
 call path, so a new Faust or aiokafka cannot switch a fix off without a word.
 
-Every fix in `faustx.py` (the delivery guard, the rewind, the fetch snapshot, the livelock check, the stall
-watch) and the geo table's store (`pipeline/cache/table.py`) replaces or reads a private name. If a release
-renamed the name, or its caller stopped calling it, the patch would sit on an attribute nobody calls and the
-worker would run without the fix. pyproject.toml pins the releases these were checked against; `require()`
-checks the installed ones at every start: each hooked name must exist where it is hooked, and the function
-that calls it (read from its source) must still name it. A worker where one is missing refuses to start
+Every fix in `faustx.py` and `commits.py` (the delivery guard, the commit gap hold, the unfinished batch,
+the rewind, the fetch snapshot, the livelock check, the stall watch) and the geo table's store
+(`pipeline/cache/table.py`) replaces or reads a private name. If a release renamed the name, or its caller
+stopped calling it, the patch would sit on an attribute nobody calls and the worker would run without the
+fix. pyproject.toml pins the releases these were checked against; `require()` checks the installed ones at
+every start: each hooked name must exist where it is hooked, and the function that calls it (read from its
+source) must still name it. A worker where one is missing refuses to start
 with one error naming every hook that is off its path (`HooksOffPath`, exit 2 from the CLI).
 """
 
@@ -103,11 +104,23 @@ def faust_hooks() -> list[Hook]:
     from faust.transport.consumer import Consumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
     from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+    from faust.types.tuples import Message
+
+    Stream = streams.Stream
 
     thread = AIOKafkaConsumerThread
     return [
         Hook("cache batch", streams, "_current_event", (streams, "current_event"), "_current_event.get("),
         Hook("cache batch", Table, "partition_for_key", (Table, "on_key_set"), "self.partition_for_key("),
+        Hook("unfinished batch", Message, "acked", (Message, "ack"), "if not self.acked"),
+        Hook("unfinished batch", Stream, "ack", (Stream, "take_events"), "await self.ack(event)"),
+        Hook(
+            "commit gap hold",
+            Consumer,
+            "_new_offset",
+            (Consumer, "_filter_committable_offsets"),
+            "self._new_offset(",
+        ),
         Hook("delivery guard", Consumer, "_commit", (Consumer, "_commit_offsets"), "self._commit("),
         Hook("delivery guard", AIOKafkaConsumer, "_commit"),
         Hook("rewind", Consumer, "seek_to_committed", (Consumer, "perform_seek"), "self.seek_to_committed("),

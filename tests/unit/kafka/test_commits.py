@@ -1,0 +1,27 @@
+"""The head-gap decision: a partition commits past nothing it did not process."""
+
+from __future__ import annotations
+
+from pipeline.kafka.commits import head_gap
+
+
+def test_the_record_at_the_committed_offset_unacked_is_a_gap() -> None:
+    """Committed 10 (the next record to process) with 11 and 12 acked: record 10 would be skipped."""
+    assert head_gap(10, [11, 12])
+
+
+def test_acks_from_the_committed_offset_on_are_no_gap() -> None:
+    """Acks starting at the committed offset (in any order) may be committed."""
+    assert not head_gap(10, [10, 11, 12])
+    assert not head_gap(10, [12, 10, 11])
+
+
+def test_a_partition_never_committed_has_no_head_to_check() -> None:
+    """No commit (None) or 0: the partition is read from its log start, which may lie past offset 0."""
+    assert not head_gap(None, [5, 6])
+    assert not head_gap(0, [5, 6])
+
+
+def test_nothing_acked_is_no_gap() -> None:
+    """Nothing acked: there is nothing to commit, so nothing to hold."""
+    assert not head_gap(10, [])
