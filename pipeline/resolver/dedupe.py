@@ -33,6 +33,11 @@ HORIZON_FRACTION = 0.5  # of the pending timeout: re-emissions that crossed a sl
 # seconds another worker's clock may run ahead of ours before the resolver warns: NTP keeps hosts within
 # milliseconds, so more than this is a clock to fix (its requests are counted either way, see below)
 SKEW_MARGIN = 2.0
+# IPs remembered at most: ~45 MiB. Past it the oldest asks are forgotten first, before `keep`: a burst of new
+# IPs through a fast provider would otherwise hold every IP asked within `keep` (67 MiB at 300,000, growing
+# with the burst). At ip-api's free rate (45 requests of 100 IPs a minute) `keep` holds ~135,000, so the
+# cap binds only past it; forgetting an old ask costs at most one repeated ask of that IP, never budget.
+MAX_REMEMBERED = 200_000
 
 
 def asked_horizon(pending_timeout: float) -> float:
@@ -43,11 +48,14 @@ def asked_horizon(pending_timeout: float) -> float:
 class AskedLog:
     """What was asked of the API recently, per IP: the in-memory view of the asked topic."""
 
-    def __init__(self, horizon: float, keep: float) -> None:
+    def __init__(self, horizon: float, keep: float, limit: int = MAX_REMEMBERED) -> None:
         if keep < horizon:
             raise ValueError("keep must be at least the horizon")
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
         self.horizon = horizon
         self.keep = keep
+        self.limit = limit
         self._last: dict[str, Asked] = {}
         # (time, ip) of every record, earliest first: prune pops what is old instead of reading every IP
         # (a scan per batch cost a fifth of a worker's time with 300,000 IPs remembered)
@@ -88,10 +96,11 @@ class AskedLog:
         return {ip: attempt for ip, attempt in wanted.items() if self.should_ask(ip, attempt, now)}
 
     def prune(self, now: float) -> int:
-        """Forget asks older than `keep` (bounded memory); returns how many were forgotten."""
+        """Forget asks older than `keep`, and the oldest past `limit` IPs (bounded memory); returns how many
+        were forgotten."""
         forgotten = 0
         by_time = self._by_time
-        while by_time and now - by_time[0][0] > self.keep:
+        while by_time and (now - by_time[0][0] > self.keep or len(self._last) > self.limit):
             at, ip = heapq.heappop(by_time)
             last = self._last.get(ip)
             if last is not None and last.at == at:  # a later record of the IP has its own heap item

@@ -193,3 +193,31 @@ def test_prune_forgets_exactly_the_asks_older_than_keep(
         expected = {ip: a for ip, a in kept.items() if a is not None and not now - a.at > log.keep}
         log.prune(now)
         assert {ip: log.get(ip) for ip in "abcd" if log.get(ip) is not None} == expected
+
+
+def test_past_its_limit_the_log_forgets_the_oldest_asks_first() -> None:
+    """With more IPs than the limit, a prune forgets the IPs asked longest ago, even within `keep`; an IP
+    asked again later counts by its latest ask."""
+    log = AskedLog(HORIZON, KEEP, limit=3)
+    for ip, at in (("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", 4.0), ("e", 5.0)):
+        log.record(ip, 1, at)
+    log.record("a", 2, 6.0)  # asked again: now the newest
+    assert log.prune(now=7.0) == 2
+    assert len(log) == 3
+    assert [ip for ip in "abcde" if log.get(ip) is not None] == ["a", "d", "e"]
+
+
+def test_a_forgotten_ask_is_asked_again() -> None:
+    """What the limit costs: an IP forgotten early is asked again when its request comes back."""
+    log = AskedLog(HORIZON, KEEP, limit=1)
+    log.record("a", 1, 1.0)
+    log.record("b", 1, 2.0)
+    log.prune(now=3.0)
+    assert log.should_ask("a", 1, now=4.0)
+    assert not log.should_ask("b", 1, now=4.0)
+
+
+def test_the_limit_must_be_positive() -> None:
+    """A limit below one would forget every ask at once: refused."""
+    with pytest.raises(ValueError):
+        AskedLog(HORIZON, KEEP, limit=0)
