@@ -34,7 +34,6 @@ async def read_asked(
         return [], appended
     topic = settings.asked_topic
     consumer = follower(settings)
-    await consumer.start()
     records: list[tuple[str, Asked]] = []
 
     def keep(record: Any) -> None:
@@ -46,6 +45,7 @@ async def read_asked(
                 appended[value.at] = min(stamp, appended.get(value.at, stamp))
 
     try:
+        await consumer.start()  # inside: a stop that cancels the start still closes the consumer
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
