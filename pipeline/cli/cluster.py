@@ -87,7 +87,6 @@ async def read_resolved(settings: Settings, ips: Sequence[str]) -> dict[str, dic
     """The latest entry of each IP on the resolved topic (compacted, key = IP), read to its current end;
     None for an IP it does not hold. Only the partitions of the IPs asked for are read."""
     consumer = follower(settings)
-    await consumer.start()
     latest: dict[str, dict[str, Any] | None] = dict.fromkeys(ips)
     keys = {ip.encode(): ip for ip in ips}
 
@@ -96,6 +95,7 @@ async def read_resolved(settings: Settings, ips: Sequence[str]) -> dict[str, dic
             latest[keys[record.key]] = json.loads(record.value) if record.value else None
 
     try:
+        await consumer.start()  # inside the try: a start cut short still closes the client
         parts = consumer.partitions_for_topic(settings.resolved_topic)
         if not parts:
             await consumer._client.force_metadata_update()  # a topic not asked for yet has no metadata

@@ -178,9 +178,9 @@ async def tail(args: argparse.Namespace, settings: Settings) -> int:
         "dlq": present.dead_letter_line,
     }
     consumer = clients.follower(settings)
-    await consumer.start()
     shown = 0
     try:
+        await consumer.start()  # inside the try: a start cut short still closes the client
         await consumer._client.force_metadata_update()
         parts = sorted(consumer.partitions_for_topic(name) or ())
         if not parts:

@@ -118,14 +118,26 @@ class Outputs:
         if not self.add(topic, partition, key, value, record, headers, timestamp):
             raise AssertionError("a record did not fit an empty batch")  # an empty batch takes any record
 
-    async def flush(self, dlq_topic: str, stats: Stats) -> int:
-        """Send every open batch and wait for all deliveries; retriable failures raise (replay the input
-        batch), permanent ones are salvaged record by record. Returns how many records were dead-lettered."""
+    async def send_open(self) -> None:
+        """Hand every open batch to the producer, now: a later input batch's records for the same
+        partition must queue behind these (the order per key)."""
         for (topic, partition), (builder, rows) in self._open.items():
             self._sent.append(
                 (await self._producer.send_batch(builder, topic, partition=partition), topic, rows)
             )
         self._open.clear()
+
+    def abandon(self) -> None:
+        """The input batch will be replayed: nobody waits for these deliveries any more (their failures
+        are read here, so none is reported as never retrieved)."""
+        self._open.clear()
+        for future, _, _ in self._sent:
+            future.add_done_callback(_retrieve)
+
+    async def flush(self, dlq_topic: str, stats: Stats) -> int:
+        """Send every open batch and wait for all deliveries; retriable failures raise (replay the input
+        batch), permanent ones are salvaged record by record. Returns how many records were dead-lettered."""
+        await self.send_open()
         outcomes = await asyncio.gather(*(future for future, _, _ in self._sent), return_exceptions=True)
         failed = [
             (sent, exc) for sent, exc in zip(self._sent, outcomes, strict=True) if isinstance(exc, Exception)
@@ -137,6 +149,11 @@ class Outputs:
         for (_, topic, rows), exc in failed:
             dead += await salvage(self._producer, dlq_topic, topic, rows, exc, stats)
         return dead
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def salvage(

@@ -159,13 +159,20 @@ class Router:
             found[label] += count
         return found
 
-    def undo(self) -> None:
-        """The batch was not delivered: forget its first sights, so the replay sends those IPs again."""
-        for ip in self.fresh:
-            found = self.near.get(ip)
-            if found is not None and found[2] < 0:  # still our own provisional entry
-                self.near.learn(ip, None)
-        self.fresh.clear()
+    def take_fresh(self) -> list[bytes]:
+        """The first sights routed since `begin`, handed to their batch (undone with it if it fails)."""
+        fresh, self.fresh = self.fresh, []
+        return fresh
+
+    def undo(self, *taken: list[bytes]) -> None:
+        """Batches were not delivered: forget their first sights (`taken`, and any not taken yet), so the
+        replay sends those IPs again."""
+        for fresh in (*taken, self.fresh):
+            for ip in fresh:
+                found = self.near.get(ip)
+                if found is not None and found[2] < 0:  # still our own provisional entry
+                    self.near.learn(ip, None)
+        self.fresh = []
         self.dead.clear()
         self.failed.clear()
         self.by_entry.clear()

@@ -5,8 +5,9 @@ more than everything this step does. So ingest is a plain aiokafka consume-produ
 the worker as a service, in its own consumer group (`<app>-ingest`: the input partitions are shared among
 workers like any group's). Per input batch it routes each record with `routing.Router` (pure), appends the
 outputs to one record batch per output partition (no per-record future or partitioner call: the key hash
-is cached per IP), sends those batches, waits until every one is delivered, then commits: at-least-once,
-a crash replays the batch, never loses it. A rebalance waits for the batch in hand before it revokes.
+is cached per IP), sends those batches, waits until every one is delivered, then commits the batch's own
+offsets: at-least-once, a crash replays the batch, never loses it (`batch.py`). The delivery and commit
+of one batch run while the next is routed. A rebalance waits for the batches in hand before it revokes.
 
 Outputs: every valid event goes to the enriched topic in the configured shape, keyed by its (first) IP
 (input-partition order per IP kept) or by the input's key (GEO_ENRICHED_KEY), with the input's headers,
@@ -29,8 +30,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -38,12 +40,11 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from mode import Service
 
 from pipeline.config.settings import Settings
-from pipeline.hotpath.outputs import Outputs, partition_count
+from pipeline.hotpath.batch import Batch, Built, build
+from pipeline.hotpath.outputs import partition_count
 from pipeline.hotpath.replica import Replica
-from pipeline.hotpath.routing import NearCache, Route, Router
-from pipeline.hotpath.shapes import FORMAT_HEADER
+from pipeline.hotpath.routing import NearCache, Router
 from pipeline.kafka.config import client_kwargs
-from pipeline.kafka.partitioner import key_hash
 from pipeline.messages import encode_seen
 from pipeline.stats import Stats
 
@@ -55,18 +56,23 @@ LINGER_MS = 5  # the producer batches sends for this long: throughput over a few
 OUTPUT_BATCH_BYTES = 512 * 1024  # one record batch per output partition and input batch, under 1 MiB
 REPLAY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0)  # back-off before each replay
 NEAR_WARM_WAIT = 30.0  # at start, ingest waits this long at most for the replica to catch up
-STAGES = ("fetch", "route and build", "deliver", "commit")  # a batch's steps, timed (stage_seconds)
+# batches being delivered and committed while the next is routed: the broker's work overlaps ours
+UNSETTLED_MAX = 1
+# a batch's steps, timed (stage_seconds); deliver and commit overlap the next batch's routing, and wait
+# is what the loop still waits for them
+STAGES = ("fetch", "route and build", "wait", "deliver", "commit")
 
 
 class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    """Revocation waits until the batch in hand is delivered and committed, so nobody replays it."""
+    """Revocation waits until the batch being routed and every batch before it are delivered and
+    committed, so nobody replays them."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self.lock = lock
+    def __init__(self, lock: asyncio.Lock, settled: Callable[[], Awaitable[None]]) -> None:
+        self.lock, self.settled = lock, settled
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.lock:
-            pass
+            await self.settled()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("ingest: assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
@@ -94,6 +100,8 @@ class HotPath(Service):
         # the breakdown `bench` prints beside its rates (no profiler in the way)
         self.stage_seconds = dict.fromkeys(STAGES, 0.0)
         self.batches = 0
+        # routed batches whose delivery and commit run behind the next one's routing, oldest first
+        self._unsettled: deque[tuple[Built, asyncio.Future[None]]] = deque()
 
     async def on_start(self) -> None:
         s = self.settings
@@ -114,7 +122,7 @@ class HotPath(Service):
         await asyncio.gather(self._producer.start(), self._consumer.start(), self._feeder.start())
         for topic in (s.enriched_topic, s.seen_topic, s.dlq_topic):
             await self._producer.partitions_for(topic)  # metadata before the first batch is built
-        self._consumer.subscribe([s.events_topic], listener=_WaitForBatch(self.lock))
+        self._consumer.subscribe([s.events_topic], listener=_WaitForBatch(self.lock, self.settled))
         parts = await self._producer.partitions_for(s.resolved_topic)
         tps = [TopicPartition(s.resolved_topic, p) for p in sorted(parts)]
         self._feeder.assign(tps)
@@ -130,8 +138,10 @@ class HotPath(Service):
         self.add_future(self._resend_overdue())
 
     async def on_stop(self) -> None:
-        async with self.lock:
-            pass  # the batch in hand is delivered and committed before the clients close
+        async with self.lock:  # the batches in hand are delivered and committed before the clients close
+            await self.settled()
+            while self._unsettled and _committed(self._unsettled[0][1]):
+                self._settle_done()  # counted in the stage times; a failed one is replayed by the next start
         if self.batches:
             stages = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in self.stage_seconds.items())
             log.info("ingest: time by stage over %d batches: %s", self.batches, stages)
@@ -274,7 +284,8 @@ class HotPath(Service):
             )
 
     async def _ingest(self) -> None:
-        """Route, send and commit batch after batch; a failed delivery replays the batch with back-off."""
+        """Fetch and route batch after batch while the one before is delivered and committed (at most
+        UNSETTLED_MAX behind); a failed delivery replays from the first batch not committed, with back-off."""
         assert self._consumer is not None
         # hits served from the start: a restarted worker would otherwise re-send every IP as new
         with contextlib.suppress(asyncio.TimeoutError):
@@ -286,27 +297,30 @@ class HotPath(Service):
                 batch = await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=INPUT_BATCH)
             except ConsumerStoppedError:
                 return  # on_stop closed it
-            if not batch or self.should_stop:
+            if self.should_stop:
                 continue  # stopping: the batch is not processed, its offsets are not committed
-            self.stage_seconds["fetch"] += time.perf_counter() - asked
+            if batch:
+                self.stage_seconds["fetch"] += time.perf_counter() - asked
+            elif not self._unsettled:
+                continue
             async with self.lock:
                 if self.should_stop:  # stopped while we waited for the lock: the clients are closing
                     continue
                 try:
-                    await self.process(batch)
-                    replays = 0
+                    if batch:
+                        self._launch(await self._build(batch))
+                    # idle: what is in flight settles now, not when the next event comes
+                    replays = 0 if await self._settle(UNSETTLED_MAX if batch else 0) else replays
                 except KafkaError as exc:
-                    self.router.undo()
-                    self._rewind(batch)
+                    size = await self._recover(batch)
                     if replays >= len(self.replay_delays):
                         raise RuntimeError(
                             f"ingest: a batch failed {replays + 1} times ({exc!r}); stopping"
                         ) from exc
                     self.stats.replays += 1
-                    size = sum(len(records) for records in batch.values())
                     delay = self.replay_delays[replays]
                     log.warning(
-                        "ingest: batch of %d not delivered (%r); replay %d in %.1fs",
+                        "ingest: %d records not delivered (%r); replay %d in %.1fs",
                         size,
                         exc,
                         replays + 1,
@@ -317,79 +331,86 @@ class HotPath(Service):
                     continue
             await self.sleep(delay)  # back-off before the replay, outside the lock a rebalance waits on
 
-    def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Seek back to the batch's first offsets, so the next fetch replays it (never skips it)."""
+    async def _build(self, batch: Batch) -> Built:
+        assert self._producer is not None
+        started = time.perf_counter()
+        built = await build(batch, self.router, self._producer, self.settings)
+        self.stage_seconds["route and build"] += time.perf_counter() - started
+        return built
+
+    def _launch(self, built: Built) -> None:
+        """Start delivering and committing `built` behind the batches still unsettled."""
+        assert self._consumer is not None
+        before = self._unsettled[-1][1] if self._unsettled else None
+        settle = built.settle(self._consumer, self.stats, self.settings.dlq_topic, before)
+        self._unsettled.append((built, asyncio.ensure_future(settle)))
+
+    async def _settle(self, keep: int) -> bool:
+        """Wait until at most `keep` batches are unsettled; whether any settled. Raises the KafkaError of
+        the first one that failed (the ones after it failed with it)."""
+        waited = time.perf_counter()
+        settled = False
+        while len(self._unsettled) > keep:
+            await asyncio.shield(self._unsettled[0][1])  # a cancelled loop must not cancel a commit half done
+            self._settle_done()
+            settled = True
+        self.stage_seconds["wait"] += time.perf_counter() - waited
+        return settled
+
+    async def settled(self) -> None:
+        """Every batch handed out is delivered and committed, or failed (the loop replays it)."""
+        if self._unsettled:
+            await asyncio.wait([task for _, task in self._unsettled])
+
+    async def _recover(self, batch: Batch) -> int:
+        """A batch failed: let the rest finish, forget the first sights of every batch that did not
+        commit (and of `batch`, if building it failed), rewind to their first offsets. Records to replay."""
+        await self.settled()
+        failed: list[Built] = []
+        while self._unsettled:
+            built, task = self._unsettled[0]
+            if failed or not _committed(task):
+                failed.append(self._unsettled.popleft()[0])
+            else:
+                self._settle_done()  # committed before the failure: not replayed
+        batches = [built.batch for built in failed]
+        if batch and not any(batch is b for b in batches):
+            batches.append(batch)
+        for built in failed:
+            built.out.abandon()
+        self.router.undo(*(built.fresh for built in failed))
+        self._rewind(batches)
+        return sum(len(records) for b in batches for records in b.values())
+
+    def _settle_done(self) -> None:
+        built, _ = self._unsettled.popleft()
+        for stage, seconds in built.seconds.items():
+            self.stage_seconds[stage] += seconds
+        self.batches += 1
+
+    def _rewind(self, batches: list[Batch]) -> None:
+        """Seek back to the first offset each partition has in `batches` (oldest first), so the next
+        fetch replays them (never skips one)."""
         assert self._consumer is not None
         assigned = self._consumer.assignment()
-        for tp, records in batch.items():
-            if records and tp in assigned:  # a revoked partition is replayed by its new owner
-                self._consumer.seek(tp, records[0].offset)
+        firsts: dict[TopicPartition, int] = {}
+        for batch in batches:
+            for tp, records in batch.items():
+                if records:
+                    firsts.setdefault(tp, records[0].offset)
+        for tp, offset in firsts.items():
+            if tp in assigned:  # a revoked partition is replayed by its new owner
+                self._consumer.seek(tp, offset)
 
-    async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Route every record into per-partition output batches, deliver them all, then commit."""
-        assert self._consumer is not None and self._producer is not None
-        s = self.settings
-        out = Outputs(self._producer)
-        enriched_n = await out.partitions(s.enriched_topic)
-        seen_n = await out.partitions(s.seen_topic, s.partitions)  # co-partitioned with the table
-        dlq_n = await out.partitions(s.dlq_topic)
-        now = time.time()
-        seen_value = encode_seen(now, s.worker_label)  # a first sight: this worker has no entry for it
-        touch_value = encode_seen(now, s.worker_label, first=False)  # it has one; last_seen moves
-        self.router.begin()
-        started = time.perf_counter()
-        route, add = self.router.route, out.add
-        fmt = (FORMAT_HEADER, self.router.format_version.encode())
-        only_fmt = [fmt]  # most inputs carry no headers: one shared list (never changed), none per event
-        dead = enriched = 0
-        for tp, records in batch.items():
-            topic, partition = tp.topic, tp.partition
-            for record in records:
-                kind, key, value, h, owed = route(
-                    record.value, record.key, (topic, partition, record.offset), now
-                )
-                headers = list(record.headers) if record.headers else None
-                if kind is Route.DEAD_LETTER:
-                    dead += 1
-                    p = key_hash(key) % dlq_n if key is not None else random.randrange(dlq_n)
-                    if not add(s.dlq_topic, p, key, value, record, headers):
-                        await out.spill(s.dlq_topic, p, key, value, record, headers)
-                    continue
-                enriched += 1
-                # the input's headers (a traceparent) and time travel with the event; our format header
-                # replaces any the input carried (an enriched record fed back in)
-                headers = [*(x for x in headers if x[0] != FORMAT_HEADER), fmt] if headers else only_fmt
-                stamp = record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None
-                p = h % enriched_n
-                if not add(s.enriched_topic, p, key, value, record, headers, stamp):
-                    await out.spill(s.enriched_topic, p, key, value, record, headers, stamp)
-                for ip, ip_hash, why in owed:
-                    seen = seen_value if why is Route.NEW else touch_value
-                    if not add(s.seen_topic, ip_hash % seen_n, ip, seen, record):
-                        await out.spill(s.seen_topic, ip_hash % seen_n, ip, seen, record)
-        built = time.perf_counter()
-        salvaged = await out.flush(s.dlq_topic, self.stats)
-        delivered = time.perf_counter()
-        await self._consumer.commit()
-        clock = self.stage_seconds
-        clock["route and build"] += built - started
-        clock["deliver"] += delivered - built
-        clock["commit"] += time.perf_counter() - delivered
-        self.batches += 1
-        stats = self.stats
-        router = self.router
-        stats.consumed += enriched + dead
-        stats.hits += router.hits
-        stats.new += router.new
-        stats.enriched += enriched
-        stats.dead_lettered += dead + salvaged
-        stats.fields_failed.update(router.failed)
-        stats.ips_skipped += router.skipped
-        stats.recalled += self.router.recalled
-        stats.dead_by_reason.update(self.router.dead)
-        stats.countries.update(self.router.countries())
-        if salvaged:
-            stats.dead_by_reason["unwritable"] += salvaged
+    async def process(self, batch: Batch) -> None:
+        """Route `batch`, deliver it and commit it, on its own (tests; the loop overlaps batches)."""
+        self._launch(await self._build(batch))
+        await self._settle(0)
+
+
+def _committed(settle: asyncio.Future[None]) -> bool:
+    """A finished batch's settle task delivered and committed it."""
+    return not settle.cancelled() and settle.exception() is None
 
 
 def _servable(value: bytes | None) -> bool:

@@ -32,7 +32,7 @@ def head_gap(committed: int | None, acked: Sequence[int]) -> bool:
     """True when records from `committed` (the next record to process) up to the lowest acked offset were
     never acked: committing the acked run would skip them. Unknown or zero commits (a partition never
     committed, read from its log start) have no head to check."""
-    return bool(committed) and bool(acked) and min(acked) > committed  # type: ignore[operator]
+    return committed is not None and committed > 0 and bool(acked) and min(acked) > committed
 
 
 def hold_commits_at_gaps(

@@ -58,19 +58,26 @@ class FakeConsumer:
         if not self.batches:
             return {}
         batch = self.batches.pop(0)
-        self._given.append(batch)
+        if not any(batch is given for given in self._given):
+            self._given.append(batch)
         return batch
 
     def assignment(self) -> set[TopicPartition]:
         return {tp for batch in self._given + self.batches for tp in batch}
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
-        """Seeking back replays the batch that started at `offset` (as the broker would)."""
+        """Seeking back replays, in order, every batch given out on `tp` from `offset` on (as the broker
+        would), unless it is queued already."""
         self.seeks.append((tp, offset))
-        for batch in reversed(self._given):
-            if tp in batch and batch[tp] and batch[tp][0].offset == offset:
-                self.batches.insert(0, batch)
-                return
+        again = [
+            batch
+            for batch in self._given
+            if tp in batch
+            and batch[tp]
+            and batch[tp][0].offset >= offset
+            and not any(batch is queued for queued in self.batches)
+        ]
+        self.batches[0:0] = again
 
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         if self.stale:
@@ -97,6 +104,9 @@ class FakeProducer:
     ) -> None:
         self.client = type("Client", (), {"cluster": FakeCluster(partitions)})()
         self.fail = fail
+        # held: deliveries wait (outcome decided when sent) until `release`, as a slow broker's would
+        self.held = False
+        self._waiting: list[tuple[asyncio.Future[Any], Exception | None, str, int]] = []
         self.delivered: Counter[str] = Counter()  # records per topic whose delivery succeeded
         self.singles: list[tuple[str, bytes | None, bytes]] = []  # records sent one by one, delivered
         self.partitions_sent: Counter[tuple[str, int]] = Counter()  # records sent in batches per partition
@@ -114,13 +124,30 @@ class FakeProducer:
 
     def _deliver(self, topic: str, count: int) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        error = self.fail(topic)
+        if self.held:
+            self._waiting.append((future, self.fail(topic), topic, count))
+        else:
+            self._settle(future, self.fail(topic), topic, count)
+        return future
+
+    def _settle(self, future: asyncio.Future[Any], error: Exception | None, topic: str, count: int) -> None:
         if error is None:
             self.delivered[topic] += count
             future.set_result(None)
         else:
             future.set_exception(error)
-        return future
+
+    def release(self) -> None:
+        """Answer every held delivery, and the ones after it at once."""
+        self.held = False
+        waiting, self._waiting = self._waiting, []
+        for future, error, topic, count in waiting:
+            self._settle(future, error, topic, count)
+
+    @property
+    def waiting(self) -> int:
+        """Held deliveries (record batches) not answered yet."""
+        return len(self._waiting)
 
     async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[Any]:
         self.partitions_sent[topic, partition] += batch.record_count()
