@@ -3,9 +3,11 @@ committed (`Built.settle`), two steps the loop in `service.py` overlaps across c
 
 Why two steps: a batch's delivery and commit are mostly waiting for the broker, and routing the next
 batch is mostly computing; doing them one after the other left over half of a drain's wall time idle
-(docs/benchmarks.md). What keeps this at-least-once: a batch commits only its own offsets, only after
-every one of its records is delivered and only after the batch before it committed (`settle` waits for
-its predecessor first, so a failed batch fails every later one: none of them commits, all replay).
+(docs/benchmarks.md). What keeps this at-least-once: a batch's offsets are committed only after every one
+of its records is delivered and only after the batch before it settled (`settle` waits for its
+predecessor first, so a failed batch fails every later one: none of them commits, all replay). A batch
+whose successor was already handed out when it was delivered leaves its commit to that successor (one
+commit for both); a failure then replays it too, since it is not committed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pipeline.messages import encode_seen
 from pipeline.stats import Stats
 
 Batch = dict[TopicPartition, list[Any]]  # what AIOKafkaConsumer.getmany returns
+CARRY_MAX = 4  # batches one commit may cover at most: bounds what a crash replays (4 x 2,000 records)
 
 
 class Committer(Protocol):
@@ -51,8 +54,10 @@ class Tally:
     failed: Counter[str] = field(default_factory=Counter)
     dead_by_reason: Counter[str] = field(default_factory=Counter)
     countries: Counter[str] = field(default_factory=Counter)
+    salvaged: int = 0  # records dead-lettered because their topic refused them for good (set on delivery)
 
-    def add_to(self, stats: Stats, salvaged: int) -> None:
+    def add_to(self, stats: Stats) -> None:
+        salvaged = self.salvaged
         stats.consumed += self.enriched + self.dead
         stats.hits += self.hits
         stats.new += self.new
@@ -76,9 +81,13 @@ class Built:
     fresh: list[bytes]  # its first sights, forgotten again if it is not delivered (`Router.undo`)
     tally: Tally
     seconds: dict[str, float] = field(default_factory=dict)  # deliver and commit, once settled
-
-    def first_offsets(self) -> dict[TopicPartition, int]:
-        return {tp: records[0].offset for tp, records in self.batch.items() if records}
+    # the batch routed after it, when that was handed out before this one was delivered: it commits
+    # for both (one commit instead of two; a commit is a broker round trip the loop waits for)
+    successor: Built | None = None
+    committed: bool = False  # its offsets are committed (by itself or, once that settles, a successor)
+    # offsets and tallies of batches before it that left their commit to it
+    carried: dict[TopicPartition, int] = field(default_factory=dict)
+    carried_tallies: list[Tally] = field(default_factory=list)
 
     def next_offsets(self) -> dict[TopicPartition, int]:
         return {tp: records[-1].offset + 1 for tp, records in self.batch.items() if records}
@@ -90,19 +99,28 @@ class Built:
         dlq_topic: str,
         before: asyncio.Future[None] | None = None,
     ) -> None:
-        """Wait for the batch before it (its failure is this one's), deliver every output, commit this
-        batch's own offsets, then count it. A KafkaError means: replay from the first unsettled batch."""
+        """Wait for the batch before it (its failure is this one's), deliver every output, then commit
+        (or leave the commit to the successor, at most CARRY_MAX batches) and count it. A KafkaError
+        means: replay every batch not committed."""
         if before is not None:
             await asyncio.shield(before)  # its own task: our cancellation must not cancel its commit
         started = time.perf_counter()
-        salvaged = await self.out.flush(dlq_topic, stats)
+        self.tally.salvaged = await self.out.flush(dlq_topic, stats)
         delivered = time.perf_counter()
+        offsets = {**self.carried, **self.next_offsets()}
+        tallies = [*self.carried_tallies, self.tally]
+        if self.successor is not None and len(tallies) < CARRY_MAX:
+            self.successor.carried, self.successor.carried_tallies = offsets, tallies
+            self.seconds = {"deliver": delivered - started}
+            return
         assigned = consumer.assignment()
         # a revocation waits for every unsettled batch, so its partitions are still ours; the filter only
         # matters after a failure let a rebalance through, and then the new owner replays them anyway
-        await consumer.commit({tp: n for tp, n in self.next_offsets().items() if tp in assigned})
+        await consumer.commit({tp: n for tp, n in offsets.items() if tp in assigned})
+        self.committed = True
         self.seconds = {"deliver": delivered - started, "commit": time.perf_counter() - delivered}
-        self.tally.add_to(stats, salvaged)
+        for tally in tallies:
+            tally.add_to(stats)
 
 
 async def build(batch: Batch, router: Router, producer: AIOKafkaProducer, settings: Settings) -> Built:

@@ -102,6 +102,7 @@ class HotPath(Service):
         self.batches = 0
         # routed batches whose delivery and commit run behind the next one's routing, oldest first
         self._unsettled: deque[tuple[Built, asyncio.Future[None]]] = deque()
+        self._carried: list[Built] = []  # settled batches whose commit a later, unsettled batch makes
 
     async def on_start(self) -> None:
         s = self.settings
@@ -341,7 +342,10 @@ class HotPath(Service):
     def _launch(self, built: Built) -> None:
         """Start delivering and committing `built` behind the batches still unsettled."""
         assert self._consumer is not None
-        before = self._unsettled[-1][1] if self._unsettled else None
+        before = None
+        if self._unsettled:
+            last, before = self._unsettled[-1]
+            last.successor = built  # if it is still being delivered, this one commits for both
         settle = built.settle(self._consumer, self.stats, self.settings.dlq_topic, before)
         self._unsettled.append((built, asyncio.ensure_future(settle)))
 
@@ -363,8 +367,8 @@ class HotPath(Service):
             await asyncio.wait([task for _, task in self._unsettled])
 
     async def _recover(self, batch: Batch) -> int:
-        """A batch failed: let the rest finish, forget the first sights of every batch that did not
-        commit (and of `batch`, if building it failed), rewind to their first offsets. Records to replay."""
+        """A batch failed: let the rest finish, forget the first sights of every batch not committed (and
+        of `batch`, if building it failed), rewind to their first offsets. Records to replay."""
         await self.settled()
         failed: list[Built] = []
         while self._unsettled:
@@ -372,7 +376,8 @@ class HotPath(Service):
             if failed or not _committed(task):
                 failed.append(self._unsettled.popleft()[0])
             else:
-                self._settle_done()  # committed before the failure: not replayed
+                self._settle_done()  # committed before the failure (or carried: replayed with it)
+        failed[0:0], self._carried = self._carried, []
         batches = [built.batch for built in failed]
         if batch and not any(batch is b for b in batches):
             batches.append(batch)
@@ -384,6 +389,10 @@ class HotPath(Service):
 
     def _settle_done(self) -> None:
         built, _ = self._unsettled.popleft()
+        if built.committed:
+            self._carried.clear()  # its commit covered theirs
+        else:
+            self._carried.append(built)
         for stage, seconds in built.seconds.items():
             self.stage_seconds[stage] += seconds
         self.batches += 1
@@ -409,7 +418,7 @@ class HotPath(Service):
 
 
 def _committed(settle: asyncio.Future[None]) -> bool:
-    """A finished batch's settle task delivered and committed it."""
+    """A finished batch's settle task delivered it and committed it (or left the commit to the next)."""
     return not settle.cancelled() and settle.exception() is None
 
 

@@ -1,15 +1,18 @@
-"""The hot path routes the next batch while the one before is delivered and committed: each batch commits
-its own offsets in order, a failure replays every batch not committed, and a revocation waits for all."""
+"""The hot path routes the next batch while the one before is delivered and committed: offsets are
+committed in order, only after delivery (one commit for a batch and the one handed out behind it, at most
+CARRY_MAX batches), a failure replays every batch not committed, and a revocation waits for all."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
 from pipeline.config.settings import Settings
+from pipeline.hotpath.batch import CARRY_MAX, build
 from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Router
 from pipeline.hotpath.service import HotPath, _WaitForBatch
@@ -50,20 +53,43 @@ def sent(producer: FakeProducer, topic: str) -> int:
 
 async def test_the_next_batch_is_routed_while_the_one_before_is_still_being_delivered() -> None:
     """With the first batch's delivery unanswered the second is already routed and sent; nothing is
-    committed until delivery, then each batch commits its own next offset, in order."""
+    committed until delivery, then one commit covers both (the first left its commit to the second)."""
     consumer, producer = two_batches(), FakeProducer(TOPICS)
     producer.held = True
     service = hotpath(consumer, producer)
     ingest = asyncio.ensure_future(service._ingest())
     try:
         await wait_for(lambda: sent(producer, SETTINGS.enriched_topic) == 10, 5, message="both routed")
-        assert consumer.commits == 0
+        assert consumer.commits == 0 and service.stats.enriched == 0
         producer.release()
-        await wait_for(lambda: consumer.commits == 2, 5, message="both committed")
+        await wait_for(lambda: consumer.committed[-1:] == [{TP: 10}], 5, message="both committed")
     finally:
         ingest.cancel()
-    assert consumer.committed == [{TP: 5}, {TP: 10}]
+    assert consumer.committed == [{TP: 10}]
     assert (service.stats.enriched, service.stats.new, service.stats.replays) == (10, 10, 0)
+
+
+async def test_one_commit_covers_at_most_carry_max_batches() -> None:
+    """Six batches each handed out before the one before was delivered: the fourth commits for the first
+    four (a crash replays at most that many), the sixth for the last two; counted only once committed."""
+    events = SETTINGS.events_topic
+    consumer, producer = FakeConsumer([records(events, 0, [])]), FakeProducer(TOPICS)  # assigns TP
+    service = hotpath(consumer, producer)
+    builts = [
+        await build(records(events, 0, [b"10.0.%d.1" % i] * 5, 5 * i), service.router, producer, SETTINGS)
+        for i in range(6)
+    ]
+    for built, after in itertools.pairwise(builts):
+        built.successor = after
+    settling: list[asyncio.Future[None]] = []
+    for built in builts:
+        before = settling[-1] if settling else None
+        settle = built.settle(consumer, service.stats, SETTINGS.dlq_topic, before)
+        settling.append(asyncio.ensure_future(settle))
+    await asyncio.gather(*settling)
+    assert CARRY_MAX == 4 and consumer.committed == [{TP: 20}, {TP: 30}]
+    assert [built.committed for built in builts] == [False, False, False, True, False, True]
+    assert service.stats.enriched == 30
 
 
 async def test_a_failed_batch_replays_together_with_the_batch_routed_behind_it() -> None:
@@ -77,11 +103,11 @@ async def test_a_failed_batch_replays_together_with_the_batch_routed_behind_it()
     try:
         await wait_for(lambda: sent(producer, SETTINGS.enriched_topic) == 10, 5, message="both routed")
         producer.release()
-        await wait_for(lambda: consumer.commits == 2, 5, message="both committed after the replay")
+        await wait_for(lambda: consumer.committed[-1:] == [{TP: 10}], 5, message="committed after the replay")
     finally:
         ingest.cancel()
     assert consumer.seeks == [(TP, 0)]
-    assert consumer.committed == [{TP: 5}, {TP: 10}]
+    assert consumer.committed in ([{TP: 10}], [{TP: 5}, {TP: 10}])  # nothing before the replay
     assert producer.delivered[SETTINGS.seen_topic] == 10  # all ten IPs reached the owner on the replay
     assert producer.delivered[SETTINGS.enriched_topic] == 10 and service.stats.replays == 1
 
@@ -94,15 +120,15 @@ async def test_a_revocation_returns_only_once_every_routed_batch_is_committed() 
     ingest = asyncio.ensure_future(service._ingest())
     listener = _WaitForBatch(service.lock, service.settled)
 
-    async def revoke() -> int:
+    async def revoke() -> list[dict[TopicPartition, int]]:
         await listener.on_partitions_revoked(set())
-        return consumer.commits
+        return list(consumer.committed)
 
     try:
         await wait_for(lambda: sent(producer, SETTINGS.enriched_topic) == 10, 5, message="both routed")
         revocation = asyncio.ensure_future(revoke())
         await wait_for(lambda: producer.waiting > 0 and not revocation.done(), 5, message="revocation waits")
         producer.release()
-        assert await asyncio.wait_for(revocation, 5) == 2
+        assert (await asyncio.wait_for(revocation, 5))[-1] == {TP: 10}
     finally:
         ingest.cancel()
