@@ -113,10 +113,17 @@ def ecs_parts(entry: bytes) -> EcsParts:
 
 
 class Views:
-    """Per entry bytes: its public view and its ECS parts, each derived on first use."""
+    """Per entry bytes: its public view and its ECS parts, each derived on first use.
+
+    The public view never shows the entry's IP, and a burst of new IPs makes entries that differ only
+    there (first sights with the same offline answer, in one batch): a view missed by its entry is looked
+    up again by the entry after its IP field, so those share one view instead of a JSON decode and encode
+    per new IP (a fifth of a first sight's routing).
+    """
 
     def __init__(self) -> None:
         self._views: dict[bytes, bytes] = {}
+        self._by_rest: dict[bytes, bytes] = {}  # the entry after its leading IP field -> its view
         self._ecs: dict[bytes, EcsParts] = {}
 
     def view(self, entry: bytes) -> bytes:
@@ -124,7 +131,15 @@ class Views:
         if found is None:
             if len(self._views) >= VIEWS_MAX:
                 self._views.clear()
-            found = self._views[entry] = public_view(entry)
+            rest = _after_ip(entry)
+            found = self._by_rest.get(rest) if rest is not None else None
+            if found is None:
+                found = public_view(entry)
+                if rest is not None:
+                    if len(self._by_rest) >= VIEWS_MAX:
+                        self._by_rest.clear()
+                    self._by_rest[rest] = found
+            self._views[entry] = found
         return found
 
     def ecs(self, entry: bytes) -> EcsParts:
@@ -134,6 +149,17 @@ class Views:
                 self._ecs.clear()
             found = self._ecs[entry] = ecs_parts(entry)
         return found
+
+
+def _after_ip(entry: bytes) -> bytes | None:
+    """The entry's bytes after its first field when that is `"ip":"..."` (every entry we write starts
+    so), else None. Two entries with the same rest hold the same fields apart from that first IP."""
+    if not entry.startswith(b'{"ip":"'):
+        return None
+    end = entry.find(b'"', 7)
+    if end < 0 or b"\\" in entry[7:end]:  # an escape inside the IP: not one of ours, do not guess
+        return None
+    return entry[end + 1 :]
 
 
 def envelope_many(

@@ -102,6 +102,20 @@ def test_views_are_derived_once_per_entry_bytes() -> None:
     assert views.view(raw) is views.view(raw) and views.ecs(raw) is views.ecs(raw)
 
 
+def test_entries_that_differ_only_in_their_ip_share_one_view() -> None:
+    """Two IPs with the same answer get one view object, equal to each entry's own public view; an entry
+    that differs elsewhere, or does not start with its IP, gets its own."""
+    views = Views()
+    a, b = entry("8.8.8.8"), entry("8.8.4.4")
+    assert views.view(a) is views.view(b) and views.view(b) == public_view(b)
+    other = json.loads(a)
+    other["updated_at"] = 6.0
+    changed = json.dumps(other, separators=(",", ":")).encode()
+    assert views.view(changed) == public_view(changed) != views.view(a)
+    ip_last = json.dumps({**{k: v for k, v in other.items() if k != "ip"}, "ip": "1.1.1.1"}).encode()
+    assert views.view(ip_last) == public_view(ip_last)
+
+
 def router(fields: tuple[str, ...], fmt: str = "envelope", key: str = "ip", **kw: Any) -> Router:
     return Router(
         NearCache(100),
