@@ -127,6 +127,35 @@ _V6_GLOBAL_LOW = int(_GLOBAL_UNICAST_V6.network_address)
 _V6_GLOBAL_HIGH = int(_GLOBAL_UNICAST_V6.broadcast_address)
 
 
+def ipaddress_v4_non_global() -> list[IPv4Network]:
+    """The IPv4 networks ipaddress's `is_global` says no to, as this Python's ipaddress lists them
+    (`is_private`'s networks and the shared space; its exceptions only make fewer addresses non-global);
+    empty when this Python does not expose them."""
+    constants = getattr(IPv4Address, "_constants", None)
+    private = list(getattr(constants, "_private_networks", ()))
+    if not private:
+        return []
+    public = getattr(constants, "_public_network", IPv4Network("100.64.0.0/10"))  # 3.11.7: inline
+    return [*private, public]
+
+
+def table_covers(networks: list[IPv4Network]) -> bool:
+    """Whether every network lies inside one range of our IPv4 table (so it is never GLOBAL here)."""
+    return bool(networks) and all(
+        any(
+            low <= int(net.network_address) and int(net.broadcast_address) <= high
+            for low, high, _ in _SPECIAL_RANGES[4]
+        )
+        for net in networks
+    )
+
+
+# Every IPv4 address ipaddress calls non-global is in our table on this Python: for IPv4, `is_global`
+# cannot disagree with it, and classify skips that check (a third of a new IP's routing). Checked here,
+# at import, against this Python's own lists, so a Python that adds a network falls back to the check.
+_V4_TABLE_IS_STRICTER = table_covers(ipaddress_v4_non_global())
+
+
 def normalise_ip(raw: str) -> str:
     """Return the canonical text of the single IP address in `raw`, or raise `InvalidAddress(reason)`."""
     if not isinstance(raw, str):
@@ -173,6 +202,8 @@ def classify(ip: str) -> AddressKind:
             return kind
     if address.version == 6 and not _V6_GLOBAL_LOW <= number <= _V6_GLOBAL_HIGH:
         return AddressKind.RESERVED  # unallocated IPv6 space (IETF reserved); 3.11 calls much of it global
+    if address.version == 4 and _V4_TABLE_IS_STRICTER:
+        return AddressKind.GLOBAL
     # Safety net: our table never promotes what ipaddress says is not global.
     return AddressKind.GLOBAL if address.is_global else AddressKind.RESERVED
 

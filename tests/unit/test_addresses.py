@@ -312,3 +312,22 @@ def test_classify_agrees_with_the_network_table_at_the_edges_of_special_networks
     for n in {max(0, first - 1), first, last, min(top, last + 1)}:
         ip = normalise_ip(str(ipaddress.ip_address(n) if net.version == 4 else ipaddress.IPv6Address(n)))
         assert classify(ip) is _classify_by_networks(ip)
+
+
+def test_on_this_python_the_table_holds_every_ipv4_network_ipaddress_calls_non_global() -> None:
+    """Why classify may skip `is_global` for IPv4: each network ipaddress lists is inside one range of
+    ours (checked at import against this Python's own lists)."""
+    from pipeline import addresses
+
+    networks = addresses.ipaddress_v4_non_global()
+    assert ipaddress.IPv4Network("192.0.0.170/31") in networks and addresses._V4_TABLE_IS_STRICTER
+    assert addresses.table_covers(networks)
+
+
+def test_a_network_outside_the_table_keeps_the_is_global_check() -> None:
+    """Were a Python to call a network non-global that the table does not hold, the import-time check
+    says so, and classify asks ipaddress again (tested with a made-up network)."""
+    from pipeline import addresses
+
+    assert not addresses.table_covers([ipaddress.IPv4Network("8.8.8.0/24")])
+    assert not addresses.table_covers([])
