@@ -331,3 +331,18 @@ def test_a_network_outside_the_table_keeps_the_is_global_check() -> None:
 
     assert not addresses.table_covers([ipaddress.IPv4Network("8.8.8.0/24")])
     assert not addresses.table_covers([])
+
+
+def test_classify_reuses_the_parse_of_a_just_normalised_address_and_agrees_without_it() -> None:
+    """A normalised address is classified from its remembered parse (bounded memory), with the same
+    answer as from a fresh parse, mapped and zoned forms included."""
+    from pipeline import addresses
+
+    raws = ["::ffff:10.0.0.1", "8.8.8.8", "2001:4860:4860::8888", "fe80::1%eth0", "100.64.1.1"]
+    remembered = [classify(normalise_ip(raw)) for raw in raws]
+    addresses._PARSED.clear()
+    assert [classify(normalise_ip(raw).split("%")[0]) for raw in raws] == remembered
+    assert remembered[:2] == [AddressKind.PRIVATE, AddressKind.GLOBAL]
+    for i in range(addresses.PARSED_MAX + 10):
+        normalise_ip(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+    assert len(addresses._PARSED) <= addresses.PARSED_MAX
