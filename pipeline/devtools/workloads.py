@@ -7,6 +7,7 @@ built on it. Everything here is deterministic for a seed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -164,9 +165,9 @@ async def publish(
     """
     rng = random.Random(seed)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
     started = time.perf_counter()
     try:
+        await producer.start()  # inside: a start that fails or is cancelled still closes what it opened
         futures = []
         for i, value in enumerate(values):
             key = [None, b"k%d" % rng.randint(0, 99), str(i).encode()][i % 3] if mixed_keys else None
@@ -175,7 +176,7 @@ async def publish(
         for future in futures:
             await future
     finally:
-        await producer.stop()
+        await asyncio.shield(producer.stop())  # a cancel here must not leave its connections open
     seconds = time.perf_counter() - started
     if label:
         rate = len(values) / seconds if seconds > 0 else float("inf")

@@ -78,8 +78,8 @@ async def create_topics(
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     """Send (key, value) records with the default (murmur2) partitioner and wait for every ack."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
     try:
+        await producer.start()
         futures = [await producer.send(topic, value=value, key=key) for key, value in records]
         await asyncio.gather(*futures)
     finally:
