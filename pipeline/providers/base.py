@@ -64,10 +64,18 @@ class IptoccSource:
 
         self._lookup = iptocc.country_code
         self.version = f"iptocc:{package_version('iptocc')}"
+        # country code -> its answer: a few hundred codes, and building a GeoData per lookup cost thirty
+        # times the lookup (a new IP's offline answer is on the hot path)
+        self._answers: dict[str, GeoData] = {}
 
     def lookup(self, ip: str) -> GeoData | None:
         code = self._lookup(ip)
-        return GeoData(country_code=code, country_name=country_name(code)) if code else None
+        if not code:
+            return None
+        found = self._answers.get(code)
+        if found is None:
+            found = self._answers[code] = GeoData(country_code=code, country_name=country_name(code))
+        return found
 
     def lookup_with_version(self, ip: str) -> tuple[GeoData | None, str]:
         return self.lookup(ip), self.version  # the package's data never changes while it is imported

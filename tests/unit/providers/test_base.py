@@ -90,6 +90,15 @@ def test_iptocc_source_answers_geo_or_none_and_names_its_package_version() -> No
     assert source.lookup("10.0.0.1") is None
 
 
+def test_iptocc_source_answers_one_country_with_one_shared_answer() -> None:
+    """Two IPs of one country get the same (immutable) answer object, equal to a freshly built one, and
+    another country its own."""
+    source = IptoccSource()
+    first, second = source.lookup("8.8.8.8"), source.lookup("8.8.4.4")
+    assert first is second and first == GeoData(country_code="US", country_name="United States")
+    assert source.lookup("1.1.1.1") == GeoData(country_code="AU", country_name="Australia")
+
+
 @pytest.mark.parametrize(
     ("geo", "expected"),
     [
