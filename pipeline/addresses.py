@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+from bisect import bisect_right
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
@@ -123,6 +125,24 @@ _SPECIAL_RANGES: dict[int, tuple[tuple[int, int, AddressKind], ...]] = {
     )
     for version in (4, 6)
 }
+
+
+def flatten(ranges: tuple[tuple[int, int, AddressKind], ...]) -> tuple[list[int], list[AddressKind | None]]:
+    """(starts, kinds): the first-match-wins `ranges` as disjoint intervals from 0 on, each running up to the
+    next start, None where no range matches. A lookup is then one bisection, not a walk of every range (a
+    global address, the common case, matched none after walking them all)."""
+    points = sorted({0} | {low for low, _, _ in ranges} | {high + 1 for _, high, _ in ranges})
+    starts: list[int] = []
+    kinds: list[AddressKind | None] = []
+    for point in points:  # every range starts or ends at a point: between two, the first match is fixed
+        kind = next((k for low, high, k in ranges if low <= point <= high), None)
+        if not kinds or kinds[-1] != kind:
+            starts.append(point)
+            kinds.append(kind)
+    return starts, kinds
+
+
+_SPECIAL_FLAT = {version: flatten(ranges) for version, ranges in _SPECIAL_RANGES.items()}
 _V6_GLOBAL_LOW = int(_GLOBAL_UNICAST_V6.network_address)
 _V6_GLOBAL_HIGH = int(_GLOBAL_UNICAST_V6.broadcast_address)
 
@@ -172,6 +192,10 @@ def normalise_ip(raw: str) -> str:
         raise InvalidAddress(Rejection.EMPTY.value)
     if len(text) > MAX_ADDRESS_CHARS:
         raise InvalidAddress(Rejection.TOO_LONG.value)
+    quad = _dotted_quad(text)
+    if quad is not None:  # canonical already: none of the checks below can refuse it
+        _remember(text, quad)
+        return text
     if not text.isascii():
         raise InvalidAddress(Rejection.NON_ASCII.value)
     if _ODD_CHARS.search(text):  # one scan; which kind of character it was is told apart only then
@@ -191,10 +215,14 @@ def normalise_ip(raw: str) -> str:
     if address is None:
         raise InvalidAddress(_diagnose(text).value)
     canonical = str(address)
+    _remember(canonical, address)
+    return canonical
+
+
+def _remember(canonical: str, address: IPv4Address | IPv6Address) -> None:
     if len(_PARSED) >= PARSED_MAX:
         _PARSED.clear()
     _PARSED[canonical] = address
-    return canonical
 
 
 def classify(ip: str) -> AddressKind:
@@ -208,9 +236,10 @@ def classify(ip: str) -> AddressKind:
     if address is None:
         raise InvalidAddress(Rejection.NOT_AN_IP.value)
     number = int(address)
-    for low, high, kind in _SPECIAL_RANGES[address.version]:
-        if low <= number <= high:
-            return kind
+    starts, kinds = _SPECIAL_FLAT[address.version]
+    kind = kinds[bisect_right(starts, number) - 1]
+    if kind is not None:
+        return kind
     if address.version == 6 and not _V6_GLOBAL_LOW <= number <= _V6_GLOBAL_HIGH:
         return AddressKind.RESERVED  # unallocated IPv6 space (IETF reserved); 3.11 calls much of it global
     if address.version == 4 and _V4_TABLE_IS_STRICTER:
@@ -220,7 +249,11 @@ def classify(ip: str) -> AddressKind:
 
 
 def _parse(text: str) -> IPv4Address | IPv6Address | None:
-    """Parse with ipaddress, folding IPv4-mapped IPv6 into IPv4; None if it is not an address."""
+    """Parse with ipaddress (a canonical dotted quad in C), folding IPv4-mapped IPv6 into IPv4; None if
+    it is not an address."""
+    found = _dotted_quad(text)
+    if found is not None:
+        return found
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -231,6 +264,20 @@ def _parse(text: str) -> IPv4Address | IPv6Address | None:
         if address.scope_id is not None:  # only reachable from classify; normalise_ip strips zones first
             return IPv6Address(address.packed)
     return address
+
+
+def _dotted_quad(text: str) -> IPv4Address | None:
+    """`text` as an IPv4 address when it is a canonical dotted quad, else None (ask ipaddress). Read by
+    the C library (ipaddress reads octet by octet in Python: most of a new IPv4 address's cost) and
+    taken only when the C library writes it back as the same text: canonical text, which ipaddress reads
+    to the same address."""
+    if ":" in text:
+        return None
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):  # not a dotted quad (ValueError: a NUL in the text)
+        return None
+    return IPv4Address(packed) if socket.inet_ntop(socket.AF_INET, packed) == text else None
 
 
 def _diagnose(text: str) -> Rejection:

@@ -346,3 +346,43 @@ def test_classify_reuses_the_parse_of_a_just_normalised_address_and_agrees_witho
     for i in range(addresses.PARSED_MAX + 10):
         normalise_ip(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
     assert len(addresses._PARSED) <= addresses.PARSED_MAX
+
+
+def _first_match(ranges: Any, number: int) -> AddressKind | None:
+    return next((kind for low, high, kind in ranges if low <= number <= high), None)
+
+
+def test_the_flat_table_gives_each_range_edge_the_first_matching_range() -> None:
+    """One bisection of the flattened table answers as walking the ranges in order does, at every
+    range's first and last number and their neighbours (where overlapping ranges change the answer)."""
+    from bisect import bisect_right
+
+    from pipeline.addresses import _SPECIAL_FLAT, _SPECIAL_RANGES
+
+    for version, ranges in _SPECIAL_RANGES.items():
+        starts, kinds = _SPECIAL_FLAT[version]
+        edges = {n for low, high, _ in ranges for n in (low - 1, low, high, high + 1) if n >= 0}
+        for number in sorted(edges):
+            assert kinds[bisect_right(starts, number) - 1] is _first_match(ranges, number), (version, number)
+
+
+_OCTETS = st.one_of(st.integers(0, 300).map(str), st.sampled_from(["", "00", "01", "007", "0x1", "+1", " 1"]))
+_QUADS = st.lists(_OCTETS, min_size=1, max_size=5).map(".".join)
+
+
+@PURE
+@given(_QUADS)
+def test_a_dotted_quad_read_in_c_is_exactly_what_ipaddress_reads_as_canonical(text: str) -> None:
+    """The C fast path takes a text only when ipaddress reads it as an IPv4 address written the same way
+    (leading zeros, octets past 255, wrong counts and signs are left to ipaddress), and reads the same
+    address."""
+    from pipeline.addresses import _dotted_quad
+
+    try:
+        reference: ipaddress.IPv4Address | None = ipaddress.IPv4Address(text)
+    except ValueError:
+        reference = None
+    canonical = reference is not None and str(reference) == text
+    assert (_dotted_quad(text) is not None) is canonical
+    if canonical:
+        assert _dotted_quad(text) == reference and normalise_ip(text) == text
