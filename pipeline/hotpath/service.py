@@ -141,9 +141,9 @@ class HotPath(Service):
     async def on_stop(self) -> None:
         async with self.lock:  # the batches in hand are delivered and committed before the clients close
             await self.settled()
-            while self._unsettled and _committed(self._unsettled[0][1]):
+            while self._unsettled and _settled_ok(self._unsettled[0][1]):
                 self._settle_done()  # counted in the stage times
-            failed = sum(not _committed(task) for _, task in self._unsettled)  # reads every failure
+            failed = sum(not _settled_ok(task) for _, task in self._unsettled)  # reads every failure
             if failed:
                 log.warning("ingest: %d batches not delivered at stop: the next owner replays them", failed)
         if self.batches:
@@ -376,7 +376,7 @@ class HotPath(Service):
         failed: list[Built] = []
         while self._unsettled:
             built, task = self._unsettled[0]
-            if failed or not _committed(task):
+            if failed or not _settled_ok(task):
                 failed.append(self._unsettled.popleft()[0])
             else:
                 self._settle_done()  # committed before the failure (or carried: replayed with it)
@@ -420,8 +420,9 @@ class HotPath(Service):
         await self._settle(0)
 
 
-def _committed(settle: asyncio.Future[None]) -> bool:
-    """A finished batch's settle task delivered it and committed it (or left the commit to the next)."""
+def _settled_ok(settle: asyncio.Future[None]) -> bool:
+    """A finished settle task succeeded: its batch was delivered and committed, or delivered with its
+    commit left to the next batch (which may still fail: see `_recover`)."""
     return not settle.cancelled() and settle.exception() is None
 
 
