@@ -313,7 +313,11 @@ class Resolver(Service):
             self.stats.answers[answer_label(results.get(ip))] += 1
         # only once the answers are on the broker may the log say "answered": from then on a repeat of
         # these requests (redelivery, a re-emission crossing the answer) is dropped whatever its age
-        if self.budget is not None and why_not is None:
+        if self.budget is None:
+            # no remote in the chain, no budget to protect: an in-process answer costs less than holding
+            # it (about 270 bytes an IP, 200,000 IPs at most), and a repeated request is answered again
+            pass
+        elif why_not is None:
             await self._write_asked(chosen, partition, asked_at, answered=True)
         else:
             for ip, attempt in chosen.items():

@@ -266,3 +266,15 @@ async def test_a_batch_that_fails_midway_is_rewound_and_read_again() -> None:
     await asyncio.wait_for(service.run_once(), 5)
     assert set(results(producer)) == set(IPS)
     assert remote.calls == [IPS]
+
+
+async def test_with_only_in_process_providers_answers_leave_nothing_in_memory() -> None:
+    """With no remote in the chain (no budget to protect), a batch is answered and committed and the
+    asked log holds nothing afterwards: a million first sights through the offline data keep no
+    per-IP memory in the resolver."""
+    service, consumer, producer, _ = resolver()
+    service.chain, service.budget = ProviderChain([Offline()]), None
+    await asyncio.wait_for(service.run_once(), 2)
+    assert set(results(producer)) == set(IPS) and consumer.commits >= 1
+    assert len(service.asked) == 0
+    assert not [t for t, _, _ in producer.singles if t == SETTINGS.asked_topic]
