@@ -16,6 +16,7 @@ the imports and keeps this map true):
                 (hotpath/, cache/ and resolver/ never import each other: they talk through topics)
     providers/  where answers come from: ip-api (client, answer checks, throttle), MaxMind-format files
     kafka/      client config, small clients and the partitioner, preflight, topic contract, Faust internals
+    storage.py  RocksDB's memory: one budget for every database a worker opens
     config/     the settings: fields, how they are read, what is refused, bounds and vocabularies
     models.py addresses.py messages.py stats.py errors.py: the vocabulary every floor shares
 """

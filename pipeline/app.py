@@ -57,11 +57,9 @@ from pipeline.stats import Stats
 log = logging.getLogger(__name__)
 
 ROCKSDB_OPTIONS = {
-    "block_cache_size": 4 * 1024 * 1024,  # per partition; Faust's default is 2 GiB each
-    "block_cache_compressed_size": 2 * 1024 * 1024,
-    "write_buffer_size": 2 * 1024 * 1024,  # memtables fill under a burst of new IPs: 2 x 2 MiB per partition
-    "max_write_buffer_number": 2,
-    "max_open_files": 256,
+    # memtables of 2 MiB per partition, two at most; every cache and memtable is charged to one budget
+    # for the whole worker (pipeline/storage.py), where Faust's defaults size a 2 GiB cache per partition
+    "write_buffer_size": 2 * 1024 * 1024,
 }
 REPLICA_DIR = "resolved-replica"  # in GEO_DATA_DIR, beside Faust's table stores
 CHANGELOG_BUFFER = 1000  # table writes queued before Faust forces a flush (its 100 warned on every burst)

@@ -37,9 +37,10 @@ from typing import Any
 
 import faust
 import rocksdict
-from faust.stores.rocksdb import Store
+from faust.stores.rocksdb import RocksDBOptions, Store
 from faust.streams import current_event
 
+from pipeline import storage
 from pipeline.cache.policy import (
     INDEX_PREFIX,
     REFRESH_LANE,
@@ -96,11 +97,20 @@ def _lane(key: bytes) -> str:
     return chr(key[len(_INDEX_START)])
 
 
+class SharedBudgetOptions(RocksDBOptions):
+    """Faust's options for a partition database, opened in the worker's one RocksDB budget (`storage`):
+    Faust's own sized a block cache per partition and left index and filter blocks outside it."""
+
+    def as_options(self) -> rocksdict.Options:
+        return storage.options(self.write_buffer_size, self.bloom_filter_size)
+
+
 class IndexedStore(Store):
     """Faust's RocksDB store, keeping each entry's index key in the same partition database, atomically."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.rocksdb_options = SharedBudgetOptions(**(self.options or {}), use_rocksdict=True)
         self.lane_counts: dict[int, Counter[str]] = {}  # partition -> index keys per lane (persisted)
         self.status_counts: dict[int, Counter[str]] = {}  # partition -> entries per status (persisted)
         self._counts_changed: set[int] = set()  # partitions whose counts the next write must carry

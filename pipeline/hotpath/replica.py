@@ -23,28 +23,19 @@ from pathlib import Path
 
 import rocksdict
 
+from pipeline import storage
+
 log = logging.getLogger(__name__)
 
 OFFSET_PREFIX = b"\x00offset:"  # + partition: the next offset to read; never an IP (IP keys are ASCII text)
 WRITTEN_KEY = b"\x00written"  # Unix seconds of the last write, to tell a short restart from a long absence
 REBUILD_AFTER = 20 * 3600.0  # s offline before rebuilding: under Kafka's default delete.retention.ms (24 h)
 WRITE_BUFFER = 4 * 1024 * 1024  # bytes per memtable: bursts of new IPs flush in few, larger files
-BLOCK_CACHE = 8 * 1024 * 1024  # bytes: the near cache in front serves the hot IPs, this holds index blocks
 BLOOM_BITS = 10  # bits per key: ~1% false positives, so a new IP's miss rarely reads a data block
 
 
 def _options() -> rocksdict.Options:
-    options = rocksdict.Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.set_write_buffer_size(WRITE_BUFFER)
-    options.set_max_write_buffer_number(2)
-    options.set_max_open_files(256)
-    table = rocksdict.BlockBasedOptions()
-    table.set_bloom_filter(BLOOM_BITS, False)
-    table.set_block_cache(rocksdict.Cache(BLOCK_CACHE))
-    table.set_cache_index_and_filter_blocks(True)  # counted in the block cache: memory stays bounded
-    options.set_block_based_table_factory(table)
-    return options
+    return storage.options(WRITE_BUFFER, BLOOM_BITS)  # in the worker's one RocksDB budget, with the table's
 
 
 class Replica:

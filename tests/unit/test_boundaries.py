@@ -23,6 +23,7 @@ FLOORS: dict[str, int] = {
     **dict.fromkeys(VOCABULARY, 0),
     "config": 0,
     "kafka": 1,
+    "storage": 1,
     "providers": 1,
     "hotpath": 2,
     "cache": 2,

@@ -20,9 +20,11 @@ import pytest
 from faust.streams import _current_event
 from faust.types import TP
 
+from pipeline import storage
 from pipeline.cache.policy import REFRESH_LANE, RETRY_LANE, is_index_key, lane_prefix
 from pipeline.cache.table import COUNT_PREFIX, COUNTS_MARKER, INDEX_MARKER, GeoTable, IndexedStore, index_key
 from pipeline.cache.table import index_keys as derived_keys
+from pipeline.hotpath.replica import Replica
 from pipeline.models import EntryStatus, GeoData, GeoEntry
 
 pytestmark = pytest.mark.integration
@@ -263,3 +265,23 @@ def test_a_partition_written_without_status_counts_is_counted_once_when_opened(t
     reopened._db_for_partition(0)  # partitions open on assignment
     assert reopened.entries_by_status() == {"unresolved": 1, "private": 1}
     assert reopened._db_for_partition(0).get(COUNTS_MARKER) is not None  # counted once: next opens read
+
+
+def test_every_partition_database_and_the_replica_share_one_memory_budget(tmp_path: Path) -> None:
+    """Blocks, index and filter blocks and memtables of every database a worker opens land in one cache."""
+    store = make_store(tmp_path)
+    for partition in (0, 1):
+        for n in range(2_000):
+            ip = f"10.{partition}.{n // 256}.{n % 256}".encode()
+            agent_write(store, partition, ip, entry(ip.decode(), EntryStatus.RESOLVED, NOW + n))
+        store._db_for_partition(partition).flush()
+    replica = Replica(tmp_path / "replica")
+    replica.open(NOW)
+    replica.apply([(b"1.1.1.1", b"a")], {0: 1}, NOW)
+    assert store[b"10.0.0.1"] and store[b"10.1.7.207"] and replica.get(b"1.1.1.1") == b"a"  # blocks read
+    dbs = [store._db_for_partition(0), store._db_for_partition(1), replica._db]
+    capacities = {db.property_int_value("rocksdb.block-cache-capacity") for db in dbs if db is not None}
+    usages = {db.property_int_value("rocksdb.block-cache-usage") for db in dbs if db is not None}
+    assert capacities == {storage.MEMORY}
+    assert usages == {storage.usage()} and storage.usage() > 0  # one cache, seen from every database
+    replica.close()
