@@ -20,6 +20,7 @@ from pipeline.app import build, ensure_topics
 from pipeline.config.settings import Settings
 from pipeline.kafka.hooks import faust_hooks, require
 from pipeline.kafka.preflight import check_kafka
+from pipeline.storage import tune_malloc
 from pipeline.web.server import WebServer, listen
 
 READY_LINE = "geo-pipeline worker ready"
@@ -34,6 +35,7 @@ class Worker(faust.Worker):
 
 
 def run_worker(settings: Settings) -> int:
+    tune_malloc(settings.malloc_arenas)  # before RocksDB's and aiokafka's threads exist
     require(faust_hooks())  # a Faust/aiokafka that no longer calls a hooked name: one error, before Kafka
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

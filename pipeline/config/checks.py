@@ -83,6 +83,7 @@ _LIMITS: dict[str, _Limit] = {
     "replication": _Limit(1, 100, "copies of each partition, at most your broker count"),
     "max_event_bytes": _Limit(64, MAX_EVENT_BYTES_CEILING, "an enriched record must fit Kafka's 1 MiB"),
     "near_cache_size": _Limit(0, MAX_NEAR_CACHE, "entries of ~1 KiB each; 0 turns the near cache off"),
+    "malloc_arenas": _Limit(0, 1024, "glibc malloc arenas; 0 keeps glibc's default"),
     "slow_lane_after": _Limit(1, 1_000_000, "failed attempts before an address is retried daily"),
     "web_port": _Limit(0, 65535, "a TCP port; 0 picks a free one"),
     "budget_requests": _Limit(1, 1_000_000, "API requests per GEO_BUDGET_WINDOW"),

@@ -38,6 +38,9 @@ class Fields:
     # it off): 50,000 holds a burst of 300,000 new IPs at 291 MiB peak (371 MiB at 150,000), same rates
     near_cache_size: int = field(default=50_000, metadata={"env": "GEO_NEAR_CACHE_SIZE"})
     worker_name: str = field(default="", metadata={"env": "GEO_WORKER_NAME"})  # "": <hostname>:<pid>
+    # glibc malloc arenas a worker may use (0: glibc's default, 8 per core); fewer keep the memory RocksDB's
+    # threads free for reuse instead of in arenas of their own (pipeline/storage.py)
+    malloc_arenas: int = field(default=2, metadata={"env": "GEO_MALLOC_ARENAS"})
     # --- input and output shapes (docs/formats.md) ------------------------------------------------------
     # dot paths of the event's IP fields, `xff:` before a field holding an X-Forwarded-For chain
     ip_fields: tuple[str, ...] = field(default=DEFAULT_FIELDS, metadata={"env": "GEO_IP_FIELDS"})
