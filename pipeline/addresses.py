@@ -211,7 +211,7 @@ def normalise_ip(raw: str) -> str:
         text, _, zone = text.partition("%")
         if ":" not in text or not _ZONE_ID.fullmatch(zone):
             raise InvalidAddress(Rejection.ZONE.value)
-    address = _parse(text)
+    address = _parse_any(text)  # not a canonical dotted quad: that was taken above
     if address is None:
         raise InvalidAddress(_diagnose(text).value)
     canonical = str(address)
@@ -252,8 +252,11 @@ def _parse(text: str) -> IPv4Address | IPv6Address | None:
     """Parse with ipaddress (a canonical dotted quad in C), folding IPv4-mapped IPv6 into IPv4; None if
     it is not an address."""
     found = _dotted_quad(text)
-    if found is not None:
-        return found
+    return found if found is not None else _parse_any(text)
+
+
+def _parse_any(text: str) -> IPv4Address | IPv6Address | None:
+    """`_parse` for a text that is not a canonical dotted quad (ipaddress reads it)."""
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
