@@ -289,11 +289,11 @@ class Resolver(Service):
         """Answer the batch (the remote, or the fallback); False when the fence said the partition has a
         newer owner: nothing was asked."""
         ips = list(chosen)
+        asked_at = time.time()  # the request's time, in its asks and again in their answers
         if why_not is not None:
             results = await self.chain.fallback(ips, why_not)
             self.stats.fallback_answers += len(ips)
         else:
-            asked_at = time.time()  # the request's time, in its asks and again in their answers
             if self.budget is not None:
                 self._remember_ask(asked_at, self.budget.window + self.budget.slack)
                 await self._write_asked(chosen, partition, asked_at, answered=False)
@@ -311,18 +311,22 @@ class Resolver(Service):
         await asyncio.gather(*deliveries)
         for ip in ips:
             self.stats.answers[answer_label(results.get(ip))] += 1
-        # only once the answers are on the broker may the log say "answered": from then on a repeat of
-        # these requests (redelivery, a re-emission crossing the answer) is dropped whatever its age
-        if self.budget is None:
-            # no remote in the chain, no budget to protect: an in-process answer costs less than holding
-            # it (about 270 bytes an IP, 200,000 IPs at most), and a repeated request is answered again
-            pass
-        elif why_not is None:
+        # no remote in the chain, no budget to protect: an in-process answer costs less than holding it
+        # (about 270 bytes an IP, 200,000 IPs at most), and a repeated request is answered again
+        if self.budget is not None:
+            await self._remember_answered(chosen, partition, asked_at, why_not is None)
+        return True
+
+    async def _remember_answered(
+        self, chosen: dict[str, int], partition: dict[str, int], asked_at: float, remote_asked: bool
+    ) -> None:
+        """Only once the answers are on the broker may the log say "answered": from then on a repeat of
+        these requests (redelivery, a re-emission crossing the answer) is dropped whatever its age."""
+        if remote_asked:
             await self._write_asked(chosen, partition, asked_at, answered=True)
         else:
             for ip, attempt in chosen.items():
                 self.asked.record(ip, attempt, time.time(), answered=True)
-        return True
 
     async def _fence(self, first: dict[TopicPartition, int]) -> bool:
         """Commit the batch's start position just before the call: the group coordinator refuses it from a
