@@ -67,7 +67,7 @@ def options(write_buffer: int, bloom_bits: int) -> rocksdict.Options:
 
 
 def usage() -> int:
-    """Bytes the shared cache holds now (blocks and the memtables charged to it), for metrics and tests."""
+    """Bytes the shared cache holds now (blocks and the memtables charged to it): tests and diagnostics."""
     return shared()[0].get_usage()
 
 
