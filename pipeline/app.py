@@ -44,7 +44,7 @@ from pipeline.hotpath.service import HotPath
 from pipeline.kafka import faustx
 from pipeline.kafka.commits import hold_commits_at_gaps, seek_back
 from pipeline.kafka.config import client_kwargs, faust_app_kwargs
-from pipeline.kafka.faustx import DeliveryGuard, StallWatch, install, start_with
+from pipeline.kafka.faustx import DeliveryGuard, StallWatch, install, start_early, start_with
 from pipeline.kafka.hooks import faust_hooks, require
 from pipeline.kafka.partitioner import key_hash
 from pipeline.kafka.topics import CACHE_TABLE, enforce, topic_layout
@@ -195,8 +195,8 @@ def build(
     cache.register()
     hotpath = HotPath(settings, stats, router, replica)
     resolver = Resolver(settings, stats, providers, offline)
-    for service in (hotpath, resolver):
-        start_with(app, service)
+    for service in (hotpath, resolver):  # neither reads the table: they serve while it recovers
+        start_early(app, service)
     store = cast(IndexedStore, table.data)  # created now; its partition databases open on assignment
     timer = RetryTimer(app, settings, store, stats)
     timer.register()

@@ -79,7 +79,8 @@ class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
 
 
 class HotPath(Service):
-    """Ingest loop and near-cache feeder of one worker; started with the app, after table recovery."""
+    """Ingest loop and near-cache feeder of one worker; started with the app, before table recovery (it
+    reads none of the table: seen records wait on their topic until the cache agent runs)."""
 
     def __init__(
         self, settings: Settings, stats: Stats, router: Router, replica: Replica, **kwargs: Any

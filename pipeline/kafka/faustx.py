@@ -48,6 +48,8 @@ those closing acks no-ops, so the committed offset stays before the batch.
 
 `start_with(app, service)`: Faust starts the services in its private `_extra_services` list after table
 recovery; `app.service()` registers only classes, and our services are built with their dependencies.
+`start_early(app, service)` is for a service that needs none of the table (the hot path, the resolver): a
+cold restart that replays a large table's changelog would otherwise hold the enriched stream back as long.
 """
 
 from __future__ import annotations
@@ -310,6 +312,12 @@ def withhold_acks(events: Iterable[Any]) -> None:
 def start_with(app: faust.App, service: Any) -> None:
     """Start `service` (a mode Service instance) with the app, after table recovery; stop it with the app."""
     app._extra_services.append(service)
+
+
+def start_early(app: faust.App, service: Any) -> None:
+    """Start `service` (a mode Service instance) when the app starts, before Faust's own services and
+    without waiting for table recovery; stop it after them (mode stops an app's children in reverse)."""
+    app.add_dependency(service)  # mode's public API; call before the app starts
 
 
 class DeliveryGuard:

@@ -4,6 +4,7 @@ of the resolved topic on disk serves what the near cache lost, and a restart rea
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from pathlib import Path
@@ -29,7 +30,7 @@ async def produce_round(settings: Settings, ips: list[str], n: int) -> None:
     await publish(settings.kafka_bootstrap, settings.events_topic, events)
 
 
-async def round_statuses(out: Outputs, n: int, timeout: float = 120) -> Counter[str]:
+async def round_statuses(out: Outputs, n: int, timeout: float = 120, count: int = IPS) -> Counter[str]:
     """Follow the enriched topic until every event of round `n` is there; their statuses, counted."""
 
     def of_round() -> list[dict[str, Any]]:
@@ -37,9 +38,9 @@ async def round_statuses(out: Outputs, n: int, timeout: float = 120) -> Counter[
 
     async def all_there() -> bool:
         await out.poll()
-        return len(of_round()) >= IPS
+        return len(of_round()) >= count
 
-    await wait_for(all_there, timeout, interval=0.1, message=lambda: f"round {n}: {len(of_round())}/{IPS}")
+    await wait_for(all_there, timeout, interval=0.1, message=lambda: f"round {n}: {len(of_round())}/{count}")
     return Counter(doc["geo"]["status"] for doc in of_round())
 
 
@@ -94,3 +95,54 @@ async def test_every_event_of_a_known_ip_carries_the_tables_entry_whatever_the_n
     assert again == Counter({"resolved": IPS})
     assert after_restart == Counter({"resolved": IPS})
     assert caught_up < published  # the delta, not the whole topic again
+
+
+async def test_after_a_restart_the_hot_path_serves_known_ips_while_the_table_recovers(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A restarted worker whose table recovery is held back enriches every event of 200 resolved IPs with
+    status `resolved` from its replica before the app has finished starting."""
+    ips = public_ips(200, seed=182)
+    async with IpApiServer(ServerConfig(window=WINDOW)) as api:
+        settings = make_settings(
+            kafka_bootstrap,
+            tmp_path / "w",
+            providers=("ipapi", "offline"),
+            ipapi_url=api.url,
+            budget_window=WINDOW,
+            near_cache_size=NEAR,
+        )
+        await ensure_topics(settings)
+        async with Outputs(settings) as out:
+            geo = build(settings)
+            async with running(geo):
+                await produce_round(settings, ips, 0)
+                await round_statuses(out, 0, count=len(ips))
+                await resolved_everywhere(geo, out, ips)
+            restarted = build(settings)
+            app: Any = restarted.app
+            release = asyncio.Event()
+            recovery_completed = app._wait_for_table_recovery_completed  # what Faust's on_started awaits
+
+            async def held_back() -> bool:
+                await release.wait()
+                return bool(await recovery_completed())
+
+            app._wait_for_table_recovery_completed = held_back
+            starting = asyncio.create_task(app.start())
+            try:
+                hotpath = restarted.hotpath
+                await wait_for(
+                    lambda: hotpath._consumer is not None and bool(hotpath._consumer.assignment()),
+                    60,
+                    message="the restarted hot path to be assigned",
+                )
+                await produce_round(settings, ips, 1)
+                statuses = await round_statuses(out, 1, count=len(ips))
+                still_starting = not starting.done()
+            finally:
+                release.set()
+                await starting
+                await app.stop()
+    assert still_starting
+    assert statuses == Counter({"resolved": len(ips)})
