@@ -67,7 +67,8 @@ def add_parsers(sub: Any) -> None:
         "--prepublished",
         action="store_true",
         help="backlog mode, one worker: publish the burst before the workers (and Quix) start, so they "
-        "drain a backlog nobody is still writing, as the plain loops do",
+        "drain a backlog nobody is still writing, as the plain loops do (a cold start: the hot path drains "
+        "while the worker's tables recover; without it, the burst waits until the worker is ready)",
     )
     tick = sub.add_parser("bench-timer", help="retry tick vs a full cache scan (200k entries, 1k unresolved)")
     tick.add_argument("--entries", type=int, default=200_000)

@@ -71,7 +71,8 @@ async def run_backlog_bench(
     `quix_python`) / baseline, print rates, ratios, coverage and RSS; with `profile`, the workers run under
     cProfile and their time is printed by stage (profile.py). `prepublished`: the burst is published before
     the workers (and the Quix job) start, so they drain a backlog nobody is still writing, as the plain
-    loops do (one worker: more would rebalance while draining)."""
+    loops do (one worker: more would rebalance while draining), and the hot path drains it while the
+    worker's tables recover and its agents start; otherwise it is published once the workers are ready."""
     with scratch("bench", base, environ, partitions=PARTITIONS, providers=("offline",)) as run:
         return await _run(
             run.settings, run.run, run.tmp, events, ips, workers, quix_python, profile, prepublished, ecs
@@ -220,8 +221,9 @@ async def _pipeline(
         await publish(bootstrap, settings.events_topic, payloads, label=f"burst ({label}), before the start")
     with worker_processes(settings, workdir, n_workers, profile=profile) as procs:
         # the workers join first (a rebalance in the middle of a 6 s drain would measure the join, not
-        # the pipeline); their cache is still empty: every IP of the burst is new to them
-        await wait_assigned(procs)
+        # the pipeline) and, unless the burst is there before them, have started whole; their cache is
+        # still empty: every IP of the burst is new to them
+        await wait_assigned(procs, ready=not prepublished)
         if not prepublished:
             await publish(bootstrap, settings.events_topic, payloads, label=f"burst ({label})")
         peaks = await drain(settings, procs, len(payloads))
@@ -247,12 +249,16 @@ def stage_lines(workdir: Path) -> list[str]:
     return found
 
 
-async def wait_assigned(procs: list[WorkerProcess]) -> None:
-    """Until the input partitions are spread over every worker's hot path (their last assignment lines)."""
+async def wait_assigned(procs: list[WorkerProcess], *, ready: bool = False) -> None:
+    """Until the input partitions are spread over every worker's hot path (their last assignment lines);
+    with `ready`, also until every worker printed its ready line. The hot path starts before Faust's
+    tables have recovered and its agents run, so a drain measured from the assignment alone overlaps the
+    worker's own start (what a worker restarted onto a backlog does; not the steady state)."""
     started = time.monotonic()
     while True:
         latest = [_last_assignment(proc) for proc in procs]
-        if all(latest) and sum(len(parts) for parts in latest) == PARTITIONS:
+        spread = all(latest) and sum(len(parts) for parts in latest) == PARTITIONS
+        if spread and (not ready or all(proc.ready() for proc in procs)):
             print(f"  {len(procs)} worker(s) assigned in {time.monotonic() - started:.1f}s", flush=True)
             return
         if time.monotonic() - started > START_TIMEOUT:

@@ -107,7 +107,7 @@ async def _run(
     await ensure_topics(settings)
     workdir = tmp / "workers"
     with worker_processes(settings, workdir, n) as procs:
-        await wait_assigned(procs)
+        await wait_assigned(procs, ready=True)  # the table's owners run before the first sights arrive
         burst_at = time.monotonic()
         await publish(bootstrap, settings.events_topic, burst, label="burst")
         peaks = await drain(settings, procs, population)
@@ -121,7 +121,7 @@ async def _run(
     for log in workdir.glob("w*.log"):  # the restarted workers log afresh: their lines are read below
         log.rename(log.with_suffix(".first-pass.log"))
     with worker_processes(settings, workdir, n) as procs:  # the same data dirs: a cold restart
-        await wait_assigned(procs)
+        await wait_assigned(procs)  # the hot paths only: they serve while the tables recover
         catch_up = [_catch_up(proc) for proc in procs]
         await publish(bootstrap, settings.events_topic, zipf, label="zipf pass")
         peaks = _max(peaks, await drain(settings, procs, population + second))
