@@ -25,6 +25,18 @@ IPS = 1_000
 NEAR = 100  # near-cache entries: a tenth of the IPs in use
 
 
+def small_near_cache(kafka_bootstrap: str, tmp_path: Path, api: IpApiServer) -> Settings:
+    """One worker asking the fake ip-api, its near cache of NEAR entries."""
+    return make_settings(
+        kafka_bootstrap,
+        tmp_path / "w",
+        providers=("ipapi", "offline"),
+        ipapi_url=api.url,
+        budget_window=WINDOW,
+        near_cache_size=NEAR,
+    )
+
+
 async def produce_round(settings: Settings, ips: list[str], n: int) -> None:
     events = [json.dumps({"ip": ip, "round": n}).encode() for ip in ips]
     await publish(settings.kafka_bootstrap, settings.events_topic, events)
@@ -64,14 +76,7 @@ async def test_every_event_of_a_known_ip_carries_the_tables_entry_whatever_the_n
     reads only the delta of the resolved topic, not all of it again."""
     ips = public_ips(IPS, seed=181)
     async with IpApiServer(ServerConfig(window=WINDOW)) as api:
-        settings = make_settings(
-            kafka_bootstrap,
-            tmp_path / "w",
-            providers=("ipapi", "offline"),
-            ipapi_url=api.url,
-            budget_window=WINDOW,
-            near_cache_size=NEAR,
-        )
+        settings = small_near_cache(kafka_bootstrap, tmp_path, api)
         await ensure_topics(settings)  # before Outputs subscribes: an auto-created topic breaks the contract
         async with Outputs(settings) as out:
             geo = build(settings)
@@ -104,14 +109,7 @@ async def test_after_a_restart_the_hot_path_serves_known_ips_while_the_table_rec
     status `resolved` from its replica before the app has finished starting."""
     ips = public_ips(200, seed=182)
     async with IpApiServer(ServerConfig(window=WINDOW)) as api:
-        settings = make_settings(
-            kafka_bootstrap,
-            tmp_path / "w",
-            providers=("ipapi", "offline"),
-            ipapi_url=api.url,
-            budget_window=WINDOW,
-            near_cache_size=NEAR,
-        )
+        settings = small_near_cache(kafka_bootstrap, tmp_path, api)
         await ensure_topics(settings)
         async with Outputs(settings) as out:
             geo = build(settings)
