@@ -11,9 +11,11 @@ module logger (pipeline.hotpath.service, pipeline.web.server), Faust's store "op
 pipeline.cache.table.
 `LibraryLines` holds those at the libraries' level too, by the file the call comes from.
 
-`TransientLines` lowers one library line that is not an error: aiokafka logs "Group Coordinator Request
+`TransientLines` lowers library lines that are not errors: aiokafka logs "Group Coordinator Request
 failed: [Error 15] CoordinatorNotAvailableError" at ERROR while a fresh broker elects the group coordinator,
-and retries on its own. It is held at INFO for COORDINATOR_GRACE seconds of a streak, then shown at WARNING.
+and "Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError" while a topic just created (or a
+partition whose leader moves) has no leader ready yet; it retries both on its own. Each is held at INFO
+for COORDINATOR_GRACE seconds of a streak, then shown at WARNING.
 """
 
 from __future__ import annotations
@@ -31,10 +33,17 @@ from pipeline.config.settings import Settings
 QUIET = ("faust", "mode", "aiokafka", "aiohttp", "kafka")  # library loggers held at WARNING by default
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] %(levelname)s %(name)s: %(message)s"  # pid: workers share hosts
 LIBRARY_DIRS = tuple(f"{os.sep}{name}{os.sep}" for name in ("faust", "mode"))  # calls from these are theirs
-COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
-COORDINATOR_LINE = "Group Coordinator Request failed"  # the start of aiokafka's template
-COORDINATOR_ERROR = "CoordinatorNotAvailableError"  # its transient cause (Kafka error 15)
-# seconds a coordinator may take to be elected before it is worth a warning: a fresh broker takes a few
+# (logger, the start of aiokafka's template, its transient cause): lines aiokafka retries after by itself
+TRANSIENT = (
+    (
+        "aiokafka.consumer.group_coordinator",
+        "Group Coordinator Request failed",
+        "CoordinatorNotAvailableError",
+    ),
+    ("aiokafka.consumer.fetcher", "Failed fetch offsets from", "NotLeaderForPartitionError"),
+)
+# seconds a coordinator or a new partition's leader may take to be elected before it is worth a warning:
+# a fresh broker takes a few
 COORDINATOR_GRACE = 60.0
 
 
@@ -50,24 +59,28 @@ class LibraryLines(logging.Filter):
 
 
 class TransientLines(logging.Filter):
-    """Lowers aiokafka's "coordinator not available" line from ERROR: to INFO during COORDINATOR_GRACE
-    seconds after the first one of a streak (dropped unless that logger shows INFO), then to WARNING."""
+    """Lowers aiokafka's TRANSIENT lines from ERROR: to INFO during COORDINATOR_GRACE seconds after the
+    first one of a streak (dropped unless that logger shows INFO), then to WARNING; a streak per line."""
 
     def __init__(self, clock: Any = time.monotonic) -> None:
         super().__init__()
         self.clock = clock
-        self._since = self._last = -float("inf")  # the first and the latest line of the current streak
+        # the first and the latest line of each line's current streak
+        self._streaks = [(-float("inf"), -float("inf")) for _ in TRANSIENT]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name != COORDINATOR_LOGGER or not str(record.msg).startswith(COORDINATOR_LINE):
-            return True
-        if COORDINATOR_ERROR not in record.getMessage():
-            return True
+        for i, (logger, start, cause) in enumerate(TRANSIENT):
+            if record.name == logger and str(record.msg).startswith(start) and cause in record.getMessage():
+                return self._lower(record, i)
+        return True
+
+    def _lower(self, record: logging.LogRecord, i: int) -> bool:
         now = self.clock()
-        if now - self._last > COORDINATOR_GRACE:
-            self._since = now  # a new streak: none of these lines for a grace period
-        self._last = now
-        level = logging.INFO if now - self._since <= COORDINATOR_GRACE else logging.WARNING
+        since, last = self._streaks[i]
+        if now - last > COORDINATOR_GRACE:
+            since = now  # a new streak: none of these lines for a grace period
+        self._streaks[i] = (since, now)
+        level = logging.INFO if now - since <= COORDINATOR_GRACE else logging.WARNING
         record.levelno, record.levelname = level, logging.getLevelName(level)
         return logging.getLogger(record.name).isEnabledFor(level)
 

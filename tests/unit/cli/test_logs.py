@@ -55,3 +55,35 @@ def test_a_coordinator_still_being_elected_is_not_an_error() -> None:
     assert lines.filter(late) and late.levelname == "WARNING"
     other = coordinator_record("[Error 30] GroupAuthorizationFailedError")
     assert lines.filter(other) and other.levelno == logging.ERROR
+
+
+def test_a_new_partition_without_its_leader_yet_is_not_an_error() -> None:
+    """aiokafka's 'failed fetch offsets: not leader' line, while a new topic's leaders are elected, is held
+    at INFO during its own grace period, whatever the coordinator's lines do; another cause stays ERROR."""
+    from pipeline.cli.logs import COORDINATOR_GRACE, TransientLines
+
+    def offsets_record(error: str) -> logging.LogRecord:
+        return logging.LogRecord(
+            "aiokafka.consumer.fetcher",
+            logging.ERROR,
+            "/site-packages/aiokafka/consumer/fetcher.py",
+            987,
+            "Failed fetch offsets from %s: %s",
+            (1, error),
+            None,
+        )
+
+    now = [0.0]
+    lines = TransientLines(clock=lambda: now[0])
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    not_leader = "[Error 6] NotLeaderForPartitionError: TopicPartition(topic='geo-resolved', partition=1)"
+    first = offsets_record(not_leader)
+    assert not lines.filter(first) and first.levelno == logging.INFO
+    now[0] = COORDINATOR_GRACE - 1.0
+    assert not lines.filter(offsets_record(not_leader))  # aiokafka retries: the same streak
+    assert not lines.filter(coordinator_record())  # the coordinator's line starts a streak of its own
+    now[0] = COORDINATOR_GRACE + 1.0
+    late = offsets_record(not_leader)
+    assert lines.filter(late) and late.levelname == "WARNING"
+    other = offsets_record("[Error 29] TopicAuthorizationFailedError")
+    assert lines.filter(other) and other.levelno == logging.ERROR
