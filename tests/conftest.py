@@ -12,11 +12,11 @@ unit-only runs never touch Java. Point KAFKA_BOOTSTRAP_SERVERS at a running brok
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import os
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,6 +26,11 @@ from typing import Any
 import pytest
 
 from pipeline.devtools.broker import BrokerInfo, LocalKafka
+from tests.support import runner
+from tests.support.runner import run_bounded
+
+EXIT_STATUS = pytest.StashKey[int]()
+ASYNC_MARGIN = 40.0  # s of a test's timeout kept for its task stacks and the bounded clean-up (2 x 10 s)
 
 # Hypothesis keeps its example database and constants cache out of the repository (by default it writes
 # .hypothesis/ in the working directory). It reads this variable lazily, on first use, so setting it here,
@@ -103,12 +108,34 @@ def kafka_bootstrap(local_kafka: BrokerInfo | None) -> str:
     return local_kafka.bootstrap
 
 
-# `async def` tests run in a fresh event loop each (no plugin needed: one hook, ten lines)
+# `async def` tests run in a fresh event loop each (no plugin needed: one hook), bounded below the test's
+# pytest-timeout so a hang fails with every task's stack instead of pytest-timeout's last resort
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if not inspect.iscoroutinefunction(pyfuncitem.obj):
         return None
     names = pyfuncitem._fixtureinfo.argnames
     kwargs: dict[str, Any] = {name: pyfuncitem.funcargs[name] for name in names}
-    asyncio.run(pyfuncitem.obj(**kwargs))
+    run_bounded(pyfuncitem.obj(**kwargs), _async_limit(pyfuncitem))
     return True
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After a test timed out, exit once everything is reported: the threads it left behind (Faust's
+    consumer thread) would keep the interpreter waiting for them, and CI with it."""
+    if runner.abandoned:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.stash.get(EXIT_STATUS, 1) or 1)
+
+
+def _async_limit(item: pytest.Item) -> float:
+    """The test's pytest-timeout (its marker, else the ini value) less room for the stacks and clean-up."""
+    marker = item.get_closest_marker("timeout")
+    total = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout"))
+    return max(total - ASYNC_MARGIN, total / 2)
