@@ -111,7 +111,7 @@ class CacheAgent:
             try:
                 await self.handle_batch(events)
             except BaseException:  # cancelled by a stop, or fatal: the take buffer would ack it all the same
-                withhold_acks(events)
+                withhold_acks(events, self.app.consumer)
                 raise
 
     async def handle_batch(self, events: Sequence[Any]) -> None:

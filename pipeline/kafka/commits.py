@@ -16,6 +16,14 @@ whose record at the committed offset is not acked commits nothing, and `on_gap` 
 the worker seeks that partition back to its committed offset at once (`seek_back`), so the record is read
 again instead of skipped. Should that seek fail (the partition moved in a rebalance), the stall watch
 (`pipeline/kafka/watchdog.py`) sees a partition with lag and no progress and seeks back after its threshold.
+
+`hold_below(consumer, tp, offset)` covers the hole the head check cannot see: a partition never committed
+(its head is its log start, which the consumer does not track). A batch the cache agent did not finish has
+its acks withheld (`faustx.withhold_acks`), but a later offset of that partition can still be acked: in a
+test that cancels every batch (tests/integration/cache/test_stop_mid_batch.py) Faust restarted the agent
+twice and the stop committed offset 3 on a fresh partition whose records 0..2 were never applied. So a
+withheld record's offset becomes a floor: that partition commits no further than it until the record is
+read again and acked.
 """
 
 from __future__ import annotations
@@ -35,17 +43,49 @@ def head_gap(committed: int | None, acked: Sequence[int]) -> bool:
     return committed is not None and committed > 0 and bool(acked) and min(acked) > committed
 
 
+def below_floor(committed: int | None, proposed: int | None, floor: int) -> int | None:
+    """The offset to commit when records from `floor` on are unfinished: `proposed` capped at `floor` (the
+    next record to process), or None when that is no step past `committed`."""
+    if proposed is None:
+        return None
+    capped = min(proposed, floor)
+    if committed is not None and capped <= committed:
+        return None
+    return capped
+
+
+def floor_lifted(floor: int, committed: int | None, acked: Collection[int]) -> bool:
+    """The record at `floor` was read again and processed (acked), or the group's commit is already past it
+    (the partition moved to another worker, which processed it, and came back)."""
+    return floor in acked or (committed is not None and committed > floor)
+
+
+def hold_below(consumer: Any, tp: Any, offset: int) -> None:
+    """Commit `tp` no further than `offset` until the record there is acked again (read again, processed).
+    Honoured by a consumer patched with `hold_commits_at_gaps`."""
+    floors: dict[Any, int] = consumer.__dict__.setdefault("_geo_floors", {})
+    floors[tp] = min(offset, floors.get(tp, offset))
+
+
 def hold_commits_at_gaps(
     consumer: Any, topics: Collection[str], on_gap: Callable[[Any, int], None] | None = None
 ) -> None:
-    """Patch an app's consumer (before it starts): a partition of `topics` with a head gap commits none."""
+    """Patch an app's consumer (before it starts): a partition of `topics` with a head gap commits none,
+    and a partition with a floor (`hold_below`) commits no further than it."""
     if getattr(consumer, "_geo_hold_gaps", False):
         return
     original = consumer._new_offset  # only caller: Consumer._filter_committable_offsets
     guarded = frozenset(topics)
     logged: set[tuple[Any, int]] = set()  # (tp, committed): one line per hole, not one per commit tick
+    floors: dict[Any, int] = consumer.__dict__.setdefault("_geo_floors", {})
+    floored: set[tuple[Any, int]] = set()  # (tp, floor): one line per floor that held a commit back
 
     def _new_offset(tp: Any) -> int | None:
+        floor = floors.get(tp)
+        committed_now = consumer._committed_offset[tp]
+        if floor is not None and floor_lifted(floor, committed_now, consumer._acked_index[tp]):
+            del floors[tp]
+            floor = None
         if tp.topic in guarded:
             committed = consumer._committed_offset[tp]
             acked = consumer._acked[tp]
@@ -65,6 +105,18 @@ def hold_commits_at_gaps(
                         on_gap(tp, committed)
                 return None
         result: int | None = original(tp)
+        if floor is not None:
+            capped = below_floor(consumer._committed_offset[tp], result, floor)
+            if capped != result and (tp, floor) not in floored:
+                floored.add((tp, floor))
+                log.warning(
+                    "%s[%d]: record(s) from %d were not processed: committing no further than %d",
+                    tp.topic,
+                    tp.partition,
+                    floor,
+                    floor,
+                )
+            return capped
         return result
 
     consumer._new_offset = _new_offset

@@ -44,7 +44,9 @@ Why `withhold_acks(events)`: `Stream.take_events` (faust/streams.py) acks a batc
 after its `yield`, which also runs when the generator is closed because the agent's task was cancelled
 mid-batch (a stop, a crash); the consumer's stop then commits those offsets (`Consumer.on_stop`), and the
 unfinished batch would never be replayed. Marking the messages acked without telling the consumer makes
-those closing acks no-ops, so the committed offset stays before the batch.
+those closing acks no-ops, so the committed offset stays before the batch; and each withheld offset becomes
+a floor its partition commits no further than until it is read again (`pipeline/kafka/commits.py`: a
+later offset of the partition can still be acked).
 
 `start_with(app, service)`: Faust starts the services in its private `_extra_services` list after table
 recovery; `app.service()` registers only classes, and our services are built with their dependencies.
@@ -67,6 +69,7 @@ from aiokafka import TopicPartition
 from faust.streams import _current_event
 from faust.types import TP
 
+from pipeline.kafka.commits import hold_below
 from pipeline.kafka.watchdog import Action, Key, PartitionView, Stall, Watchdog
 
 log = logging.getLogger(__name__)
@@ -302,11 +305,14 @@ def as_current(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
-def withhold_acks(events: Iterable[Any]) -> None:
+def withhold_acks(events: Iterable[Any], consumer: Any) -> None:
     """Keep the offsets of `events` (a batch the agent did not finish) from ever being committed: the take
-    buffer's closing acks skip a message already marked acked, and the consumer never hears of it."""
+    buffer's closing acks skip a message already marked acked, and the consumer never hears of it; and
+    `consumer` commits none of their partitions past them (`commits.hold_below`), whatever is acked later."""
     for event in events:
-        event.message.acked = True  # read by Message.ack (faust/types/tuples.py) before it acks
+        message = event.message
+        message.acked = True  # read by Message.ack (faust/types/tuples.py) before it acks
+        hold_below(consumer, message.tp, message.offset)
 
 
 def start_with(app: faust.App, service: Any) -> None:

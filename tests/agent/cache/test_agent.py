@@ -74,7 +74,7 @@ class FakeProducer:
 
 
 def agent(table: FakeTable, producer: FakeProducer, fatal: list[str] | None = None) -> CacheAgent:
-    app = SimpleNamespace(topic=lambda *a, **k: None, producer=producer)
+    app = SimpleNamespace(topic=lambda *a, **k: None, producer=producer, consumer=SimpleNamespace())
 
     def sight(ip: str, now: float) -> GeoEntry:
         return GeoEntry(ip, EntryStatus.PENDING)
@@ -131,7 +131,7 @@ async def test_deleting_an_absent_entry_sends_both_tombstones_every_time() -> No
 class Event:
     def __init__(self, key: bytes, value: bytes) -> None:
         self.key, self.value = key, value
-        self.message = SimpleNamespace(topic=RETRY[0], partition=0, offset=RETRY[2])
+        self.message = SimpleNamespace(topic=RETRY[0], partition=0, offset=RETRY[2], tp=RETRY[:2])
 
 
 class Stream:
@@ -158,6 +158,7 @@ async def test_a_store_write_that_fails_stops_the_agent_instead_of_acking_the_ev
         await cache._run(Stream(Event(KEY, encode_retry(2.0))))
     assert stopped == [f"the write batch ending at {RETRY[0]}[0]@{RETRY[2]}"]  # commits refused, it stops
     assert cache.stats.errors == 0
+    assert cache.app.consumer._geo_floors == {RETRY[:2]: RETRY[2]}  # no commit past it, whatever is acked
 
 
 async def test_a_decode_or_policy_bug_is_logged_counted_and_skipped() -> None:

@@ -14,12 +14,12 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from pipeline.kafka.commits import hold_commits_at_gaps
+from pipeline.kafka.commits import hold_below, hold_commits_at_gaps
 
 GUARDED, OTHER = TP("seen", 0), TP("elsewhere", 0)
 
 
-def consumer_with(acks: dict[TP, list[int]], committed: int = 10) -> Any:
+def consumer_with(acks: dict[TP, list[int]], committed: int | None = 10) -> Any:
     """Faust's consumer bookkeeping: committed offsets (next record to process) and acked offsets."""
     consumer = SimpleNamespace(
         _committed_offset=defaultdict(lambda: None),
@@ -79,3 +79,26 @@ def test_installing_twice_wraps_once() -> None:
     hold_commits_at_gaps(consumer, {GUARDED.topic})
     assert consumer._new_offset is first
     assert consumer._new_offset(GUARDED) == 12
+
+
+def test_faust_alone_commits_past_unfinished_records_on_a_fresh_partition() -> None:
+    """Never committed, records 0..2 withheld (not acked) and 3 acked: Faust commits 4, the head check
+    cannot tell (a fresh partition's head is its log start)."""
+    consumer = consumer_with({GUARDED: [3]}, committed=None)
+    hold_commits_at_gaps(consumer, {GUARDED.topic})
+    assert consumer._new_offset(GUARDED) == 4
+
+
+def test_a_withheld_record_holds_its_partition_until_it_is_acked_again() -> None:
+    """A floor at 0 caps the commit while later records are acked, and is gone once record 0 is acked."""
+    consumer = consumer_with({GUARDED: [3]}, committed=None)
+    hold_commits_at_gaps(consumer, {GUARDED.topic})
+    hold_below(consumer, GUARDED, 2)
+    hold_below(consumer, GUARDED, 0)  # the lowest withheld offset wins
+    assert consumer._new_offset(GUARDED) == 0
+    consumer._committed_offset[GUARDED] = 0
+    assert consumer._new_offset(GUARDED) is None  # nothing past the floor, however often asked
+    for offset in (0, 1, 2, 3):
+        ack(consumer, GUARDED, offset)
+    assert consumer._new_offset(GUARDED) == 4
+    assert consumer._geo_floors == {}

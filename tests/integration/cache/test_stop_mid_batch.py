@@ -23,25 +23,28 @@ from tests.support.pipeline import Outputs, make_settings
 pytestmark = pytest.mark.integration
 
 
-async def test_a_batch_in_hand_at_a_stop_is_not_committed_and_is_applied_after_the_restart(
+async def test_batches_cancelled_in_hand_are_not_committed_and_are_applied_after_the_restart(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The agent takes a batch of first sights and is cancelled before it applied it, then the worker
-    stops: the group's committed offset stays before the batch, and the next start creates and publishes an
-    entry for every IP."""
+    """Every batch of first sights the agent takes is cancelled before it is applied (Faust restarts the
+    agent in between), then the worker stops: the group's committed offset stays before the first of them,
+    and the next start creates and publishes an entry for every IP."""
     settings = make_settings(kafka_bootstrap, tmp_path / "w", partitions=1)
     ips = public_ips(30, seed=93)
     now = time.time()
     geo = build(settings)
     held = asyncio.Event()
 
-    async def hold(events: Sequence[Any]) -> None:  # cancelled mid-batch, as a stop deadline or a crash does
+    async def hold(events: Sequence[Any]) -> None:  # cancelled mid-batch, as a crash does
         held.set()
         raise asyncio.CancelledError
 
     monkeypatch.setattr(geo.cache, "handle_batch", hold)
     async with running(geo):
         seen = [(ip.encode(), encode_seen(now, "w")) for ip in ips]
+        # in one run of eight the first batch was not the whole partition, Faust restarted the agent twice,
+        # and offset 3 was committed on this fresh partition: an offset past the unfinished batches was
+        # acked (which one was not traced); withheld offsets are floors now (pipeline/kafka/commits.py)
         await produce(kafka_bootstrap, settings.seen_topic, seen)
         await asyncio.wait_for(held.wait(), 60)
     tp = TopicPartition(settings.seen_topic, 0)

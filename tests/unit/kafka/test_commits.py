@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.kafka.commits import head_gap
+from pipeline.kafka.commits import below_floor, floor_lifted, head_gap
 
 
 def test_the_record_at_the_committed_offset_unacked_is_a_gap() -> None:
@@ -25,3 +25,24 @@ def test_a_partition_never_committed_has_no_head_to_check() -> None:
 def test_nothing_acked_is_no_gap() -> None:
     """Nothing acked: there is nothing to commit, so nothing to hold."""
     assert not head_gap(10, [])
+
+
+def test_a_floor_caps_the_commit_at_the_first_unfinished_record() -> None:
+    """Records from 0 unfinished, 2 acked behind them (never committed): commit 0, not 3."""
+    assert below_floor(None, 3, 0) == 0
+    assert below_floor(None, 3, 5) == 3
+
+
+def test_a_floor_at_or_below_the_committed_offset_commits_nothing() -> None:
+    """Committed 10 and the floor at 10: no step past the commit, so nothing to commit."""
+    assert below_floor(10, 14, 10) is None
+    assert below_floor(10, None, 12) is None
+    assert below_floor(10, 14, 12) == 12
+
+
+def test_a_floor_is_lifted_once_its_record_is_acked_or_the_group_committed_past_it() -> None:
+    """Acked again (read and processed), or committed past by another owner: the floor holds nothing."""
+    assert floor_lifted(5, 3, {5, 6})
+    assert floor_lifted(5, 6, set())
+    assert not floor_lifted(5, 5, {6})
+    assert not floor_lifted(5, None, set())
