@@ -47,6 +47,7 @@ from pipeline.kafka.config import client_kwargs, faust_app_kwargs
 from pipeline.kafka.faustx import DeliveryGuard, StallWatch, install, start_early, start_with
 from pipeline.kafka.hooks import faust_hooks, require
 from pipeline.kafka.partitioner import key_hash
+from pipeline.kafka.stopping import bound_stop_drain
 from pipeline.kafka.topics import CACHE_TABLE, enforce, topic_layout
 from pipeline.models import GeoData, GeoEntry
 from pipeline.providers.base import GeoProvider, OfflineProvider, OfflineSource
@@ -187,6 +188,7 @@ def build(
     # a record Faust lost on the cache agent's inputs: hold the commits there and read it again
     inputs = (settings.seen_topic, settings.results_topic)
     hold_commits_at_gaps(app.consumer, inputs, on_gap=seek_back(app.consumer))
+    bound_stop_drain(app)  # a stop waits for the batch in hand, not forever: an unfinished one is replayed
     guard = DeliveryGuard(app)
     guard.install()
     # the cache agent's own inputs: a partition there with lag and no progress is a stall, not a slow batch

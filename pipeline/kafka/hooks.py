@@ -121,6 +121,9 @@ def faust_hooks() -> list[Hook]:
             (Consumer, "_filter_committable_offsets"),
             "self._new_offset(",
         ),
+        # a floor is lifted when its record is acked again: Consumer.ack records the offset in this index
+        Hook("commit floor", Consumer, "ack", (Consumer, "ack"), "self._acked_index[tp]"),
+        Hook("stop drain", App, "_consumer_wait_empty", (App, "_stop_consumer"), "._consumer_wait_empty("),
         Hook("delivery guard", Consumer, "_commit", (Consumer, "_commit_offsets"), "self._commit("),
         Hook("delivery guard", AIOKafkaConsumer, "_commit"),
         Hook("rewind", Consumer, "seek_to_committed", (Consumer, "perform_seek"), "self.seek_to_committed("),
