@@ -2,10 +2,9 @@
 
 Faust stops its consumer first, and before that waits until every message handed to a stream is acked
 (`App._stop_consumer` -> `_consumer_wait_empty` -> `Consumer.wait_empty`, faust/app/base.py and
-faust/transport/consumer.py), with no limit. A batch that does not finish (its sends waiting on a broker
-that is gone, a message left behind in a take buffer when Faust restarted a crashed agent) held the stop
-forever: SIGTERM did nothing, and a test waited out CI's 90 minutes in that loop
-(tests/integration/cache/test_stop_mid_batch.py).
+faust/transport/consumer.py), with no limit. One message never acked (one left behind in a take buffer
+when Faust restarted a crashed agent) held a stop forever: a test waited out CI's 90 minutes in that loop
+(tests/integration/cache/test_stop_mid_batch.py), and a worker would ignore SIGTERM the same way.
 
 `bound_stop_drain(app, seconds)`: at a stop (not at a rebalance, which keeps Faust's wait) the wait ends
 after `seconds` (Faust's loop ignores a cancel: the consumer's set of messages awaiting an ack is emptied,
