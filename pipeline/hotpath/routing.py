@@ -31,7 +31,14 @@ from pipeline.errors import BadEvent, InvalidAddress
 from pipeline.hotpath import shapes
 from pipeline.hotpath.extract import Found, Network, extract, normalise_with_port
 from pipeline.hotpath.near import UNKNOWN_HASH, NearCache
-from pipeline.hotpath.parsing import ParsedEvent, parse_event, parse_value, parse_value_spans
+from pipeline.hotpath.parsing import (
+    ParsedEvent,
+    flat_ip,
+    parse_event,
+    parse_event_exact,
+    parse_value,
+    parse_value_spans,
+)
 from pipeline.messages import dead_letter, dead_letter_key, enriched
 from pipeline.models import country_label
 
@@ -198,13 +205,20 @@ class Router:
         is (topic, partition, offset). The hash is meaningless for DEAD_LETTER (keyed by the input's key)."""
         if not self._simple:
             return self._route_many(raw, key, where, now)
+        spelling = flat_ip(raw, self.max_bytes)  # the commonest event, read without the rest of parse_event
         try:
-            parsed = parse_event(raw, self.max_bytes, self._normalise_bare, self._normalise)
+            if spelling is not None:
+                text, event_json = self._normalise(spelling), raw or b""  # raw: the flat event
+            else:
+                parsed = parse_event_exact(raw, self.max_bytes, self._normalise_bare, self._normalise)
+                text, event_json = parsed.ip, parsed.event_json
+        except InvalidAddress as exc:
+            return self._dead(raw, key, where, f"invalid ip: {exc.reason}")
         except BadEvent as exc:
             return self._dead(raw, key, where, exc.reason)
-        ip = parsed.ip.encode()
-        route, entry, key_hash = self._lookup(ip, parsed.ip, now)
-        value = enriched(ip, self.views.view(entry), parsed.event_json)
+        ip = text.encode()
+        route, entry, key_hash = self._lookup(ip, text, now)
+        value = enriched(ip, self.views.view(entry), event_json)
         return route, ip, value, key_hash, NOTHING_OWED if route is Route.HIT else ((ip, key_hash, route),)
 
     def _dead(

@@ -46,7 +46,7 @@ def test_property_the_fast_read_answers_exactly_as_the_exact_parser(raw: bytes) 
     """For objects built to collide and vary, parse_event answers the same with and without orjson."""
     fast = answer(raw)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(parsing, "_flat_object", lambda text: None)
+        patch.setattr(parsing, "_flat_members", lambda text: None)
         exact = answer(raw)
     assert fast == exact
 
@@ -69,7 +69,7 @@ def test_a_key_given_twice_is_refused_however_it_is_written(raw: bytes) -> None:
 def test_a_flat_machine_written_event_is_read_by_orjson() -> None:
     """The common event (one flat object, no whitespace before colons) takes the fast read."""
     text = '{"ip":"203.0.113.7","ts":"2026-12-05T14:42:00Z","port":22,"tags":["ssh",1]}'
-    assert parsing._flat_object(text) == {
+    assert parsing._flat_members(text) == {
         "ip": "203.0.113.7",
         "ts": "2026-12-05T14:42:00Z",
         "port": 22,
@@ -89,5 +89,5 @@ def test_a_flat_machine_written_event_is_read_by_orjson() -> None:
 )
 def test_what_the_fast_read_cannot_vouch_for_goes_to_the_exact_parser(text: str) -> None:
     """These are left to the json module, which accepts each of them."""
-    assert parsing._flat_object(text) is None
+    assert parsing._flat_members(text) is None
     assert parse_event(text.encode(), MAX).ip == "203.0.113.7"
