@@ -25,6 +25,7 @@ class EntryStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({EntryStatus.PRIVATE})  # never asked of any provider again
+RETRYING = frozenset({EntryStatus.UNRESOLVED, EntryStatus.PARTIAL})  # a failure is the last thing applied
 MAX_ASN = 2**32 - 1  # AS numbers are 32-bit (RFC 6793)
 
 
@@ -175,6 +176,9 @@ class GeoEntry:
     last_error: str | None = None
     data_version: str | None = None  # the data behind `geo` (see Resolved.version); None when unknown
     last_seen: float = 0.0  # the latest day an event of this IP reached the table's owner
+    # failed asks in a row since the last answer: the back-off's exponent and the slow lane's count (not
+    # `attempts`, which also counts answers and the retries a provider never saw: its breaker was open)
+    failures: int = 0
 
     @property
     def country_code(self) -> str | None:
@@ -191,12 +195,13 @@ class GeoEntry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeoEntry:
+        status, attempts = EntryStatus(data["status"]), int(data.get("attempts", 0))
         return cls(
             ip=data["ip"],
-            status=EntryStatus(data["status"]),
+            status=status,
             geo=GeoData.from_dict(data.get("geo") or {}),
             provider=data.get("provider"),
-            attempts=int(data.get("attempts", 0)),
+            attempts=attempts,
             first_seen=float(data.get("first_seen", 0.0)),
             updated_at=float(data.get("updated_at", 0.0)),
             next_retry_at=data.get("next_retry_at"),
@@ -204,6 +209,9 @@ class GeoEntry:
             data_version=data.get("data_version") if isinstance(data.get("data_version"), str) else None,
             # entries written before last_seen existed were last seen no later than first seen
             last_seen=float(data["last_seen"] if "last_seen" in data else data.get("first_seen", 0.0)),
+            # before `failures` existed the back-off counted every attempt: a retrying entry keeps its
+            # schedule (each attempt it had applied was a failure); an answered one had none since
+            failures=int(data["failures"]) if "failures" in data else (attempts if status in RETRYING else 0),
         )
 
     def to_json(self) -> bytes:

@@ -192,6 +192,7 @@ def apply_result(
             geo=result.geo,
             provider=result.provider,
             attempts=attempt,
+            failures=0,
             updated_at=now,
             last_error=None,
             next_retry_at=now + policy.refresh_after,
@@ -204,6 +205,7 @@ def apply_result(
             geo=GeoData(),
             provider=result.provider,
             attempts=attempt,
+            failures=0,
             updated_at=now,
             last_error=result.reason,
             next_retry_at=now + policy.invalid_retry,
@@ -220,11 +222,16 @@ def _transient(
     policy: RetryPolicy,
     rng: random.Random,
 ) -> GeoEntry:
-    # a provider that was not asked (breaker open) learnt nothing about this address: no growing back-off,
-    # so the entry is due again soon and the timer serves it within the budget once the provider is back
-    retry = next_retry_at(attempt if result.asked else 1, now, policy, rng)
+    # a provider that was not asked (breaker open) learnt nothing about this address: the back-off does not
+    # grow and the failure is not counted towards the slow lane, so the entry is due again soon and the
+    # timer serves it within the budget once the provider is back (counted, a long outage sent addresses
+    # to the daily lane)
+    failures = entry.failures + 1 if result.asked else entry.failures
+    retry = next_retry_at(failures if result.asked else 1, now, policy, rng)
     if entry.status is EntryStatus.RESOLVED:  # a failed refresh keeps the answer we had
-        return entry.evolve(attempts=attempt, updated_at=now, last_error=result.reason, next_retry_at=retry)
+        return entry.evolve(
+            attempts=attempt, failures=failures, updated_at=now, last_error=result.reason, next_retry_at=retry
+        )
     fallback = result.geo if result.geo is not None and result.geo != GeoData() else None
     if fallback is None and entry.geo.country_code:  # keep the offline answer the entry already has
         geo, provider, version = entry.geo, entry.provider, entry.data_version
@@ -236,6 +243,7 @@ def _transient(
         geo=geo,
         provider=provider,
         attempts=attempt,
+        failures=failures,
         updated_at=now,
         last_error=result.reason,
         next_retry_at=retry,
@@ -293,12 +301,13 @@ def _unseen(entry: GeoEntry, now: float) -> float:
     return now - entry.last_seen if entry.last_seen > 0 else 0.0
 
 
-def next_retry_at(attempts: int, now: float, policy: RetryPolicy, rng: random.Random) -> float:
-    """Exponential back-off with jitter from the first failure, then a slow daily lane."""
-    if attempts >= policy.slow_lane_after:
+def next_retry_at(failures: int, now: float, policy: RetryPolicy, rng: random.Random) -> float:
+    """Exponential back-off with jitter from the first failure, then a slow daily lane; `failures` counts
+    the failed asks in a row (GeoEntry.failures)."""
+    if failures >= policy.slow_lane_after:
         delay = policy.slow_lane_interval
     else:
-        exponent = min(max(0, attempts - 1), 62)  # 2**62 minutes exceeds any cap; avoids float overflow
+        exponent = min(max(0, failures - 1), 62)  # 2**62 minutes exceeds any cap; avoids float overflow
         delay = min(policy.cap, policy.base * 2.0**exponent)
     # equal jitter: at least half the delay, so retries never bunch up earlier than planned
     return now + delay / 2 + rng.uniform(0, delay / 2)

@@ -84,7 +84,7 @@ _LIMITS: dict[str, _Limit] = {
     "max_event_bytes": _Limit(64, MAX_EVENT_BYTES_CEILING, "an enriched record must fit Kafka's 1 MiB"),
     "near_cache_size": _Limit(0, MAX_NEAR_CACHE, "entries of ~1 KiB each; 0 turns the near cache off"),
     "malloc_arenas": _Limit(0, 1024, "glibc malloc arenas; 0 keeps glibc's default"),
-    "slow_lane_after": _Limit(1, 1_000_000, "failed attempts before an address is retried daily"),
+    "slow_lane_after": _Limit(1, 1_000_000, "failed asks in a row before an address is retried daily"),
     "web_port": _Limit(0, 65535, "a TCP port; 0 picks a free one"),
     "budget_requests": _Limit(1, 1_000_000, "API requests per GEO_BUDGET_WINDOW"),
     "budget_window": _Limit(1, MAX_DURATION, "seconds the budget counts over; ip-api's is 60", _S),

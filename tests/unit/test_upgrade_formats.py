@@ -69,7 +69,15 @@ OLD_ENTRIES = [
         b'"next_retry_at":1700000660.0,"last_error":"ip-api: HTTP 503","data_version":"iptocc:1.2.0",'
         b'"last_seen":1700086400.0}',
         GeoEntry("1.1.1.1", EntryStatus.PARTIAL, GeoData("AU", "Australia"), "offline", 1, 1700000000.0,
-                 1700000600.0, 1700000660.0, "ip-api: HTTP 503", "iptocc:1.2.0", 1700086400.0),
+                 1700000600.0, 1700000660.0, "ip-api: HTTP 503", "iptocc:1.2.0", 1700086400.0, failures=1),
+    ),
+    (
+        "0.3.0 unresolved in the slow lane: its attempts read as its failures",
+        b'{"ip":"203.0.113.9","status":"unresolved","geo":' + NULL_GEO + b',"provider":null,"attempts":13,'
+        b'"first_seen":1.0,"updated_at":2.0,"next_retry_at":86402.0,"last_error":"ipapi: HTTP 503",'
+        b'"data_version":null,"last_seen":3.0}',
+        GeoEntry("203.0.113.9", EntryStatus.UNRESOLVED, GeoData(), None, 13, 1.0, 2.0, 86402.0,
+                 "ipapi: HTTP 503", None, 3.0, failures=13),
     ),
     (
         "0.2.0 resolved by MaxMind-format data",
@@ -93,7 +101,7 @@ OLD_ENTRIES = [
 @pytest.mark.parametrize(("raw", "expected"), [c[1:] for c in OLD_ENTRIES], ids=[c[0] for c in OLD_ENTRIES])
 def test_every_older_entry_form_decodes_with_null_flags(raw: bytes, expected: GeoEntry) -> None:
     """An entry an older version wrote decodes to the same entry, its missing fields at their defaults
-    (last_seen = first_seen, data_version and the three flags None)."""
+    (last_seen = first_seen, data_version and the three flags None, failures = attempts while retrying)."""
     entry = GeoEntry.from_json(raw)
     assert entry == expected
     assert (entry.geo.proxy, entry.geo.hosting, entry.geo.mobile) == (None, None, None)
@@ -102,14 +110,14 @@ def test_every_older_entry_form_decodes_with_null_flags(raw: bytes, expected: Ge
 @pytest.mark.parametrize(("raw", "expected"), [c[1:] for c in OLD_ENTRIES], ids=[c[0] for c in OLD_ENTRIES])
 def test_an_older_entry_written_again_keeps_every_field_it_had(raw: bytes, expected: GeoEntry) -> None:
     """Decoded and written by this version, an older entry keeps every key and value it had, and gains the
-    newer keys (null flags; data_version, last_seen)."""
+    newer keys (null flags; data_version, last_seen, failures)."""
     old, new = json.loads(raw), json.loads(GeoEntry.from_json(raw).to_json())
     assert {k: new[k] for k in old if k != "geo"} == {k: v for k, v in old.items() if k != "geo"}
     assert {k: new["geo"][k] for k in old["geo"]} == old["geo"]
     assert {k: new["geo"][k] for k in ("proxy", "hosting", "mobile")} == dict.fromkeys(
         ("proxy", "hosting", "mobile")
     )
-    assert "data_version" in new and "last_seen" in new
+    assert "data_version" in new and "last_seen" in new and "failures" in new
 
 
 def test_an_entry_with_flags_round_trips_and_a_non_boolean_flag_is_dropped() -> None:

@@ -597,6 +597,47 @@ def test_apply_result_not_asked_does_not_grow_the_back_off() -> None:
     assert after.status is S.PARTIAL and after.attempts == 7
 
 
+BREAKER_OPEN = TransientFailure("ipapi not asked: circuit breaker open", "ipapi", None, asked=False)
+HTTP_503 = TransientFailure("ipapi: HTTP 503", "ipapi", None)
+
+
+def fold(entry: GeoEntry, results: list[TransientFailure], now: float = NOW) -> GeoEntry:
+    """`entry` after each of `results` applied in turn, each as the next attempt."""
+    for result in results:
+        after = apply_result(entry, entry.attempts + 1, result, now, POLICY, rng())
+        assert after is not None
+        entry = after
+    return entry
+
+
+def test_a_long_outage_behind_the_breaker_does_not_send_an_address_to_the_daily_lane() -> None:
+    """Retries the provider never saw (breaker open) are not failures: after 30 of them and one asked
+    failure the address is retried within the first back-off step, not a day later."""
+    entry = fold(pending(), [HTTP_503, *[BREAKER_OPEN] * 30, HTTP_503])
+    assert (entry.attempts, entry.failures) == (32, 2)
+    assert entry.next_retry_at is not None and entry.next_retry_at <= NOW + 2 * POLICY.base
+
+
+def test_asked_failures_in_a_row_still_reach_the_slow_lane() -> None:
+    """`slow_lane_after` failed asks in a row, breaker-open retries between them or not, move the address
+    to the daily lane."""
+    asked = [HTTP_503, BREAKER_OPEN] * (POLICY.slow_lane_after - 1) + [HTTP_503]
+    entry = fold(pending(), asked)
+    assert entry.failures == POLICY.slow_lane_after
+    assert entry.next_retry_at is not None and entry.next_retry_at >= NOW + POLICY.slow_lane_interval / 2
+
+
+def test_an_answer_ends_the_run_of_failures() -> None:
+    """A resolved address has no failures, however many answers it had: its first failed refresh after a
+    year of monthly refreshes is retried at the first back-off step, not in the slow lane."""
+    retrying = GeoEntry(IP, S.UNRESOLVED, attempts=2 * POLICY.slow_lane_after, failures=3, next_retry_at=NOW)
+    answered = apply_result(retrying, retrying.attempts + 1, Resolved(US, "ipapi"), NOW, POLICY, rng())
+    assert answered is not None and answered.failures == 0
+    failed = fold(answered, [HTTP_503])
+    assert failed.status is S.RESOLVED and failed.failures == 1
+    assert failed.next_retry_at is not None and failed.next_retry_at <= NOW + POLICY.base
+
+
 # --- last seen, staleness, forgetting -------------------------------------------------------------------
 
 
