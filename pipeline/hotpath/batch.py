@@ -30,7 +30,9 @@ from pipeline.messages import encode_seen
 from pipeline.stats import Stats
 
 Batch = dict[TopicPartition, list[Any]]  # what AIOKafkaConsumer.getmany returns
-CARRY_MAX = 4  # batches one commit may cover at most: bounds what a crash replays (4 x 2,000 records)
+# batches one commit may cover at most: with UNSETTLED_MAX (3) behind the batch being routed, a crash
+# replays at most 5 x 2,000 records (one carried, three unsettled, the one being routed)
+CARRY_MAX = 2
 
 
 class Committer(Protocol):

@@ -7,7 +7,8 @@ workers like any group's). Per input batch it routes each record with `routing.R
 outputs to one record batch per output partition (no per-record future or partitioner call: the key hash
 is cached per IP), sends those batches, waits until every one is delivered, then commits the batch's own
 offsets: at-least-once, a crash replays the batch, never loses it (`batch.py`). The delivery and commit
-of one batch run while the next is routed. A rebalance waits for the batches in hand before it revokes.
+of up to three batches run while the next is routed. A rebalance waits for the batches in hand before it
+revokes.
 
 Outputs: every valid event goes to the enriched topic in the configured shape, keyed by its (first) IP
 (input-partition order per IP kept) or by the input's key (GEO_ENRICHED_KEY), with the input's headers,
@@ -56,8 +57,10 @@ LINGER_MS = 5  # the producer batches sends for this long: throughput over a few
 OUTPUT_BATCH_BYTES = 512 * 1024  # one record batch per output partition and input batch, under 1 MiB
 REPLAY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0)  # back-off before each replay
 NEAR_WARM_WAIT = 30.0  # at start, ingest waits this long at most for the replica to catch up
-# batches being delivered and committed while the next is routed: the broker's work overlaps ours
-UNSETTLED_MAX = 1
+# batches being delivered and committed while the next is routed: the broker's work overlaps ours, and
+# with three a slow acknowledgement no longer stops the routing (one: the loop waited 0.5-1.4 s of a 2-3 s
+# drain for deliveries; docs/benchmarks.md). With CARRY_MAX a crash replays at most 5 x INPUT_BATCH.
+UNSETTLED_MAX = 3
 # a batch's steps, timed (stage_seconds); deliver and commit overlap the next batch's routing, and wait
 # is what the loop still waits for them
 STAGES = ("fetch", "route and build", "wait", "deliver", "commit")

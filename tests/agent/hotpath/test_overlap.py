@@ -15,7 +15,7 @@ from pipeline.config.settings import Settings
 from pipeline.hotpath.batch import CARRY_MAX, build
 from pipeline.hotpath.replica import Replica
 from pipeline.hotpath.routing import NearCache, Router
-from pipeline.hotpath.service import HotPath, _WaitForBatch
+from pipeline.hotpath.service import UNSETTLED_MAX, HotPath, _WaitForBatch
 from pipeline.kafka.partitioner import key_hash
 from pipeline.models import EntryStatus, GeoEntry
 from pipeline.stats import Stats
@@ -70,8 +70,9 @@ async def test_the_next_batch_is_routed_while_the_one_before_is_still_being_deli
 
 
 async def test_one_commit_covers_at_most_carry_max_batches() -> None:
-    """Six batches each handed out before the one before was delivered: the fourth commits for the first
-    four (a crash replays at most that many), the sixth for the last two; counted only once committed."""
+    """Six batches each handed out before the one before was delivered: every second one commits for
+    itself and the one before (a crash replays at most that many besides the unsettled ones); counted only
+    once committed."""
     events = SETTINGS.events_topic
     consumer, producer = FakeConsumer([records(events, 0, [])]), FakeProducer(TOPICS)  # assigns TP
     service = hotpath(consumer, producer)
@@ -87,9 +88,31 @@ async def test_one_commit_covers_at_most_carry_max_batches() -> None:
         settle = built.settle(consumer, service.stats, SETTINGS.dlq_topic, before)
         settling.append(asyncio.ensure_future(settle))
     await asyncio.gather(*settling)
-    assert CARRY_MAX == 4 and consumer.committed == [{TP: 20}, {TP: 30}]
-    assert [built.committed for built in builts] == [False, False, False, True, False, True]
+    assert CARRY_MAX == 2 and consumer.committed == [{TP: 10}, {TP: 20}, {TP: 30}]
+    assert [built.committed for built in builts] == [False, True, False, True, False, True]
     assert service.stats.enriched == 30
+
+
+async def test_routing_runs_at_most_unsettled_max_batches_ahead_of_the_deliveries() -> None:
+    """With no delivery answered, UNSETTLED_MAX + 1 batches are routed and sent and the next waits: what a
+    crash can replay stays bounded (five batches with the one a commit carries)."""
+    events = SETTINGS.events_topic
+    batches = [records(events, 0, [b"10.0.%d.%d" % (i, j) for j in range(5)], 5 * i) for i in range(6)]
+    consumer, producer = FakeConsumer(batches), FakeProducer(TOPICS)
+    producer.held = True
+    service = hotpath(consumer, producer)
+    ingest = asyncio.ensure_future(service._ingest())
+    try:
+        routed = 5 * (UNSETTLED_MAX + 1)
+        await wait_for(lambda: sent(producer, SETTINGS.enriched_topic) == routed, 5, message="routed ahead")
+        for _ in range(20):  # the loop's turns: it is waiting on the held deliveries, not routing
+            await asyncio.sleep(0)
+        assert sent(producer, SETTINGS.enriched_topic) == routed and consumer.commits == 0
+        producer.release()
+        await wait_for(lambda: consumer.committed[-1:] == [{TP: 30}], 5, message="all committed")
+    finally:
+        ingest.cancel()
+    assert service.stats.enriched == 30 and service.stats.replays == 0
 
 
 async def test_a_failed_batch_replays_together_with_the_batch_routed_behind_it() -> None:
