@@ -87,7 +87,7 @@ def hold_commits_at_gaps(
             del floors[tp]
             floor = None
         if tp.topic in guarded:
-            committed = consumer._committed_offset[tp]
+            committed = committed_now
             acked = consumer._acked[tp]
             if head_gap(committed, acked):
                 if (tp, committed) not in logged:
