@@ -38,11 +38,14 @@ def place(geo: Mapping[str, Any] | None) -> str:
 
 
 def entry_line(entry: Mapping[str, Any]) -> str:
-    """One entry: ip, status, place, provider, attempts, and the last error when there is one."""
+    """One entry: ip, status, place, provider, attempts, the failed asks in a row when there are any (what
+    the back-off and the slow lane count), and the last error when there is one."""
     line = (
         f"{_text(entry.get('ip')):<39} {_text(entry.get('status')):<10} {place(entry.get('geo'))}"
         f"  provider={entry.get('provider') or '-'} attempts={entry.get('attempts', 0)}"
     )
+    if entry.get("failures"):
+        line += f" failures={entry['failures']}"
     if entry.get("last_error"):
         line += f"  error={entry['last_error']}"
     return line

@@ -50,6 +50,13 @@ def test_entry_line_has_ip_status_place_provider_and_error() -> None:
     assert "error=timeout" in entry_line({**ENTRY, "status": "partial", "last_error": "timeout"})
 
 
+def test_entry_line_shows_the_failed_asks_in_a_row_only_when_there_are_some() -> None:
+    """An entry failing its asks says how many in a row (the slow lane's count) beside its attempts."""
+    assert "failures" not in entry_line({**ENTRY, "failures": 0})
+    failing = {**ENTRY, "status": "unresolved", "attempts": 9, "failures": 4, "last_error": "ipapi: HTTP 503"}
+    assert "attempts=9 failures=4  error=ipapi: HTTP 503" in entry_line(failing)
+
+
 def test_enriched_line_shows_the_entry_and_the_start_of_the_event() -> None:
     """Long events are cut with an ellipsis so one record stays one line."""
     record = {"ip": "8.8.8.8", "geo": ENTRY, "event": {"ip": "8.8.8.8", "jail": "sshd", "pad": "x" * 500}}
