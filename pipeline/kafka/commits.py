@@ -63,8 +63,14 @@ def floor_lifted(floor: int, committed: int | None, acked: Collection[int]) -> b
 def hold_below(consumer: Any, tp: Any, offset: int) -> None:
     """Commit `tp` no further than `offset` until the record there is acked again (read again, processed).
     Honoured by a consumer patched with `hold_commits_at_gaps`."""
-    floors: dict[Any, int] = consumer.__dict__.setdefault("_geo_floors", {})
+    floors = _floors(consumer)
     floors[tp] = min(offset, floors.get(tp, offset))
+
+
+def _floors(consumer: Any) -> dict[Any, int]:
+    """tp -> the lowest offset its commits are held below (`hold_below`), kept on the consumer itself."""
+    found: dict[Any, int] = consumer.__dict__.setdefault("_geo_floors", {})
+    return found
 
 
 def hold_commits_at_gaps(
@@ -77,17 +83,16 @@ def hold_commits_at_gaps(
     original = consumer._new_offset  # only caller: Consumer._filter_committable_offsets
     guarded = frozenset(topics)
     logged: set[tuple[Any, int]] = set()  # (tp, committed): one line per hole, not one per commit tick
-    floors: dict[Any, int] = consumer.__dict__.setdefault("_geo_floors", {})
+    floors = _floors(consumer)
     floored: set[tuple[Any, int]] = set()  # (tp, floor): one line per floor that held a commit back
 
     def _new_offset(tp: Any) -> int | None:
         floor = floors.get(tp)
-        committed_now = consumer._committed_offset[tp]
-        if floor is not None and floor_lifted(floor, committed_now, consumer._acked_index[tp]):
+        committed = consumer._committed_offset[tp]  # Faust's own _new_offset below does not change it
+        if floor is not None and floor_lifted(floor, committed, consumer._acked_index[tp]):
             del floors[tp]
             floor = None
         if tp.topic in guarded:
-            committed = committed_now
             acked = consumer._acked[tp]
             if head_gap(committed, acked):
                 if (tp, committed) not in logged:
@@ -106,7 +111,7 @@ def hold_commits_at_gaps(
                 return None
         result: int | None = original(tp)
         if floor is not None:
-            capped = below_floor(consumer._committed_offset[tp], result, floor)
+            capped = below_floor(committed, result, floor)
             if capped != result and (tp, floor) not in floored:
                 floored.add((tp, floor))
                 log.warning(
