@@ -56,6 +56,11 @@ def flat_ip(raw: bytes | None, max_bytes: int) -> str | None:
         return None
     if text[:1] != "{" or text[-1:] != "}":
         return None
+    return _flat_spelling(text)
+
+
+def _flat_spelling(text: str) -> str | None:
+    """The string `ip` member of a flat object's text (`_flat_members`), or None."""
     members = _flat_members(text)
     spelling = members.get("ip") if members is not None else None
     return spelling if type(spelling) is str else None
@@ -70,9 +75,9 @@ def parse_event_exact(
     """`parse_event` for what `flat_ip` does not vouch for (it is not called again)."""
     stripped, text = _text(raw, max_bytes)
     if stripped[0] == "{" and stripped is not text:  # whitespace around a flat object: the same fast read
-        members = _flat_members(stripped)
-        if members is not None and type(members.get("ip")) is str:
-            return ParsedEvent(_ip(members["ip"], normalise_field), stripped.encode())
+        spelling = _flat_spelling(stripped)
+        if spelling is not None:
+            return ParsedEvent(_ip(spelling, normalise_field), stripped.encode())
     value = _value(stripped, normalise)
     if isinstance(value, str):
         return ParsedEvent(_ip(value, normalise), json.dumps({"ip": value}, separators=(",", ":")).encode())
